@@ -1,0 +1,4 @@
+//! # dst-protocols: sans-IO protocol state machines, services and simulated clients
+//!
+//! Protocols are generic over the replicated service ([`dst_sim::StateMachine`]); clients
+//! record the histories the checkers judge.

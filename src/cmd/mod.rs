@@ -1,0 +1,23 @@
+//! One module per subcommand; each exposes `Args` (clap) and `main(Args) -> ExitCode`.
+
+use std::process::ExitCode;
+
+pub mod bench_check;
+pub mod bench_inference;
+pub mod bench_pingpong;
+pub mod check;
+pub mod explore;
+pub mod run;
+
+/// Exit code for a run where every check passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for a run that found a violation.
+pub const EXIT_VIOLATION: u8 = 1;
+/// Exit code for bad usage or bad input.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Prints a one-line error and returns exit code 2.
+pub fn bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("dst: error: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}

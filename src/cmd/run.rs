@@ -1,0 +1,12 @@
+//! `dst run` (not implemented yet).
+
+use std::process::ExitCode;
+
+/// Arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+/// Entry point.
+pub fn main(_args: Args) -> ExitCode {
+    super::bad_input("run is not implemented yet")
+}

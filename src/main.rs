@@ -1,0 +1,51 @@
+//! `dst`: deterministic simulation testing for consensus protocols.
+//!
+//! Exit codes: 0 when every check passes, 1 on a violation, 2 on bad usage or bad input.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(name = "dst", version, about = "Deterministic simulation testing for consensus protocols")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one seed of a protocol under a fault profile and check it.
+    Run(cmd::run::Args),
+    /// Run many seeds and summarise the violations found.
+    Explore(cmd::explore::Args),
+    /// Check histories for linearizability.
+    Check(cmd::check::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Simulator message throughput: 5 nodes bouncing messages.
+    Pingpong(cmd::bench_pingpong::Args),
+    /// Linearizability checker over a directory of reference histories.
+    Check(cmd::bench_check::Args),
+    /// The hybrid-model inference service.
+    Inference(cmd::bench_inference::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => cmd::run::main(args),
+        Command::Explore(args) => cmd::explore::main(args),
+        Command::Check(args) => cmd::check::main(args),
+        Command::Bench(BenchCommand::Pingpong(args)) => cmd::bench_pingpong::main(args),
+        Command::Bench(BenchCommand::Check(args)) => cmd::bench_check::main(args),
+        Command::Bench(BenchCommand::Inference(args)) => cmd::bench_inference::main(args),
+    }
+}
