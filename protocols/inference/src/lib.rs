@@ -1,0 +1,1 @@
+//! The hybrid-model inference service (being written).
