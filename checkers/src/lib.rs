@@ -5,5 +5,6 @@
 //! commit records, never the predicates of the code they judge.
 
 pub mod history;
+pub mod oracles;
 
 pub use history::{History, Operation, Outcome};

@@ -1,0 +1,1 @@
+//! Safety and liveness oracles over what a simulation recorded (being written).
