@@ -8,10 +8,17 @@
 //!
 //! Data flows one way: seed -> decisions -> events -> node handlers -> effects -> history.
 
+pub mod clock;
 pub mod decision;
+pub mod engine;
+pub mod faults;
+pub mod hash;
+pub mod net;
 pub mod node;
 pub mod storage;
+pub mod testing;
 pub mod time;
+pub mod trace;
 
 pub use decision::{DecisionKind, DecisionSource, SeededSource};
 pub use node::{
@@ -20,3 +27,8 @@ pub use node::{
 };
 pub use time::{MS, SEC, US};
 pub use storage::{Storage, StorageError, StorageFaults};
+pub use engine::{EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak};
+pub use faults::{parse_plan, FaultAction, FaultProfile, ScriptedFault, PROFILE_NAMES};
+pub use hash::stable_hash;
+pub use net::{Latency, LinkConfig};
+pub use trace::{Decision, ReplaySource, Trace, TraceHeader};

@@ -142,8 +142,8 @@ pub enum Effect<N: Node + ?Sized> {
     },
     /// Cancel a timer; cancelling a fired or unknown timer is a no-op.
     CancelTimer { id: TimerId },
-    /// Make every write issued so far durable; later sends wait for it.
-    Sync,
+    /// Make every write up to storage sequence `up_to` durable; later sends wait for it.
+    Sync { up_to: u64 },
     /// Report something to the oracles.
     Observe(N::Obs),
 }
@@ -273,7 +273,8 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
     }
     /// Makes every write so far durable; sends issued after this wait for it to complete.
     pub fn sync(&mut self) {
-        self.effects.push(Effect::Sync);
+        let up_to = self.storage.last_sequence();
+        self.effects.push(Effect::Sync { up_to });
     }
     /// Reports an observation to the oracles.
     pub fn observe(&mut self, obs: N::Obs) {

@@ -1,0 +1,82 @@
+//! Per-node clocks: offset, drift in parts per million, and forward/backward jumps.
+//! A node reads only its own clock; the engine keeps true time.
+
+use serde::{Deserialize, Serialize};
+
+const PPM: i128 = 1_000_000;
+
+/// One node's clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeClock {
+    /// Local minus true time at true time zero, plus the sum of jumps.
+    pub offset_ns: i64,
+    /// Rate error: the clock gains `drift_ppm` nanoseconds per million of true time.
+    pub drift_ppm: i64,
+}
+
+impl NodeClock {
+    /// The node's reading at true time `true_ns` (never negative).
+    #[inline]
+    pub fn local_ns(&self, true_ns: u64) -> u64 {
+        if self.offset_ns == 0 && self.drift_ppm == 0 {
+            return true_ns;
+        }
+        let drifted = true_ns as i128 + (true_ns as i128 * self.drift_ppm as i128) / PPM;
+        (drifted + self.offset_ns as i128).clamp(0, u64::MAX as i128) as u64
+    }
+
+    /// True duration that elapses while this clock advances by `local_ns`.
+    #[inline]
+    pub fn true_duration_ns(&self, local_ns: u64) -> u64 {
+        if self.drift_ppm == 0 {
+            return local_ns;
+        }
+        let rate = PPM + self.drift_ppm as i128;
+        ((local_ns as i128 * PPM) / rate.max(1)) as u64
+    }
+
+    /// Jumps the clock by `delta_ns` (negative: backwards).
+    pub fn jump(&mut self, delta_ns: i64) {
+        self.offset_ns = self.offset_ns.saturating_add(delta_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::SEC;
+
+    #[test]
+    fn drift_moves_the_clock_at_the_configured_rate() {
+        let clock = NodeClock {
+            offset_ns: 0,
+            drift_ppm: 500,
+        };
+        // 500 ppm fast: after 10 s of true time the clock reads 10.005 s.
+        assert_eq!(clock.local_ns(10 * SEC), 10 * SEC + 5_000_000);
+        let slow = NodeClock {
+            offset_ns: 0,
+            drift_ppm: -250,
+        };
+        assert_eq!(slow.local_ns(4 * SEC), 4 * SEC - 1_000_000);
+    }
+
+    #[test]
+    fn timers_follow_the_local_clock() {
+        let clock = NodeClock {
+            offset_ns: 0,
+            drift_ppm: 1000,
+        };
+        let true_ns = clock.true_duration_ns(1_001_000);
+        assert_eq!(true_ns, 1_000_000, "a fast clock fires local timers early in true time");
+    }
+
+    #[test]
+    fn jumps_move_the_offset_both_ways() {
+        let mut clock = NodeClock::default();
+        clock.jump(-5 * SEC as i64);
+        assert_eq!(clock.local_ns(3 * SEC), 0, "local time clamps at zero");
+        clock.jump(10 * SEC as i64);
+        assert_eq!(clock.local_ns(3 * SEC), 8 * SEC);
+    }
+}

@@ -1,0 +1,1369 @@
+//! The engine: one event queue ordered by (virtual time, insertion sequence), nodes and
+//! clients stepped one event at a time, effects applied in program order, faults injected by
+//! the profile's random process and the scripted plan, and a hash chain over every event.
+//!
+//! Build a [`Sim`] from a [`SimConfig`], node and client factories and a decision source,
+//! call [`Sim::run`], then read the [`RunSummary`] and the recorded observations.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::NodeClock;
+use crate::decision::{Decide, DecisionKind, DecisionSource, Divergence};
+use crate::faults::{FaultAction, FaultProfile, ScriptedFault};
+use crate::hash::stable_hash;
+use crate::net::{corrupt_bytes, Network, PPM};
+use crate::node::{
+    Client, ClientCtx, ClientEffect, ClientId, Effect, Node, NodeCtx, NodeId, Payload, TimerId,
+};
+use crate::storage::{Storage, StorageFaults, StorageStats};
+use crate::time::{fmt_ms, MS, SEC};
+use crate::trace::{Decider, Decision};
+
+/// How to order events scheduled for the same instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TieBreak {
+    /// Insertion order (fast; the default).
+    #[default]
+    Fifo,
+    /// Ask the decision source (for PCT and exhaustive exploration).
+    Decide,
+}
+
+/// Everything that shapes a run besides the decisions.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: u32,
+    pub clients: u32,
+    pub profile: FaultProfile,
+    pub plan: Vec<ScriptedFault>,
+    /// Faults stop and everything heals at this time.
+    pub quiet_at_ns: u64,
+    /// Hard stop of virtual time.
+    pub end_ns: u64,
+    /// Hard stop on the number of events.
+    pub events_max: u64,
+    /// Stop as soon as every client is done.
+    pub stop_when_clients_done: bool,
+    pub fsync_min_ns: u64,
+    pub fsync_max_ns: u64,
+    pub tie_break: TieBreak,
+    /// Encode and decode every message on every hop, even without corruption.
+    pub encode_every_hop: bool,
+    /// Bound on the events queued for a paused node; more are dropped and counted.
+    pub paused_inbox_max: usize,
+    /// The random fault process keeps at most this many nodes crashed or paused at once.
+    pub down_max: u32,
+    /// Keep a record per event (for the determinism self-check).
+    pub record_events: bool,
+    /// Print one line per event to stderr.
+    pub log_events: bool,
+}
+
+impl SimConfig {
+    /// A configuration with the given profile and sensible defaults.
+    pub fn new(nodes: u32, clients: u32, profile: FaultProfile) -> Self {
+        SimConfig {
+            nodes,
+            clients,
+            profile,
+            plan: Vec::new(),
+            quiet_at_ns: 10 * SEC,
+            end_ns: 30 * SEC,
+            events_max: 50_000_000,
+            stop_when_clients_done: true,
+            fsync_min_ns: 100_000,
+            fsync_max_ns: 2 * MS,
+            tie_break: TieBreak::Fifo,
+            encode_every_hop: false,
+            paused_inbox_max: 10_000,
+            down_max: nodes.saturating_sub(1) / 2,
+            record_events: false,
+            log_events: false,
+        }
+    }
+}
+
+/// What the run did, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    pub events: u64,
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    pub requests_delivered: u64,
+    pub replies_delivered: u64,
+    pub dropped_partition: u64,
+    pub dropped_loss: u64,
+    pub dropped_down: u64,
+    pub dropped_inbox_full: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub corrupted: u64,
+    pub corrupt_rejected: u64,
+    pub corrupt_delivered: u64,
+    pub timers_fired: u64,
+    pub syncs: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub faults: u64,
+    pub decisions: u64,
+    /// Messages nodes ignored, by reason.
+    pub ignored: BTreeMap<String, u64>,
+    pub storage: StorageStats,
+}
+
+/// One event as the determinism self-check sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub index: u64,
+    pub time_ns: u64,
+    pub target: String,
+    pub kind: &'static str,
+    /// Hash chain value after this event.
+    pub chain: u64,
+    /// Short description of the event and what its handler produced.
+    pub detail: String,
+}
+
+/// Why the run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    ClientsDone,
+    TimeLimit,
+    EventLimit,
+    QueueEmpty,
+}
+
+/// The outcome of a run, apart from the observations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub events: u64,
+    pub virtual_ns: u64,
+    pub trace_hash: u64,
+    pub end_reason: EndReason,
+    pub quiet_at_ns: u64,
+    pub stats: SimStats,
+    /// Protocol invariant failures reported by `Node::check_invariants`.
+    pub invariant_failures: Vec<String>,
+    /// Per client: requests still pending at the end.
+    pub clients_pending: Vec<usize>,
+    /// Faults applied, with their time.
+    pub fault_log: Vec<(u64, String)>,
+    /// Where a replayed trace stopped matching.
+    #[serde(skip)]
+    pub divergence: Option<Divergence>,
+}
+
+enum Outgoing<N: Node> {
+    Send { to: NodeId, msg: N::Msg },
+    Broadcast { msg: N::Msg },
+    Reply { client: ClientId, reply: N::Reply },
+}
+
+enum Event<N: Node, C: Client> {
+    Message {
+        from: NodeId,
+        to: NodeId,
+        msg: N::Msg,
+    },
+    Request {
+        from: ClientId,
+        to: NodeId,
+        request: N::Request,
+    },
+    Reply {
+        from: NodeId,
+        to: ClientId,
+        reply: N::Reply,
+    },
+    NodeTimer {
+        node: NodeId,
+        incarnation: u32,
+        id: TimerId,
+        timer: N::Timer,
+    },
+    ClientTimer {
+        client: ClientId,
+        id: TimerId,
+        timer: C::Timer,
+    },
+    SyncDone {
+        node: NodeId,
+        incarnation: u32,
+        up_to: u64,
+        held: Vec<Outgoing<N>>,
+    },
+    Fault(FaultAction),
+    FaultTick,
+}
+
+impl<N: Node, C: Client> Event<N, C> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Event::Message { .. } => "message",
+            Event::Request { .. } => "request",
+            Event::Reply { .. } => "reply",
+            Event::NodeTimer { .. } => "timer",
+            Event::ClientTimer { .. } => "client-timer",
+            Event::SyncDone { .. } => "sync-done",
+            Event::Fault(_) => "fault",
+            Event::FaultTick => "fault-tick",
+        }
+    }
+
+    fn target(&self) -> String {
+        match self {
+            Event::Message { to, .. } | Event::Request { to, .. } => to.to_string(),
+            Event::Reply { to, .. } => to.to_string(),
+            Event::NodeTimer { node, .. } | Event::SyncDone { node, .. } => node.to_string(),
+            Event::ClientTimer { client, .. } => client.to_string(),
+            Event::Fault(_) | Event::FaultTick => "sim".to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Event::Message { from, msg, .. } => format!("from {from}: {msg:?}"),
+            Event::Request { from, request, .. } => format!("from {from}: {request:?}"),
+            Event::Reply { from, reply, .. } => format!("from {from}: {reply:?}"),
+            Event::NodeTimer { timer, .. } => format!("{timer:?}"),
+            Event::ClientTimer { timer, .. } => format!("{timer:?}"),
+            Event::SyncDone { up_to, held, .. } => {
+                format!("up to write {up_to}, releasing {}", held.len())
+            }
+            Event::Fault(action) => action.to_string(),
+            Event::FaultTick => String::new(),
+        }
+    }
+
+    /// Hash of the parts of the event that identify it (payloads are hashed when sent).
+    fn identity(&self) -> u64 {
+        match self {
+            Event::Message { from, to, .. } => stable_hash(&(1u8, from.0, to.0)),
+            Event::Request { from, to, .. } => stable_hash(&(2u8, from.0, to.0)),
+            Event::Reply { from, to, .. } => stable_hash(&(3u8, from.0, to.0)),
+            Event::NodeTimer { node, id, timer, .. } => stable_hash(&(4u8, node.0, id.0, timer)),
+            Event::ClientTimer { client, id, timer } => {
+                stable_hash(&(5u8, client.0, id.0, timer))
+            }
+            Event::SyncDone { node, up_to, .. } => stable_hash(&(6u8, node.0, *up_to)),
+            Event::Fault(action) => stable_hash(&(7u8, action.to_string())),
+            Event::FaultTick => 8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Up,
+    Paused,
+    Crashed,
+}
+
+struct NodeSlot<N: Node, C: Client> {
+    node: Option<N>,
+    status: Status,
+    incarnation: u32,
+    storage: Storage,
+    clock: NodeClock,
+    next_timer_id: u64,
+    live_timers: BTreeSet<TimerId>,
+    // invariant: empty unless status == Paused; bounded by paused_inbox_max.
+    paused_inbox: VecDeque<Event<N, C>>,
+    /// Time the latest pending sync of this incarnation completes (syncs complete in order).
+    sync_done_ns: u64,
+}
+
+struct ClientSlot<C: Client> {
+    client: C,
+    next_timer_id: u64,
+    live_timers: BTreeSet<TimerId>,
+}
+
+/// A node factory: builds a fresh instance (at start and after every crash).
+pub type NodeFactory<N> = Box<dyn FnMut(NodeId) -> N>;
+
+/// The simulator.
+pub struct Sim<N: Node, C: Client<Node = N>> {
+    config: SimConfig,
+    now_ns: u64,
+    sequence: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<Event<N, C>>>,
+    free_slots: Vec<u32>,
+    nodes: Vec<NodeSlot<N, C>>,
+    clients: Vec<ClientSlot<C>>,
+    make_node: NodeFactory<N>,
+    network: Network,
+    decider: Decider,
+    effects: Vec<Effect<N>>,
+    client_effects: Vec<ClientEffect<C>>,
+    ignored: Vec<&'static str>,
+    observations: Vec<(u64, N::Obs)>,
+    stats: SimStats,
+    chain: u64,
+    step_hash: u64,
+    step_detail: String,
+    records: Vec<EventRecord>,
+    invariant_failures: Vec<String>,
+    fault_log: Vec<(u64, String)>,
+    quiet: bool,
+    encode: bool,
+}
+
+impl<N: Node, C: Client<Node = N>> Sim<N, C> {
+    /// Builds a simulator. `source` takes every decision; `record` keeps them for a trace.
+    pub fn new(
+        config: SimConfig,
+        make_node: NodeFactory<N>,
+        clients: Vec<C>,
+        source: Box<dyn DecisionSource>,
+        record: bool,
+    ) -> Self {
+        assert!(config.nodes > 0, "a cluster needs at least one node");
+        assert_eq!(
+            clients.len(),
+            config.clients as usize,
+            "config.clients must match the clients given"
+        );
+        let endpoints = (config.nodes + config.clients) as usize;
+        let encode = config.encode_every_hop || config.profile.link.needs_bytes();
+        let network = Network::new(endpoints, config.profile.link);
+        let nodes = (0..config.nodes)
+            .map(|_| NodeSlot {
+                node: None,
+                status: Status::Crashed,
+                incarnation: 0,
+                storage: Storage::new(config.profile.storage),
+                clock: NodeClock::default(),
+                next_timer_id: 0,
+                live_timers: BTreeSet::new(),
+                paused_inbox: VecDeque::new(),
+                sync_done_ns: 0,
+            })
+            .collect();
+        let clients = clients
+            .into_iter()
+            .map(|client| ClientSlot {
+                client,
+                next_timer_id: 0,
+                live_timers: BTreeSet::new(),
+            })
+            .collect();
+        Sim {
+            config,
+            now_ns: 0,
+            sequence: 0,
+            queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free_slots: Vec::new(),
+            nodes,
+            clients,
+            make_node,
+            network,
+            decider: Decider::new(source, record),
+            effects: Vec::new(),
+            client_effects: Vec::new(),
+            ignored: Vec::new(),
+            observations: Vec::new(),
+            stats: SimStats::default(),
+            chain: 0,
+            step_hash: 0,
+            step_detail: String::new(),
+            records: Vec::new(),
+            invariant_failures: Vec::new(),
+            fault_log: Vec::new(),
+            quiet: false,
+            encode,
+        }
+    }
+
+    /// Observations reported so far, with the true time they were reported at.
+    pub fn observations(&self) -> &[(u64, N::Obs)] {
+        &self.observations
+    }
+
+    /// Takes the observations out of the simulator.
+    pub fn take_observations(&mut self) -> Vec<(u64, N::Obs)> {
+        std::mem::take(&mut self.observations)
+    }
+
+    /// The recorded decisions (empty unless recording was asked for).
+    pub fn take_decisions(&mut self) -> Vec<Decision> {
+        self.decider.take_recording()
+    }
+
+    /// Per-event records (empty unless `config.record_events`).
+    pub fn take_records(&mut self) -> Vec<EventRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// A node's instance, if it is up or paused (for cross-node invariant checks in tests).
+    pub fn node(&self, id: NodeId) -> Option<&N> {
+        self.nodes[id.0 as usize].node.as_ref()
+    }
+
+    /// A client.
+    pub fn client(&self, id: ClientId) -> &C {
+        &self.clients[id.0 as usize].client
+    }
+
+    /// A node's storage.
+    pub fn storage(&self, id: NodeId) -> &Storage {
+        &self.nodes[id.0 as usize].storage
+    }
+
+    /// A node's clock reading now.
+    pub fn node_clock_ns(&self, id: NodeId) -> u64 {
+        self.nodes[id.0 as usize].clock.local_ns(self.now_ns)
+    }
+
+    /// Current true virtual time.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Runs to the end and summarises.
+    pub fn run(&mut self) -> RunSummary {
+        self.start();
+        let end_reason = self.run_loop();
+        self.summary(end_reason)
+    }
+
+    fn summary(&mut self, end_reason: EndReason) -> RunSummary {
+        let mut stats = self.stats.clone();
+        stats.decisions = self.decider.count();
+        for slot in &self.nodes {
+            let s = &slot.storage.stats;
+            let total = &mut stats.storage;
+            total.writes += s.writes;
+            total.syncs += s.syncs;
+            total.lost_on_crash += s.lost_on_crash;
+            total.torn_on_crash += s.torn_on_crash;
+            total.kept_on_crash += s.kept_on_crash;
+            total.corrupted_reads += s.corrupted_reads;
+            total.misdirected_writes += s.misdirected_writes;
+            total.io_errors += s.io_errors;
+            total.full_errors += s.full_errors;
+        }
+        RunSummary {
+            events: self.stats.events,
+            virtual_ns: self.now_ns,
+            trace_hash: self.chain,
+            end_reason,
+            quiet_at_ns: self.config.quiet_at_ns,
+            stats,
+            invariant_failures: self.invariant_failures.clone(),
+            clients_pending: self.clients.iter().map(|c| c.client.pending()).collect(),
+            fault_log: self.fault_log.clone(),
+            divergence: self.decider.divergence(),
+        }
+    }
+
+    fn start(&mut self) {
+        self.draw_clocks();
+        for index in 0..self.config.nodes {
+            self.boot(NodeId(index), false);
+        }
+        for index in 0..self.config.clients {
+            self.step_client(ClientId(index), |client, ctx| client.on_start(ctx));
+        }
+        let plan = std::mem::take(&mut self.config.plan);
+        for fault in &plan {
+            self.schedule(fault.at_ns, Event::Fault(fault.action.clone()));
+        }
+        self.config.plan = plan;
+        self.schedule(self.config.quiet_at_ns, Event::Fault(FaultAction::Quiet));
+        if self.config.profile.has_fault_process() {
+            let first = self.next_fault_delay();
+            self.schedule(first, Event::FaultTick);
+        }
+    }
+
+    fn draw_clocks(&mut self) {
+        let drift_max = self.config.profile.drift_ppm_max;
+        if drift_max == 0 {
+            return;
+        }
+        for index in 0..self.nodes.len() {
+            let drift = self.decider.below(DecisionKind::Clock, 2 * drift_max + 1) as i64;
+            let offset = self.decider.below(DecisionKind::Clock, SEC) as i64;
+            let clock = &mut self.nodes[index].clock;
+            clock.drift_ppm = drift - drift_max as i64;
+            clock.offset_ns = offset;
+        }
+    }
+
+    fn run_loop(&mut self) -> EndReason {
+        loop {
+            if self.stats.events >= self.config.events_max {
+                return EndReason::EventLimit;
+            }
+            let Some((time_ns, event)) = self.pop() else {
+                return EndReason::QueueEmpty;
+            };
+            if time_ns > self.config.end_ns {
+                self.now_ns = self.config.end_ns;
+                return EndReason::TimeLimit;
+            }
+            self.now_ns = time_ns;
+            self.step(event);
+            if self.config.stop_when_clients_done
+                && !self.clients.is_empty()
+                && self.clients.iter().all(|c| c.client.is_done())
+            {
+                return EndReason::ClientsDone;
+            }
+        }
+    }
+
+    fn step(&mut self, event: Event<N, C>) {
+        self.stats.events += 1;
+        let identity = event.identity();
+        let recording = self.config.record_events || self.config.log_events;
+        let (kind, target, detail) = if recording {
+            (event.kind(), event.target(), event.describe())
+        } else {
+            ("", String::new(), String::new())
+        };
+        self.step_hash = 0;
+        self.dispatch(event);
+        self.chain = stable_hash(&(self.chain, self.now_ns, identity, self.step_hash));
+        if recording {
+            self.record(kind, target, detail);
+        }
+    }
+
+    fn record(&mut self, kind: &'static str, target: String, mut detail: String) {
+        if !self.step_detail.is_empty() {
+            detail.push_str(" => ");
+            detail.push_str(&self.step_detail);
+            self.step_detail.clear();
+        }
+        if self.config.log_events {
+            eprintln!("{:>12} {:<4} {:<12} {}", fmt_ms(self.now_ns), target, kind, detail);
+        }
+        if self.config.record_events {
+            detail.truncate(300);
+            self.records.push(EventRecord {
+                index: self.stats.events - 1,
+                time_ns: self.now_ns,
+                target,
+                kind,
+                chain: self.chain,
+                detail,
+            });
+        }
+    }
+
+    fn dispatch(&mut self, event: Event<N, C>) {
+        match event {
+            Event::Message { from, to, msg } => {
+                if let Some(event) = self.hold_if_paused(to, Event::Message { from, to, msg }) {
+                    let Event::Message { from, to, msg } = event else {
+                        unreachable!("hold_if_paused returns the event it was given")
+                    };
+                    self.stats.messages_delivered += 1;
+                    self.step_node(to, |node, ctx| node.on_message(ctx, from, msg));
+                }
+            }
+            Event::Request { from, to, request } => {
+                let event = Event::Request { from, to, request };
+                if let Some(Event::Request { from, to, request }) = self.hold_if_paused(to, event)
+                {
+                    self.stats.requests_delivered += 1;
+                    self.step_node(to, |node, ctx| node.on_request(ctx, from, request));
+                }
+            }
+            Event::Reply { from, to, reply } => {
+                self.stats.replies_delivered += 1;
+                self.step_client(to, |client, ctx| client.on_reply(ctx, from, reply));
+            }
+            Event::NodeTimer {
+                node,
+                incarnation,
+                id,
+                timer,
+            } => self.fire_node_timer(node, incarnation, id, timer),
+            Event::ClientTimer { client, id, timer } => {
+                if self.clients[client.0 as usize].live_timers.remove(&id) {
+                    self.stats.timers_fired += 1;
+                    self.step_client(client, |c, ctx| c.on_timer(ctx, timer));
+                }
+            }
+            Event::SyncDone {
+                node,
+                incarnation,
+                up_to,
+                held,
+            } => self.complete_sync(node, incarnation, up_to, held),
+            Event::Fault(action) => self.apply_fault(action),
+            Event::FaultTick => self.random_fault(),
+        }
+    }
+
+    /// Returns the event if the node can take it now; queues it if paused; drops it if down.
+    fn hold_if_paused(&mut self, node: NodeId, event: Event<N, C>) -> Option<Event<N, C>> {
+        let inbox_max = self.config.paused_inbox_max;
+        let slot = &mut self.nodes[node.0 as usize];
+        match slot.status {
+            Status::Up => Some(event),
+            Status::Crashed => {
+                self.stats.dropped_down += 1;
+                None
+            }
+            Status::Paused => {
+                if slot.paused_inbox.len() < inbox_max {
+                    slot.paused_inbox.push_back(event);
+                } else {
+                    self.stats.dropped_inbox_full += 1;
+                }
+                None
+            }
+        }
+    }
+
+    fn fire_node_timer(&mut self, node: NodeId, incarnation: u32, id: TimerId, timer: N::Timer) {
+        let slot = &mut self.nodes[node.0 as usize];
+        if slot.incarnation != incarnation || !slot.live_timers.contains(&id) {
+            return;
+        }
+        if slot.status == Status::Paused {
+            let event = Event::NodeTimer {
+                node,
+                incarnation,
+                id,
+                timer,
+            };
+            self.hold_if_paused(node, event);
+            return;
+        }
+        slot.live_timers.remove(&id);
+        self.stats.timers_fired += 1;
+        self.step_node(node, |n, ctx| n.on_timer(ctx, timer));
+    }
+
+    fn complete_sync(
+        &mut self,
+        node: NodeId,
+        incarnation: u32,
+        up_to: u64,
+        held: Vec<Outgoing<N>>,
+    ) {
+        let slot = &mut self.nodes[node.0 as usize];
+        if slot.incarnation != incarnation || slot.status == Status::Crashed {
+            return;
+        }
+        slot.storage.complete_sync(up_to);
+        self.stats.syncs += 1;
+        for outgoing in held {
+            self.send_outgoing(node, outgoing);
+        }
+    }
+
+    /// Runs a node handler and applies its effects.
+    fn step_node(&mut self, id: NodeId, handler: impl FnOnce(&mut N, &mut NodeCtx<'_, N>)) {
+        let cluster_size = self.config.nodes;
+        let now_ns = self.now_ns;
+        let slot = &mut self.nodes[id.0 as usize];
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        let local_now_ns = slot.clock.local_ns(now_ns);
+        let mut ctx = NodeCtx::new(
+            id,
+            cluster_size,
+            local_now_ns,
+            &mut self.effects,
+            &mut slot.storage,
+            &mut self.decider,
+            &mut slot.next_timer_id,
+            &mut self.ignored,
+        );
+        handler(node, &mut ctx);
+        if let Err(failure) = node.check_invariants() {
+            let message = format!("{} at {}: {failure}", id, fmt_ms(now_ns));
+            self.invariant_failures.push(message);
+        }
+        self.apply_node_effects(id);
+        self.count_ignored(id);
+    }
+
+    fn count_ignored(&mut self, id: NodeId) {
+        for reason in self.ignored.drain(..) {
+            tracing::debug!(node = id.0, time_ns = self.now_ns, reason, "ignored message");
+            if self.config.log_events {
+                self.step_detail.push_str(&format!("ignored ({reason}) "));
+            }
+            match self.stats.ignored.get_mut(reason) {
+                Some(count) => *count += 1,
+                None => {
+                    self.stats.ignored.insert(reason.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    fn apply_node_effects(&mut self, id: NodeId) {
+        let mut effects = std::mem::take(&mut self.effects);
+        // Sends after a sync wait for it: they ride on the sync's completion event.
+        let mut held: Option<(u64, Vec<Outgoing<N>>)> = None;
+        for effect in effects.drain(..) {
+            let outgoing = match effect {
+                Effect::Send { to, msg } => Outgoing::Send { to, msg },
+                Effect::Broadcast { msg } => Outgoing::Broadcast { msg },
+                Effect::Reply { client, reply } => Outgoing::Reply { client, reply },
+                Effect::SetTimer {
+                    id: timer_id,
+                    delay_ns,
+                    timer,
+                } => {
+                    self.set_node_timer(id, timer_id, delay_ns, timer);
+                    continue;
+                }
+                Effect::CancelTimer { id: timer_id } => {
+                    self.nodes[id.0 as usize].live_timers.remove(&timer_id);
+                    continue;
+                }
+                Effect::Sync { up_to } => {
+                    if let Some((previous, messages)) = held.take() {
+                        self.schedule_sync(id, previous, messages);
+                    }
+                    held = Some((up_to, Vec::new()));
+                    continue;
+                }
+                Effect::Observe(obs) => {
+                    self.observations.push((self.now_ns, obs));
+                    continue;
+                }
+            };
+            match &mut held {
+                Some((_, messages)) => messages.push(outgoing),
+                None => self.send_outgoing(id, outgoing),
+            }
+        }
+        if let Some((up_to, messages)) = held {
+            self.schedule_sync(id, up_to, messages);
+        }
+        self.effects = effects;
+    }
+
+    fn schedule_sync(&mut self, id: NodeId, up_to: u64, held: Vec<Outgoing<N>>) {
+        let latency_ns =
+            self.decider.between(DecisionKind::Latency, self.config.fsync_min_ns, self.config.fsync_max_ns);
+        let slot = &mut self.nodes[id.0 as usize];
+        // Syncs of one node complete in the order they were issued.
+        let done_ns = (self.now_ns + latency_ns).max(slot.sync_done_ns);
+        slot.sync_done_ns = done_ns;
+        let incarnation = slot.incarnation;
+        self.schedule(
+            done_ns,
+            Event::SyncDone {
+                node: id,
+                incarnation,
+                up_to,
+                held,
+            },
+        );
+    }
+
+    fn set_node_timer(&mut self, id: NodeId, timer_id: TimerId, delay_ns: u64, timer: N::Timer) {
+        let slot = &mut self.nodes[id.0 as usize];
+        slot.live_timers.insert(timer_id);
+        let true_delay_ns = slot.clock.true_duration_ns(delay_ns);
+        let incarnation = slot.incarnation;
+        self.schedule(
+            self.now_ns.saturating_add(true_delay_ns),
+            Event::NodeTimer {
+                node: id,
+                incarnation,
+                id: timer_id,
+                timer,
+            },
+        );
+    }
+
+    fn send_outgoing(&mut self, from: NodeId, outgoing: Outgoing<N>) {
+        match outgoing {
+            Outgoing::Send { to, msg } => self.send_message(from, to, msg),
+            Outgoing::Broadcast { msg } => {
+                for index in 0..self.config.nodes {
+                    if index != from.0 {
+                        self.send_message(from, NodeId(index), msg.clone());
+                    }
+                }
+            }
+            Outgoing::Reply { client, reply } => {
+                let from_endpoint = from.0 as usize;
+                let to_endpoint = (self.config.nodes + client.0) as usize;
+                self.step_hash = stable_hash(&(self.step_hash, 3u8, client.0, &reply));
+                for (arrival_ns, reply) in self.transmit(from_endpoint, to_endpoint, reply) {
+                    self.schedule(
+                        arrival_ns,
+                        Event::Reply {
+                            from,
+                            to: client,
+                            reply,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn send_message(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
+        assert!(to.0 < self.config.nodes, "{from} sent to unknown node {to}");
+        self.stats.messages_sent += 1;
+        self.step_hash = stable_hash(&(self.step_hash, 1u8, to.0, &msg));
+        for (arrival_ns, msg) in self.transmit(from.0 as usize, to.0 as usize, msg) {
+            self.schedule(arrival_ns, Event::Message { from, to, msg });
+        }
+    }
+
+    /// Puts one payload on the wire: partitions, loss, corruption, latency, reordering,
+    /// clogs, bandwidth and duplication. Returns each copy that arrives, with its time.
+    fn transmit<P: Payload>(&mut self, from: usize, to: usize, payload: P) -> Deliveries<P> {
+        let mut deliveries = Deliveries::new();
+        if self.network.is_blocked(from, to) {
+            self.stats.dropped_partition += 1;
+            return deliveries;
+        }
+        let link = self.network.link;
+        if self.decider.chance(DecisionKind::Drop, link.loss_ppm, PPM) {
+            self.stats.dropped_loss += 1;
+            return deliveries;
+        }
+        let copies = if self.decider.chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let (payload, size_bytes) = if self.encode {
+            match self.encode_hop(payload, link.corrupt_ppm) {
+                Some(decoded) => decoded,
+                None => return deliveries,
+            }
+        } else {
+            (payload, 0)
+        };
+        for copy in 0..copies {
+            let mut latency_ns = link.latency.sample(&mut self.decider);
+            if self.decider.chance(DecisionKind::Reorder, link.reorder_ppm, PPM) {
+                self.stats.reordered += 1;
+                latency_ns += self.decider.below(DecisionKind::Reorder, link.reorder_window_ns + 1);
+            }
+            let arrival_ns = self.network.arrival_ns(from, to, self.now_ns, latency_ns, size_bytes);
+            let value = if copy + 1 == copies {
+                deliveries.push((arrival_ns, payload));
+                break;
+            } else {
+                payload.clone()
+            };
+            deliveries.push((arrival_ns, value));
+        }
+        deliveries
+    }
+
+    /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
+    fn encode_hop<P: Payload>(&mut self, payload: P, corrupt_ppm: u64) -> Option<(P, usize)> {
+        let mut bytes = match postcard::to_allocvec(&payload) {
+            Ok(bytes) => bytes,
+            Err(error) => panic!("message {payload:?} does not encode: {error}"),
+        };
+        let size_bytes = bytes.len();
+        let corrupted = self.decider.chance(DecisionKind::Corrupt, corrupt_ppm, PPM);
+        if corrupted {
+            self.stats.corrupted += 1;
+            corrupt_bytes(&mut bytes, &mut self.decider);
+        }
+        match postcard::from_bytes::<P>(&bytes) {
+            Ok(decoded) => {
+                if corrupted {
+                    self.stats.corrupt_delivered += 1;
+                }
+                Some((decoded, size_bytes))
+            }
+            Err(_) => {
+                // Receivers drop bytes that do not decode; the simulator counts them for them.
+                self.stats.corrupt_rejected += 1;
+                None
+            }
+        }
+    }
+
+    /// Runs a client handler and applies its effects.
+    fn step_client(&mut self, id: ClientId, handler: impl FnOnce(&mut C, &mut ClientCtx<'_, C>)) {
+        let cluster_size = self.config.nodes;
+        let slot = &mut self.clients[id.0 as usize];
+        let mut ctx = ClientCtx::new(
+            id,
+            cluster_size,
+            self.now_ns,
+            &mut self.client_effects,
+            &mut self.decider,
+            &mut slot.next_timer_id,
+        );
+        handler(&mut slot.client, &mut ctx);
+        let mut effects = std::mem::take(&mut self.client_effects);
+        for effect in effects.drain(..) {
+            self.apply_client_effect(id, effect);
+        }
+        self.client_effects = effects;
+    }
+
+    fn apply_client_effect(&mut self, id: ClientId, effect: ClientEffect<C>) {
+        match effect {
+            ClientEffect::Send { to, request } => {
+                assert!(to.0 < self.config.nodes, "{id} sent to unknown node {to}");
+                self.step_hash = stable_hash(&(self.step_hash, 2u8, to.0, &request));
+                let from_endpoint = (self.config.nodes + id.0) as usize;
+                for (arrival_ns, request) in self.transmit(from_endpoint, to.0 as usize, request) {
+                    self.schedule(
+                        arrival_ns,
+                        Event::Request {
+                            from: id,
+                            to,
+                            request,
+                        },
+                    );
+                }
+            }
+            ClientEffect::SetTimer {
+                id: timer_id,
+                delay_ns,
+                timer,
+            } => {
+                self.clients[id.0 as usize].live_timers.insert(timer_id);
+                self.schedule(
+                    self.now_ns.saturating_add(delay_ns),
+                    Event::ClientTimer {
+                        client: id,
+                        id: timer_id,
+                        timer,
+                    },
+                );
+            }
+            ClientEffect::CancelTimer { id: timer_id } => {
+                self.clients[id.0 as usize].live_timers.remove(&timer_id);
+            }
+            ClientEffect::Observe(obs) => self.observations.push((self.now_ns, obs)),
+        }
+    }
+
+    fn schedule(&mut self, time_ns: u64, event: Event<N, C>) {
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.slab.push(Some(event));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((time_ns, self.sequence, slot)));
+        self.sequence += 1;
+    }
+
+    fn pop(&mut self) -> Option<(u64, Event<N, C>)> {
+        let Reverse((time_ns, sequence, slot)) = self.queue.pop()?;
+        let slot = match self.config.tie_break {
+            TieBreak::Fifo => slot,
+            TieBreak::Decide => self.choose_among_ties(time_ns, sequence, slot),
+        };
+        let event = self.slab[slot as usize].take().expect("queued slot holds an event");
+        self.free_slots.push(slot);
+        Some((time_ns, event))
+    }
+
+    /// With `TieBreak::Decide`, the decision source picks among events at the same instant.
+    /// The others go back with their original sequence numbers, so their order is kept.
+    fn choose_among_ties(&mut self, time_ns: u64, sequence: u64, first: u32) -> u32 {
+        let mut ties = vec![(sequence, first)];
+        while let Some(Reverse((next_ns, next_sequence, slot))) = self.queue.peek().copied() {
+            if next_ns != time_ns {
+                break;
+            }
+            self.queue.pop();
+            ties.push((next_sequence, slot));
+        }
+        let chosen = self.decider.below(DecisionKind::Tie, ties.len() as u64) as usize;
+        let (_, slot) = ties.remove(chosen);
+        for (other_sequence, other) in ties {
+            self.queue.push(Reverse((time_ns, other_sequence, other)));
+        }
+        slot
+    }
+
+    fn boot(&mut self, id: NodeId, restart: bool) {
+        let node = (self.make_node)(id);
+        let slot = &mut self.nodes[id.0 as usize];
+        slot.node = Some(node);
+        slot.status = Status::Up;
+        if restart {
+            self.step_node(id, |n, ctx| n.on_restart(ctx));
+        } else {
+            self.step_node(id, |n, ctx| n.on_start(ctx));
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let slot = &mut self.nodes[id.0 as usize];
+        if slot.status == Status::Crashed {
+            return;
+        }
+        slot.node = None;
+        slot.status = Status::Crashed;
+        slot.incarnation += 1;
+        slot.live_timers.clear();
+        slot.paused_inbox.clear();
+        slot.sync_done_ns = 0;
+        slot.storage.crash(&mut self.decider);
+        self.stats.crashes += 1;
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        if self.nodes[id.0 as usize].status != Status::Crashed {
+            return;
+        }
+        self.stats.restarts += 1;
+        self.boot(id, true);
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        let slot = &mut self.nodes[id.0 as usize];
+        if slot.status != Status::Paused {
+            return;
+        }
+        slot.status = Status::Up;
+        let inbox = std::mem::take(&mut slot.paused_inbox);
+        for event in inbox {
+            self.schedule(self.now_ns, event);
+        }
+    }
+
+    fn down_count(&self) -> u32 {
+        self.nodes.iter().filter(|s| s.status != Status::Up).count() as u32
+    }
+
+    fn apply_fault(&mut self, action: FaultAction) {
+        self.stats.faults += 1;
+        self.fault_log.push((self.now_ns, action.to_string()));
+        tracing::debug!(time_ns = self.now_ns, fault = %action, "fault");
+        match action {
+            FaultAction::Partition { groups } => {
+                let links = partition_links(&groups);
+                self.block(&links);
+            }
+            FaultAction::OneWay { from, to } => {
+                let links: Vec<_> =
+                    from.iter().flat_map(|&a| to.iter().map(move |&b| (a, b))).collect();
+                self.block(&links);
+            }
+            FaultAction::Cut { links } => {
+                let both: Vec<_> = links.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect();
+                self.block(&both);
+            }
+            FaultAction::Restore { links } => {
+                for (a, b) in links {
+                    self.network.set_blocked(a.0 as usize, b.0 as usize, false);
+                }
+            }
+            FaultAction::Heal => self.network.heal(),
+            FaultAction::Clog {
+                from,
+                to,
+                duration_ns,
+            } => self.network.clog(
+                from.0 as usize,
+                to.0 as usize,
+                self.now_ns.saturating_add(duration_ns),
+            ),
+            FaultAction::Unclog { from, to } => self.network.unclog(from.0 as usize, to.0 as usize),
+            FaultAction::Crash(id) => self.crash(id),
+            FaultAction::Restart(id) => self.restart(id),
+            FaultAction::Pause(id) => {
+                let slot = &mut self.nodes[id.0 as usize];
+                if slot.status == Status::Up {
+                    slot.status = Status::Paused;
+                    self.stats.pauses += 1;
+                }
+            }
+            FaultAction::Resume(id) => self.resume(id),
+            FaultAction::Wipe(id) => {
+                self.crash(id);
+                self.nodes[id.0 as usize].storage.wipe();
+                self.restart(id);
+            }
+            FaultAction::ClockJump { node, delta_ns } => {
+                self.nodes[node.0 as usize].clock.jump(delta_ns)
+            }
+            FaultAction::ClockDrift { node, drift_ppm } => {
+                self.nodes[node.0 as usize].clock.drift_ppm = drift_ppm
+            }
+            FaultAction::Quiet => self.enter_quiet_phase(),
+        }
+    }
+
+    fn block(&mut self, links: &[(NodeId, NodeId)]) {
+        for &(a, b) in links {
+            let valid = a.0 < self.config.nodes && b.0 < self.config.nodes;
+            if valid && a != b {
+                self.network.set_blocked(a.0 as usize, b.0 as usize, true);
+            }
+        }
+    }
+
+    fn enter_quiet_phase(&mut self) {
+        self.quiet = true;
+        self.network.heal();
+        self.network.link = self.network.link.quiet();
+        for index in 0..self.config.nodes {
+            let id = NodeId(index);
+            self.nodes[index as usize].storage.set_faults(StorageFaults::default());
+            self.resume(id);
+            self.restart(id);
+        }
+    }
+
+    fn next_fault_delay(&mut self) -> u64 {
+        let interval = self.config.profile.fault_interval_ns;
+        self.now_ns + self.decider.between(DecisionKind::FaultTime, interval / 2, interval * 3 / 2)
+    }
+
+    fn random_fault(&mut self) {
+        if self.quiet {
+            return;
+        }
+        let next = self.next_fault_delay();
+        self.schedule(next, Event::FaultTick);
+        let weights = self.config.profile.weights;
+        let table = [
+            weights.partition,
+            weights.one_way,
+            weights.partial,
+            weights.crash,
+            weights.pause,
+            weights.clog,
+            weights.swizzle,
+            weights.clock_jump,
+        ];
+        let total: u64 = table.iter().sum();
+        let mut pick = self.decider.below(DecisionKind::FaultChoice, total);
+        let kind = table
+            .iter()
+            .position(|&weight| {
+                if pick < weight {
+                    true
+                } else {
+                    pick -= weight;
+                    false
+                }
+            })
+            .expect("pick is below the total weight");
+        let duration_ns = self.decider.between(
+            DecisionKind::FaultTime,
+            self.config.profile.fault_duration_min_ns,
+            self.config.profile.fault_duration_max_ns,
+        );
+        match kind {
+            0 => self.random_partition(duration_ns),
+            1 => self.random_one_way(duration_ns),
+            2 => self.random_partial(duration_ns),
+            3 | 4 => self.random_process_fault(kind == 3, duration_ns),
+            5 => self.random_clog(duration_ns),
+            6 => self.swizzle_clog(duration_ns),
+            _ => self.random_clock_jump(),
+        }
+    }
+
+    fn random_node(&mut self) -> NodeId {
+        NodeId(self.decider.below(DecisionKind::FaultChoice, self.config.nodes as u64) as u32)
+    }
+
+    fn shuffled_nodes(&mut self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = (0..self.config.nodes).map(NodeId).collect();
+        for index in (1..nodes.len()).rev() {
+            let other = self.decider.below(DecisionKind::FaultChoice, index as u64 + 1) as usize;
+            nodes.swap(index, other);
+        }
+        nodes
+    }
+
+    fn apply_for(&mut self, action: FaultAction, undo: FaultAction, duration_ns: u64) {
+        self.apply_fault(action);
+        self.schedule(self.now_ns + duration_ns, Event::Fault(undo));
+    }
+
+    fn random_partition(&mut self, duration_ns: u64) {
+        if self.config.nodes < 2 {
+            return;
+        }
+        let nodes = self.shuffled_nodes();
+        let cut = 1 + self.decider.below(DecisionKind::FaultChoice, nodes.len() as u64 - 1);
+        let groups = vec![nodes[..cut as usize].to_vec(), nodes[cut as usize..].to_vec()];
+        let links = partition_links(&groups);
+        self.apply_for(FaultAction::Partition { groups }, FaultAction::Restore { links }, duration_ns);
+    }
+
+    fn random_one_way(&mut self, duration_ns: u64) {
+        if self.config.nodes < 2 {
+            return;
+        }
+        let nodes = self.shuffled_nodes();
+        let cut = 1 + self.decider.below(DecisionKind::FaultChoice, nodes.len() as u64 - 1);
+        let (from, to) = (nodes[..cut as usize].to_vec(), nodes[cut as usize..].to_vec());
+        let links = from.iter().flat_map(|&a| to.iter().map(move |&b| (a, b))).collect();
+        self.apply_for(FaultAction::OneWay { from, to }, FaultAction::Restore { links }, duration_ns);
+    }
+
+    fn random_partial(&mut self, duration_ns: u64) {
+        let mut links = Vec::new();
+        for a in 0..self.config.nodes {
+            for b in a + 1..self.config.nodes {
+                if self.decider.chance(DecisionKind::FaultChoice, 1, 3) {
+                    links.push((NodeId(a), NodeId(b)));
+                }
+            }
+        }
+        if links.is_empty() {
+            return;
+        }
+        let both = links.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect();
+        self.apply_for(FaultAction::Cut { links }, FaultAction::Restore { links: both }, duration_ns);
+    }
+
+    fn random_process_fault(&mut self, crash: bool, duration_ns: u64) {
+        if self.down_count() >= self.config.down_max {
+            return;
+        }
+        let node = self.random_node();
+        if self.nodes[node.0 as usize].status != Status::Up {
+            return;
+        }
+        if crash {
+            self.apply_for(FaultAction::Crash(node), FaultAction::Restart(node), duration_ns);
+        } else {
+            self.apply_for(FaultAction::Pause(node), FaultAction::Resume(node), duration_ns);
+        }
+    }
+
+    fn random_clog(&mut self, duration_ns: u64) {
+        let from = self.random_node();
+        let to = self.random_node();
+        if from != to {
+            self.apply_fault(FaultAction::Clog {
+                from,
+                to,
+                duration_ns,
+            });
+        }
+    }
+
+    /// FoundationDB's swizzle-clog: clog a random subset of nodes one at a time, then unclog
+    /// them one at a time in reverse order.
+    fn swizzle_clog(&mut self, duration_ns: u64) {
+        let nodes = self.shuffled_nodes();
+        let count = 1 + self.decider.below(DecisionKind::FaultChoice, nodes.len() as u64);
+        let chosen = &nodes[..count as usize];
+        let step_ns = (duration_ns / (2 * count + 1)).max(MS);
+        let everyone: Vec<NodeId> = (0..self.config.nodes).map(NodeId).collect();
+        for (index, &node) in chosen.iter().enumerate() {
+            let clog_at = self.now_ns + step_ns * index as u64;
+            let unclog_at = self.now_ns + duration_ns - step_ns * index as u64;
+            for &other in everyone.iter().filter(|&&o| o != node) {
+                for (from, to) in [(node, other), (other, node)] {
+                    let clog = FaultAction::Clog {
+                        from,
+                        to,
+                        duration_ns: duration_ns * 2,
+                    };
+                    self.schedule(clog_at, Event::Fault(clog));
+                    self.schedule(unclog_at, Event::Fault(FaultAction::Unclog { from, to }));
+                }
+            }
+        }
+    }
+
+    fn random_clock_jump(&mut self) {
+        let jump_max = self.config.profile.jump_ns_max;
+        if jump_max == 0 {
+            return;
+        }
+        let node = self.random_node();
+        let delta = self.decider.below(DecisionKind::Clock, 2 * jump_max + 1) as i64 - jump_max as i64;
+        self.apply_fault(FaultAction::ClockJump {
+            node,
+            delta_ns: delta,
+        });
+    }
+}
+
+type Deliveries<P> = Vec<(u64, P)>;
+
+/// Directed links cut by a symmetric partition into `groups`.
+fn partition_links(groups: &[Vec<NodeId>]) -> Vec<(NodeId, NodeId)> {
+    let mut links = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
+        for other in groups.iter().skip(index + 1) {
+            for &a in group {
+                for &b in other {
+                    links.push((a, b));
+                    links.push((b, a));
+                }
+            }
+        }
+    }
+    links
+}
+
+/// A client that does nothing: for simulations without a workload (benchmarks, tests).
+#[derive(Debug, Default)]
+pub struct NoClient<N>(std::marker::PhantomData<N>);
+
+impl<N: Node> Client for NoClient<N> {
+    type Node = N;
+    type Timer = ();
+    fn on_start(&mut self, _ctx: &mut ClientCtx<'_, Self>) {}
+    fn on_reply(&mut self, _ctx: &mut ClientCtx<'_, Self>, _from: NodeId, _reply: N::Reply) {}
+    fn on_timer(&mut self, _ctx: &mut ClientCtx<'_, Self>, _timer: ()) {}
+    fn pending(&self) -> usize {
+        0
+    }
+    fn is_done(&self) -> bool {
+        true
+    }
+}
+
+/// Compares two event-record streams; names the first event where they differ.
+pub fn first_divergence(left: &[EventRecord], right: &[EventRecord]) -> Option<String> {
+    for (a, b) in left.iter().zip(right) {
+        if a.chain != b.chain || a.time_ns != b.time_ns || a.target != b.target || a.kind != b.kind
+        {
+            return Some(format!(
+                "first divergent event #{} at {}: {} {} [{}] in the first run, {} {} {} [{}] in the second",
+                a.index,
+                fmt_ms(a.time_ns),
+                a.target,
+                a.kind,
+                a.detail,
+                fmt_ms(b.time_ns),
+                b.target,
+                b.kind,
+                b.detail
+            ));
+        }
+    }
+    if left.len() != right.len() {
+        return Some(format!(
+            "the runs have different lengths: {} and {} events",
+            left.len(),
+            right.len()
+        ));
+    }
+    None
+}
