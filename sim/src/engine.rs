@@ -2,8 +2,21 @@
 //! clients stepped one event at a time, effects applied in program order, faults injected by
 //! the profile's random process and the scripted plan, and a hash chain over every event.
 //!
-//! Build a [`Sim`] from a [`SimConfig`], node and client factories and a decision source,
-//! call [`Sim::run`], then read the [`RunSummary`] and the recorded observations.
+//! ```ignore
+//! let profile = FaultProfile::named("light", &mut SeededSource::new(seed))?;
+//! let mut config = SimConfig::new(5, 3, profile);          // 5 nodes, 3 clients
+//! config.plan = parse_plan("at 120ms partition 0,1 | 2,3,4; at 400ms heal")?;
+//! let mut sim = Sim::new(config, Box::new(|id| MyNode::new(id)), clients,
+//!                        Box::new(SeededSource::new(seed)), /* record trace */ false);
+//! let summary = sim.run();                 // RunSummary: events, trace_hash, stats, ...
+//! let observations = sim.take_observations(); // Vec<(time_ns, N::Obs)> for the oracles
+//! ```
+//!
+//! A run ends when every client is done, at `end_ns`, or after `events_max` events. At
+//! `quiet_at_ns` the quiet phase starts: the random fault process stops, the network heals,
+//! link and storage faults turn off, and crashed or paused nodes come back, so liveness can
+//! be judged. Swarm knobs and initial clocks are drawn from the decision source before
+//! anything else, so a trace replays them too.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -379,6 +392,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             quiet: false,
             encode,
         }
+    }
+
+    /// Keeps a per-event record for the determinism self-check (see [`check_determinism`]).
+    pub fn record_events(&mut self, on: bool) {
+        self.config.record_events = on;
     }
 
     /// Observations reported so far, with the true time they were reported at.
@@ -800,6 +818,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 let from_endpoint = from.0 as usize;
                 let to_endpoint = (self.config.nodes + client.0) as usize;
                 self.step_hash = stable_hash(&(self.step_hash, 3u8, client.0, &reply));
+                if self.config.record_events || self.config.log_events {
+                    self.step_detail.push_str(&format!("reply {client} {reply:?}; "));
+                }
                 for (arrival_ns, reply) in self.transmit(from_endpoint, to_endpoint, reply) {
                     self.schedule(
                         arrival_ns,
@@ -818,6 +839,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         assert!(to.0 < self.config.nodes, "{from} sent to unknown node {to}");
         self.stats.messages_sent += 1;
         self.step_hash = stable_hash(&(self.step_hash, 1u8, to.0, &msg));
+        if self.config.record_events || self.config.log_events {
+            self.step_detail.push_str(&format!("send {to} {msg:?}; "));
+        }
         for (arrival_ns, msg) in self.transmit(from.0 as usize, to.0 as usize, msg) {
             self.schedule(arrival_ns, Event::Message { from, to, msg });
         }
@@ -920,6 +944,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             ClientEffect::Send { to, request } => {
                 assert!(to.0 < self.config.nodes, "{id} sent to unknown node {to}");
                 self.step_hash = stable_hash(&(self.step_hash, 2u8, to.0, &request));
+                if self.config.record_events || self.config.log_events {
+                    self.step_detail.push_str(&format!("request {to} {request:?}; "));
+                }
                 let from_endpoint = (self.config.nodes + id.0) as usize;
                 for (arrival_ns, request) in self.transmit(from_endpoint, to.0 as usize, request) {
                     self.schedule(
@@ -1336,6 +1363,26 @@ impl<N: Node> Client for NoClient<N> {
     }
     fn is_done(&self) -> bool {
         true
+    }
+}
+
+/// The determinism self-check: builds and runs the same simulation twice and compares the
+/// per-event hash chain. On mismatch the error names the first divergent event (virtual
+/// time, node, event kind, and both versions of it). Returns the trace hash otherwise.
+pub fn check_determinism<N: Node, C: Client<Node = N>>(
+    mut build: impl FnMut() -> Sim<N, C>,
+) -> Result<u64, String> {
+    let mut run = || {
+        let mut sim = build();
+        sim.record_events(true);
+        let summary = sim.run();
+        (summary.trace_hash, sim.take_records())
+    };
+    let (hash, first) = run();
+    let (_, second) = run();
+    match first_divergence(&first, &second) {
+        Some(message) => Err(message),
+        None => Ok(hash),
     }
 }
 

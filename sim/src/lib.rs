@@ -27,7 +27,7 @@ pub use node::{
 };
 pub use time::{MS, SEC, US};
 pub use storage::{Storage, StorageError, StorageFaults};
-pub use engine::{EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak};
+pub use engine::{check_determinism, EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak};
 pub use faults::{parse_plan, FaultAction, FaultProfile, ScriptedFault, PROFILE_NAMES};
 pub use hash::stable_hash;
 pub use net::{Latency, LinkConfig};
