@@ -2,7 +2,20 @@
 //!
 //! Protocols are generic over the replicated service ([`dst_sim::StateMachine`]); clients
 //! record the histories the checkers judge.
+//!
+//! - [`api`]: requests, replies and observations shared by every protocol.
+//! - [`kv`]: the key-value service; [`sessions`]: exactly-once client sessions over any
+//!   service; [`service`]: read-only commands; [`digest`]: stable digests (every protocol
+//!   reports commits with [`digest::command_digest`]).
 
 pub mod api;
+pub mod digest;
+pub mod kv;
+pub mod service;
+pub mod sessions;
 
 pub use api::{Observation, Reply, Request};
+pub use digest::command_digest;
+pub use kv::{KvCommand, KvOutput, KvStore};
+pub use service::Service;
+pub use sessions::{SessionOutput, Sessions, SESSIONS_MAX};
