@@ -7,15 +7,20 @@
 //! - [`kv`]: the key-value service; [`sessions`]: exactly-once client sessions over any
 //!   service; [`service`]: read-only commands; [`digest`]: stable digests (every protocol
 //!   reports commits with [`digest::command_digest`]).
+//! - [`client`]: the simulated client; [`workload`]: command generators.
 
 pub mod api;
+pub mod client;
 pub mod digest;
 pub mod kv;
 pub mod service;
 pub mod sessions;
+pub mod workload;
 
 pub use api::{Observation, Reply, Request};
+pub use client::{ClientConfig, ClientStats, ClientTimer, SimClient};
 pub use digest::command_digest;
 pub use kv::{KvCommand, KvOutput, KvStore};
 pub use service::Service;
 pub use sessions::{SessionOutput, Sessions, SESSIONS_MAX};
+pub use workload::{Burst, Draw, KvWorkload, KvWorkloadConfig, Step, Workload};
