@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::NodeClock;
-use crate::decision::{Decide, DecisionKind, DecisionSource, Divergence};
+use crate::decision::{Decide, DecisionKind, Divergence};
 use crate::faults::{FaultAction, FaultProfile, ScriptedFault};
 use crate::hash::stable_hash;
 use crate::net::{corrupt_bytes, Network, PPM};
@@ -253,11 +253,13 @@ impl<N: Node, C: Client> Event<N, C> {
     }
 
     /// Hash of the parts of the event that identify it (payloads are hashed when sent).
+    #[inline]
     fn identity(&self) -> u64 {
+        let link = |tag: u64, from: u32, to: u32| (tag << 56) | ((from as u64) << 28) | to as u64;
         match self {
-            Event::Message { from, to, .. } => stable_hash(&(1u8, from.0, to.0)),
-            Event::Request { from, to, .. } => stable_hash(&(2u8, from.0, to.0)),
-            Event::Reply { from, to, .. } => stable_hash(&(3u8, from.0, to.0)),
+            Event::Message { from, to, .. } => link(1, from.0, to.0),
+            Event::Request { from, to, .. } => link(2, from.0, to.0),
+            Event::Reply { from, to, .. } => link(3, from.0, to.0),
             Event::NodeTimer { node, id, timer, .. } => stable_hash(&(4u8, node.0, id.0, timer)),
             Event::ClientTimer { client, id, timer } => {
                 stable_hash(&(5u8, client.0, id.0, timer))
@@ -333,9 +335,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         config: SimConfig,
         make_node: NodeFactory<N>,
         clients: Vec<C>,
-        source: Box<dyn DecisionSource>,
+        source: impl Into<Decider>,
         record: bool,
     ) -> Self {
+        let mut decider = source.into();
+        decider.set_recording(record);
         assert!(config.nodes > 0, "a cluster needs at least one node");
         assert_eq!(
             clients.len(),
@@ -377,7 +381,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             clients,
             make_node,
             network,
-            decider: Decider::new(source, record),
+            decider,
             effects: Vec::new(),
             client_effects: Vec::new(),
             ignored: Vec::new(),
@@ -549,7 +553,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         };
         self.step_hash = 0;
         self.dispatch(event);
-        self.chain = stable_hash(&(self.chain, self.now_ns, identity, self.step_hash));
+        self.chain = fold(fold(fold(self.chain, self.now_ns), identity), self.step_hash);
         if recording {
             self.record(kind, target, detail);
         }
@@ -580,21 +584,20 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn dispatch(&mut self, event: Event<N, C>) {
         match event {
             Event::Message { from, to, msg } => {
-                if let Some(event) = self.hold_if_paused(to, Event::Message { from, to, msg }) {
-                    let Event::Message { from, to, msg } = event else {
-                        unreachable!("hold_if_paused returns the event it was given")
-                    };
-                    self.stats.messages_delivered += 1;
-                    self.step_node(to, |node, ctx| node.on_message(ctx, from, msg));
+                if self.nodes[to.0 as usize].status != Status::Up {
+                    self.hold_if_paused(to, Event::Message { from, to, msg });
+                    return;
                 }
+                self.stats.messages_delivered += 1;
+                self.step_node(to, |node, ctx| node.on_message(ctx, from, msg));
             }
             Event::Request { from, to, request } => {
-                let event = Event::Request { from, to, request };
-                if let Some(Event::Request { from, to, request }) = self.hold_if_paused(to, event)
-                {
-                    self.stats.requests_delivered += 1;
-                    self.step_node(to, |node, ctx| node.on_request(ctx, from, request));
+                if self.nodes[to.0 as usize].status != Status::Up {
+                    self.hold_if_paused(to, Event::Request { from, to, request });
+                    return;
                 }
+                self.stats.requests_delivered += 1;
+                self.step_node(to, |node, ctx| node.on_request(ctx, from, request));
             }
             Event::Reply { from, to, reply } => {
                 self.stats.replies_delivered += 1;
@@ -623,23 +626,19 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         }
     }
 
-    /// Returns the event if the node can take it now; queues it if paused; drops it if down.
-    fn hold_if_paused(&mut self, node: NodeId, event: Event<N, C>) -> Option<Event<N, C>> {
+    /// For a node that is not up: queues the event if it is paused, drops it if crashed.
+    fn hold_if_paused(&mut self, node: NodeId, event: Event<N, C>) {
         let inbox_max = self.config.paused_inbox_max;
         let slot = &mut self.nodes[node.0 as usize];
         match slot.status {
-            Status::Up => Some(event),
-            Status::Crashed => {
-                self.stats.dropped_down += 1;
-                None
-            }
+            Status::Up => unreachable!("events for a running node are delivered, not held"),
+            Status::Crashed => self.stats.dropped_down += 1,
             Status::Paused => {
                 if slot.paused_inbox.len() < inbox_max {
                     slot.paused_inbox.push_back(event);
                 } else {
                     self.stats.dropped_inbox_full += 1;
                 }
-                None
             }
         }
     }
@@ -707,7 +706,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.invariant_failures.push(message);
         }
         self.apply_node_effects(id);
-        self.count_ignored(id);
+        if !self.ignored.is_empty() {
+            self.count_ignored(id);
+        }
     }
 
     fn count_ignored(&mut self, id: NodeId) {
@@ -821,16 +822,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 if self.config.record_events || self.config.log_events {
                     self.step_detail.push_str(&format!("reply {client} {reply:?}; "));
                 }
-                for (arrival_ns, reply) in self.transmit(from_endpoint, to_endpoint, reply) {
-                    self.schedule(
-                        arrival_ns,
-                        Event::Reply {
-                            from,
-                            to: client,
-                            reply,
-                        },
-                    );
-                }
+                self.transmit(from_endpoint, to_endpoint, reply, |reply| Event::Reply {
+                    from,
+                    to: client,
+                    reply,
+                });
             }
         }
     }
@@ -838,58 +834,64 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn send_message(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
         assert!(to.0 < self.config.nodes, "{from} sent to unknown node {to}");
         self.stats.messages_sent += 1;
-        self.step_hash = stable_hash(&(self.step_hash, 1u8, to.0, &msg));
+        self.step_hash = fold(self.step_hash, stable_hash(&(to.0, &msg)));
         if self.config.record_events || self.config.log_events {
             self.step_detail.push_str(&format!("send {to} {msg:?}; "));
         }
-        for (arrival_ns, msg) in self.transmit(from.0 as usize, to.0 as usize, msg) {
-            self.schedule(arrival_ns, Event::Message { from, to, msg });
-        }
+        self.transmit(from.0 as usize, to.0 as usize, msg, |msg| Event::Message {
+            from,
+            to,
+            msg,
+        });
     }
 
     /// Puts one payload on the wire: partitions, loss, corruption, latency, reordering,
-    /// clogs, bandwidth and duplication. Returns each copy that arrives, with its time.
-    fn transmit<P: Payload>(&mut self, from: usize, to: usize, payload: P) -> Deliveries<P> {
-        let mut deliveries = Deliveries::new();
+    /// clogs, bandwidth and duplication. Schedules each copy that arrives as `wrap(payload)`.
+    fn transmit<P: Payload>(
+        &mut self,
+        from: usize,
+        to: usize,
+        payload: P,
+        wrap: impl Fn(P) -> Event<N, C>,
+    ) {
         if self.network.is_blocked(from, to) {
             self.stats.dropped_partition += 1;
-            return deliveries;
+            return;
         }
         let link = self.network.link;
         if self.decider.chance(DecisionKind::Drop, link.loss_ppm, PPM) {
             self.stats.dropped_loss += 1;
-            return deliveries;
+            return;
         }
-        let copies = if self.decider.chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM) {
-            self.stats.duplicated += 1;
-            2
-        } else {
-            1
-        };
+        let duplicate = self.decider.chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM);
         let (payload, size_bytes) = if self.encode {
             match self.encode_hop(payload, link.corrupt_ppm) {
                 Some(decoded) => decoded,
-                None => return deliveries,
+                None => return,
             }
         } else {
             (payload, 0)
         };
-        for copy in 0..copies {
-            let mut latency_ns = link.latency.sample(&mut self.decider);
-            if self.decider.chance(DecisionKind::Reorder, link.reorder_ppm, PPM) {
-                self.stats.reordered += 1;
-                latency_ns += self.decider.below(DecisionKind::Reorder, link.reorder_window_ns + 1);
-            }
-            let arrival_ns = self.network.arrival_ns(from, to, self.now_ns, latency_ns, size_bytes);
-            let value = if copy + 1 == copies {
-                deliveries.push((arrival_ns, payload));
-                break;
-            } else {
-                payload.clone()
-            };
-            deliveries.push((arrival_ns, value));
+        if duplicate {
+            self.stats.duplicated += 1;
+            let arrival_ns = self.arrival_ns(from, to, size_bytes);
+            self.schedule(arrival_ns, wrap(payload.clone()));
         }
-        deliveries
+        let arrival_ns = self.arrival_ns(from, to, size_bytes);
+        self.schedule(arrival_ns, wrap(payload));
+    }
+
+    #[inline]
+    fn arrival_ns(&mut self, from: usize, to: usize, size_bytes: usize) -> u64 {
+        let link = &self.network.link;
+        let (latency, reorder_ppm, window_ns) =
+            (link.latency, link.reorder_ppm, link.reorder_window_ns);
+        let mut latency_ns = latency.sample(&mut self.decider);
+        if self.decider.chance(DecisionKind::Reorder, reorder_ppm, PPM) {
+            self.stats.reordered += 1;
+            latency_ns += self.decider.below(DecisionKind::Reorder, window_ns + 1);
+        }
+        self.network.arrival_ns(from, to, self.now_ns, latency_ns, size_bytes)
     }
 
     /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
@@ -948,16 +950,13 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                     self.step_detail.push_str(&format!("request {to} {request:?}; "));
                 }
                 let from_endpoint = (self.config.nodes + id.0) as usize;
-                for (arrival_ns, request) in self.transmit(from_endpoint, to.0 as usize, request) {
-                    self.schedule(
-                        arrival_ns,
-                        Event::Request {
-                            from: id,
-                            to,
-                            request,
-                        },
-                    );
-                }
+                self.transmit(from_endpoint, to.0 as usize, request, |request| {
+                    Event::Request {
+                        from: id,
+                        to,
+                        request,
+                    }
+                });
             }
             ClientEffect::SetTimer {
                 id: timer_id,
@@ -1330,7 +1329,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 }
 
-type Deliveries<P> = Vec<(u64, P)>;
+/// One step of the hash chain: cheap, and stable across runs and platforms.
+#[inline]
+fn fold(accumulator: u64, word: u64) -> u64 {
+    (accumulator.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
 
 /// Directed links cut by a symmetric partition into `groups`.
 fn partition_links(groups: &[Vec<NodeId>]) -> Vec<(NodeId, NodeId)> {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{DecisionKind, DecisionSource, Divergence};
+use crate::decision::{DecisionKind, DecisionSource, Divergence, SeededSource};
 
 const MAGIC: &str = "DSTTRACE 1";
 
@@ -187,9 +187,16 @@ impl DecisionSource for ReplaySource {
     }
 }
 
+/// The run's source: the seeded generator is called directly (the hot path), anything else
+/// through a trait object.
+enum Source {
+    Seeded(SeededSource),
+    Other(Box<dyn DecisionSource>),
+}
+
 /// Wraps the run's source; optionally records every decision.
 pub struct Decider {
-    source: Box<dyn DecisionSource>,
+    source: Source,
     recording: Option<Vec<Decision>>,
     count: u64,
 }
@@ -198,9 +205,17 @@ impl Decider {
     /// Wraps `source`; records when `record` is true.
     pub fn new(source: Box<dyn DecisionSource>, record: bool) -> Self {
         Decider {
-            source,
+            source: Source::Other(source),
             recording: record.then(Vec::new),
             count: 0,
+        }
+    }
+    /// Turns recording on or off (what was recorded so far is kept when turning it on).
+    pub fn set_recording(&mut self, record: bool) {
+        if !record {
+            self.recording = None;
+        } else if self.recording.is_none() {
+            self.recording = Some(Vec::new());
         }
     }
     /// Decisions taken so far.
@@ -213,14 +228,42 @@ impl Decider {
     }
     /// Divergence reported by a replay source.
     pub fn divergence(&self) -> Option<Divergence> {
-        self.source.divergence()
+        match &self.source {
+            Source::Seeded(_) => None,
+            Source::Other(source) => source.divergence(),
+        }
+    }
+}
+
+impl From<SeededSource> for Decider {
+    fn from(source: SeededSource) -> Self {
+        Decider {
+            source: Source::Seeded(source),
+            recording: None,
+            count: 0,
+        }
+    }
+}
+
+impl From<ReplaySource> for Decider {
+    fn from(source: ReplaySource) -> Self {
+        Decider::new(Box::new(source), false)
+    }
+}
+
+impl From<Box<dyn DecisionSource>> for Decider {
+    fn from(source: Box<dyn DecisionSource>) -> Self {
+        Decider::new(source, false)
     }
 }
 
 impl DecisionSource for Decider {
     #[inline]
     fn choose(&mut self, kind: DecisionKind, bound: u64) -> u64 {
-        let value = self.source.choose(kind, bound);
+        let value = match &mut self.source {
+            Source::Seeded(source) => source.choose(kind, bound),
+            Source::Other(source) => source.choose(kind, bound),
+        };
         debug_assert!(value < bound, "decision {kind:?} out of range: {value} >= {bound}");
         self.count += 1;
         if let Some(recording) = &mut self.recording {
@@ -229,7 +272,7 @@ impl DecisionSource for Decider {
         value
     }
     fn divergence(&self) -> Option<Divergence> {
-        self.source.divergence()
+        Decider::divergence(self)
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dst_sim::decision::{DecisionSource, SeededSource};
+use dst_sim::decision::SeededSource;
+use dst_sim::trace::Decider;
 use dst_sim::engine::NoClient;
 use dst_sim::testing::{Ball, PingPong};
 use dst_sim::{
@@ -11,7 +12,7 @@ use dst_sim::{
     SimConfig, Trace, TraceHeader,
 };
 
-fn pingpong(seed: u64, profile: &str, source: Box<dyn DecisionSource>, record: bool) -> Sim<PingPong, NoClient<PingPong>> {
+fn pingpong(seed: u64, profile: &str, source: impl Into<Decider>, record: bool) -> Sim<PingPong, NoClient<PingPong>> {
     let profile = FaultProfile::named(profile, &mut SeededSource::new(seed)).unwrap();
     let mut config = SimConfig::new(5, 0, profile);
     config.events_max = 20_000;
@@ -21,18 +22,18 @@ fn pingpong(seed: u64, profile: &str, source: Box<dyn DecisionSource>, record: b
 #[test]
 fn the_same_seed_gives_the_same_trace_hash() {
     for profile in ["none", "heavy", "corruption", "swarm"] {
-        let a = pingpong(11, profile, Box::new(SeededSource::new(11)), false).run();
-        let b = pingpong(11, profile, Box::new(SeededSource::new(11)), false).run();
+        let a = pingpong(11, profile, SeededSource::new(11), false).run();
+        let b = pingpong(11, profile, SeededSource::new(11), false).run();
         assert_eq!(a.trace_hash, b.trace_hash, "profile {profile}");
         assert_eq!(a.stats, b.stats, "profile {profile}");
-        let c = pingpong(12, profile, Box::new(SeededSource::new(12)), false).run();
+        let c = pingpong(12, profile, SeededSource::new(12), false).run();
         assert_ne!(a.trace_hash, c.trace_hash, "seeds 11 and 12 ran alike under {profile}");
     }
 }
 
 #[test]
 fn a_recorded_trace_replays_to_the_same_hash_without_the_seed() {
-    let mut recorded = pingpong(21, "heavy", Box::new(SeededSource::new(21)), true);
+    let mut recorded = pingpong(21, "heavy", SeededSource::new(21), true);
     let original = recorded.run();
     let trace = Trace {
         header: TraceHeader {
@@ -48,23 +49,23 @@ fn a_recorded_trace_replays_to_the_same_hash_without_the_seed() {
     // The profile's knobs are not drawn under "heavy", so the seed given here is irrelevant;
     // everything else comes from the trace.
     let replay = ReplaySource::new(reread.decisions);
-    let replayed = pingpong(999, "heavy", Box::new(replay), false).run();
+    let replayed = pingpong(999, "heavy", replay, false).run();
     assert_eq!(replayed.trace_hash, original.trace_hash);
     assert!(replayed.divergence.is_none(), "{:?}", replayed.divergence);
 }
 
 #[test]
 fn a_trace_for_another_configuration_is_reported_as_divergent() {
-    let mut recorded = pingpong(21, "none", Box::new(SeededSource::new(21)), true);
+    let mut recorded = pingpong(21, "none", SeededSource::new(21), true);
     recorded.run();
     let replay = ReplaySource::new(recorded.take_decisions());
-    let replayed = pingpong(21, "heavy", Box::new(replay), false).run();
+    let replayed = pingpong(21, "heavy", replay, false).run();
     assert!(replayed.divergence.is_some(), "a heavy run consumed a fault-free trace silently");
 }
 
 #[test]
 fn the_self_check_passes_a_deterministic_run() {
-    let hash = check_determinism(|| pingpong(5, "heavy", Box::new(SeededSource::new(5)), false));
+    let hash = check_determinism(|| pingpong(5, "heavy", SeededSource::new(5), false));
     assert!(hash.is_ok(), "{hash:?}");
 }
 
@@ -99,7 +100,7 @@ fn the_self_check_names_the_first_divergent_event() {
         let mut config = SimConfig::new(3, 0, profile);
         config.events_max = 500;
         let sim: Sim<Leaky, NoClient<Leaky>> =
-            Sim::new(config, Box::new(|_| Leaky), vec![], Box::new(SeededSource::new(1)), false);
+            Sim::new(config, Box::new(|_| Leaky), vec![], SeededSource::new(1), false);
         sim
     };
     let error = check_determinism(build).expect_err("the leaky node must be caught");

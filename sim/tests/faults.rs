@@ -87,7 +87,7 @@ fn run_probe(profile: FaultProfile, plan: &str, seed: u64) -> (RunSummary, Vec<S
     config.quiet_at_ns = 10 * SEC;
     let factory = Box::new(|_| Probe { sent: 0, stop_after: 100 });
     let mut sim: Sim<Probe, NoClient<Probe>> =
-        Sim::new(config, factory, vec![], Box::new(SeededSource::new(seed)), false);
+        Sim::new(config, factory, vec![], SeededSource::new(seed), false);
     let summary = sim.run();
     let seen = sim.take_observations().into_iter().map(|(_, s)| s).collect();
     (summary, seen)
@@ -270,7 +270,7 @@ fn sends_after_a_sync_wait_for_it_and_die_with_a_crash() {
             config,
             Box::new(|_| SyncThenSend),
             vec![],
-            Box::new(SeededSource::new(1)),
+            SeededSource::new(1),
             false,
         );
         sim.run();
@@ -293,7 +293,7 @@ fn pingpong_bounces_with_encoding_on_every_hop() {
         config,
         Box::new(|_| PingPong::new(10)),
         vec![],
-        Box::new(SeededSource::new(3)),
+        SeededSource::new(3),
         false,
     );
     let summary = sim.run();

@@ -21,3 +21,13 @@ pub fn bad_input(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("dst: error: {message}");
     ExitCode::from(EXIT_BAD_INPUT)
 }
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
