@@ -1,1 +1,110 @@
-//! Raft (being written).
+//! # Raft as a sans-IO [`dst_sim::Node`], generic over the replicated service
+//!
+//! Follows the Raft paper (Ongaro and Ousterhout, "In Search of an Understandable Consensus
+//! Algorithm", Figure 2) and chapter 4 plus sections 6.2-6.4, 9.6 of Ongaro's thesis.
+//! [`Raft<S>`] replicates any [`dst_sim::StateMachine`] `S`; clients send
+//! [`dst_protocols::Request`]s and get [`dst_protocols::Reply`]s.
+//!
+//! ## Rules ("upon receiving ...")
+//!
+//! All servers:
+//! - upon any request or response with term `T > currentTerm`: set `currentTerm = T`, clear
+//!   the vote, become follower (PreVote messages are the exception: they never change terms);
+//! - whenever `commitIndex > lastApplied`: apply entries in order, report `Commit` when an
+//!   index becomes committed and `Apply` (with the state digest) after applying it.
+//!
+//! Followers:
+//! - upon the election timeout (randomised in `[min, max)` through `ctx.random_below`) with no
+//!   AppendEntries from a current leader or vote granted: become pre-candidate (or candidate
+//!   with PreVote off). A node recovering a damaged log never stands.
+//! - upon AppendEntries(term, prevLogIndex, prevLogTerm, entries, leaderCommit): reply false
+//!   if `term < currentTerm` or the log has no entry at `prevLogIndex` with `prevLogTerm`;
+//!   otherwise delete an existing entry only if it conflicts (same index, different term) and
+//!   everything after it, append the new entries, set
+//!   `commitIndex = min(leaderCommit, index of last new entry)`, and reply true after the
+//!   entries are durable.
+//! - upon InstallSnapshot: adopt the snapshot unless already committed that far; keep the
+//!   log suffix only if it follows the snapshot's last entry.
+//! - upon a client request: reply `Redirect { leader }` with the best guess of the leader.
+//!
+//! PreVote (thesis 9.6): a pre-candidate asks for votes for `currentTerm + 1` without bumping
+//! its term; a node grants if that term is above its own, the candidate's log is at least as
+//! up-to-date as its own, and it has not heard from a leader within the minimum election
+//! timeout. A majority of grants makes it a candidate.
+//!
+//! Candidates: increment `currentTerm`, vote for self, persist both, send RequestVote; upon
+//! votes from a majority become leader; upon AppendEntries from a leader of the current term
+//! become follower.
+//!
+//! RequestVote receiver: ignore it while hearing from a leader (CheckQuorum's stickiness,
+//! thesis 4.2.3); grant if `votedFor` is null or the candidate and the candidate's log is at
+//! least as up-to-date ((last term, last index) compared lexicographically). The term and the
+//! vote are written and synced before the response leaves.
+//!
+//! Leaders:
+//! - upon election: append a no-op of the new term (it commits earlier entries, and reads
+//!   wait for it), then send AppendEntries to everyone; heartbeat every
+//!   `heartbeat_interval_ns`;
+//! - upon a client write: unless the session table already holds it, append it and replicate;
+//!   reply `Done` after applying it;
+//! - upon an AppendEntries response: on success advance `matchIndex`/`nextIndex`; on failure
+//!   back `nextIndex` off (to the follower's hint) and retry; send InstallSnapshot if
+//!   `nextIndex` fell into the snapshot;
+//! - commit index `N` only if a majority has `matchIndex >= N` **and** `log[N].term ==
+//!   currentTerm` (Figure 8: earlier terms' entries are never committed by counting). The
+//!   leader counts itself only up to what it knows durable on its own disk;
+//! - CheckQuorum (thesis 6.2): step down if no majority answered within an election timeout.
+//!
+//! Reads (a command is a read if the classifier set by [`Raft::with_read_classifier`] says
+//! so; without one every command goes through the log): ReadIndex records the commit index,
+//! starts a heartbeat round and answers once a majority acknowledged the round, this term's
+//! no-op is applied and the state has caught up with the read index. With
+//! [`ReadMode::Lease`] a read arriving while the lease holds skips the round; the lease lasts
+//! the minimum election timeout shrunk by twice the drift bound from the send time of the
+//! last majority-acknowledged round, and is only as safe as the clock bound.
+//!
+//! Exactly once: the apply path keeps a session per client (last sequence, cached output).
+//! A request whose sequence the session already holds is not applied again; its cached output
+//! is returned. Sessions are part of snapshots.
+//!
+//! ## Durability and damaged storage
+//!
+//! Every handler ends in one step: write what changed, read each write back, sync, then
+//! release the outgoing messages (the host sends them only after the sync completed). If a
+//! write fails (I/O error, full disk) or reads back different (a misdirected write or a bit
+//! flip), the messages are withheld and the write retried; a misdirected write clobbered an
+//! unknown key, so everything is rewritten. Records carry a checksum bound to their key (see
+//! [`durable`]). On restart:
+//! - term/vote are kept in two copies; the newest valid copy wins. If none is readable the
+//!   node halts ([`Status::Halted`]): it cannot know whether it already voted.
+//! - the log is read as the longest chain of valid entries after the snapshot, each entry
+//!   naming its predecessor's term. A missing key or a broken chain is where unsynced writes
+//!   stopped: cut there (nothing after it was acknowledged).
+//! - a corrupt entry or snapshot may have been acknowledged. The node cuts its log there and
+//!   enters *recovery* (persisted): it does not vote or stand, but does accept entries, until
+//!   its log matches a leader's up to the highest log index it found on disk (or the
+//!   leader's whole log) and that is durable. By then it holds every committed entry it may
+//!   have helped commit, so its votes are safe again.
+//!
+//! Log compaction: after `snapshot_threshold_entries` applied entries the node snapshots the
+//! service and session table into one of two slots (never the one holding the latest durable
+//! snapshot); log keys below it are deleted only once the snapshot is known durable.
+//!
+//! ## Invariants
+//!
+//! Local ([`Raft::check_invariants`]): `lastApplied <= commitIndex <= lastIndex`, the log is
+//! contiguous after the snapshot with non-decreasing terms, no entry's term exceeds
+//! `currentTerm`, a leader voted for itself. Cross-node ([`invariants`]): election safety,
+//! log matching, leader completeness, state machine safety.
+//!
+//! Not implemented: membership changes (the cluster is `0..cluster_size`, fixed), leadership
+//! transfer, chunked snapshots.
+
+pub mod durable;
+pub mod invariants;
+pub mod message;
+pub mod raft;
+
+pub use invariants::{check_cluster, ClusterMonitor};
+pub use message::{Entry, LogIndex, RaftMsg, Term};
+pub use raft::{Raft, RaftConfig, RaftTimer, ReadMode, Role, Status};

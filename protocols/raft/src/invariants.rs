@@ -1,0 +1,222 @@
+//! Raft's invariants: local ones checked after every step, and cross-node ones over a
+//! snapshot of the cluster (tests and the harness call these with the live nodes).
+//!
+//! Cross-node invariants (Raft paper, Figure 3):
+//! - Election safety: at most one leader per term ([`ClusterMonitor`] remembers leaders
+//!   across steps, so two leaders of one term at different times are caught too).
+//! - Log matching: if two logs hold an entry with the same index and term, the logs are
+//!   identical up to that index.
+//! - Leader completeness: an entry a node knows committed while in term `t` is in the log of
+//!   every leader of a term above `t`.
+//! - State machine safety: no two nodes commit different entries at one index (over time,
+//!   via [`ClusterMonitor`]).
+
+use std::collections::BTreeMap;
+
+use dst_sim::{NodeId, StateMachine};
+
+use crate::message::{LogIndex, Term};
+use crate::raft::{Raft, Role};
+
+/// Local invariants of one node.
+pub fn check_local<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
+    let id = node.id();
+    let last = node.last_index();
+    if node.commit_index() > last {
+        return Err(format!(
+            "{id}: commit index {} beyond last index {}",
+            node.commit_index().0,
+            last.0
+        ));
+    }
+    if node.last_applied() > node.commit_index() {
+        return Err(format!(
+            "{id}: applied {} beyond commit {}",
+            node.last_applied().0,
+            node.commit_index().0
+        ));
+    }
+    if node.snapshot_index() > node.last_applied() {
+        return Err(format!(
+            "{id}: snapshot {} beyond applied",
+            node.snapshot_index().0
+        ));
+    }
+    let mut previous = node.snapshot_term();
+    for (offset, entry) in node.entries().iter().enumerate() {
+        let expected = LogIndex(node.snapshot_index().0 + 1 + offset as u64);
+        if entry.index != expected {
+            return Err(format!(
+                "{id}: entry {} stored at {}",
+                entry.index.0, expected.0
+            ));
+        }
+        if entry.term < previous {
+            return Err(format!("{id}: term decreases at index {}", entry.index.0));
+        }
+        previous = entry.term;
+    }
+    if node.last_term() > node.current_term() {
+        return Err(format!(
+            "{id}: log term {} above current term",
+            node.last_term().0
+        ));
+    }
+    if node.role() == Role::Leader && node.voted_for() != Some(id) {
+        return Err(format!(
+            "{id}: leader of term {} did not vote for itself",
+            node.current_term().0
+        ));
+    }
+    Ok(())
+}
+
+/// At most one leader per term among these nodes.
+pub fn check_election_safety<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> {
+    let mut leaders: BTreeMap<Term, NodeId> = BTreeMap::new();
+    for node in nodes.iter().filter(|node| node.role() == Role::Leader) {
+        if let Some(other) = leaders.insert(node.current_term(), node.id()) {
+            return Err(format!(
+                "election safety: {other} and {} both lead term {}",
+                node.id(),
+                node.current_term().0
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Same index and term implies the same entry and the same entries before it.
+pub fn check_log_matching<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> {
+    for (position, a) in nodes.iter().enumerate() {
+        for b in &nodes[position + 1..] {
+            check_pair_matching(a, b)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_pair_matching<S: StateMachine>(a: &Raft<S>, b: &Raft<S>) -> Result<(), String> {
+    let low = a.snapshot_index().max(b.snapshot_index()).next();
+    let high = a.last_index().min(b.last_index());
+    // The highest index where both hold the same term: everything up to it must be equal.
+    let mut agreed = None;
+    let mut index = high;
+    while index >= low && index.0 > 0 {
+        if a.term_at(index) == b.term_at(index) {
+            agreed = Some(index);
+            break;
+        }
+        index = index.prev();
+    }
+    let Some(agreed) = agreed else { return Ok(()) };
+    let mut index = low;
+    while index <= agreed {
+        if a.entry(index) != b.entry(index) {
+            return Err(format!(
+                "log matching: {} and {} agree on (index {}, term {:?}) but differ at index {}",
+                a.id(),
+                b.id(),
+                agreed.0,
+                a.term_at(agreed),
+                index.0
+            ));
+        }
+        index = index.next();
+    }
+    Ok(())
+}
+
+/// Every entry a node knows committed is in the log of every leader of a later term.
+pub fn check_leader_completeness<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> {
+    for leader in nodes.iter().filter(|node| node.role() == Role::Leader) {
+        for node in nodes
+            .iter()
+            .filter(|node| node.current_term() < leader.current_term())
+        {
+            let from = node.snapshot_index().max(leader.snapshot_index()).next();
+            let mut index = from;
+            while index <= node.commit_index() {
+                let committed = node.entry(index);
+                if committed.is_some() && leader.entry(index) != committed {
+                    return Err(format!(
+                        "leader completeness: {} (term {}) lacks index {} committed at {}",
+                        leader.id(),
+                        leader.current_term().0,
+                        index.0,
+                        node.id()
+                    ));
+                }
+                index = index.next();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// All cross-node checks over one snapshot of the cluster.
+pub fn check_cluster<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> {
+    check_election_safety(nodes)?;
+    check_log_matching(nodes)?;
+    check_leader_completeness(nodes)
+}
+
+/// Remembers leaders per term and committed entries per index across steps, so violations
+/// spread over time (a leader that crashed before the second one rose) are caught.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMonitor {
+    leaders: BTreeMap<Term, NodeId>,
+    /// Committed (term, entry digest) per index.
+    committed: BTreeMap<LogIndex, (Term, u64)>,
+}
+
+impl ClusterMonitor {
+    pub fn new() -> Self {
+        ClusterMonitor::default()
+    }
+
+    /// Checks the cluster now and against everything seen before.
+    pub fn observe<S: StateMachine>(&mut self, nodes: &[&Raft<S>]) -> Result<(), String> {
+        for node in nodes {
+            check_local(node)?;
+        }
+        check_cluster(nodes)?;
+        for node in nodes {
+            if node.role() == Role::Leader {
+                let previous = self.leaders.entry(node.current_term()).or_insert(node.id());
+                if *previous != node.id() {
+                    return Err(format!(
+                        "election safety: {previous} and {} both led term {}",
+                        node.id(),
+                        node.current_term().0
+                    ));
+                }
+            }
+            self.record_commits(node)?;
+        }
+        Ok(())
+    }
+
+    fn record_commits<S: StateMachine>(&mut self, node: &Raft<S>) -> Result<(), String> {
+        let mut index = node.snapshot_index().next();
+        while index <= node.commit_index() {
+            let Some(entry) = node.entry(index) else {
+                break;
+            };
+            let digest = match postcard::to_allocvec(entry) {
+                Ok(bytes) => crate::message::hash_bytes(0, &bytes),
+                Err(_) => 0,
+            };
+            let seen = *self.committed.entry(index).or_insert((entry.term, digest));
+            if seen != (entry.term, digest) {
+                return Err(format!(
+                    "state machine safety: {} committed a different entry at index {}",
+                    node.id(),
+                    index.0
+                ));
+            }
+            index = index.next();
+        }
+        Ok(())
+    }
+}

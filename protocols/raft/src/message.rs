@@ -1,0 +1,164 @@
+//! Terms, log indices, log entries and the messages replicas exchange.
+
+use dst_protocols::Request;
+use dst_sim::NodeId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// An election term. Terms only grow; each has at most one leader.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Term(pub u64);
+
+/// A position in the replicated log, starting at 1 (0 means "before the first entry").
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogIndex(pub u64);
+
+impl LogIndex {
+    /// The next index.
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+    /// The previous index (saturating at 0).
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+/// One log entry: a client request, or a no-op the leader appends at the start of its term.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry<C> {
+    pub term: Term,
+    pub index: LogIndex,
+    /// `None` is a no-op.
+    pub request: Option<Request<C>>,
+}
+
+/// RequestVote (and PreVote, which uses the same fields with the term the candidate would use).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestVote {
+    pub term: Term,
+    pub candidate: NodeId,
+    pub last_log_index: LogIndex,
+    pub last_log_term: Term,
+}
+
+/// Answer to RequestVote or PreVote.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VoteResponse {
+    /// The voter's term (for PreVote: the term of the request when granted).
+    pub term: Term,
+    pub granted: bool,
+}
+
+/// AppendEntries: replicate entries after `(prev_log_index, prev_log_term)`; empty is a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppendEntries<C> {
+    pub term: Term,
+    pub leader: NodeId,
+    pub prev_log_index: LogIndex,
+    pub prev_log_term: Term,
+    pub entries: Vec<Entry<C>>,
+    pub leader_commit: LogIndex,
+    /// The leader's last index when sending (lets a recovering follower know it holds the
+    /// leader's whole log).
+    pub leader_last_index: LogIndex,
+    /// Heartbeat round, echoed in the response (ReadIndex and lease confirmation).
+    pub round: u64,
+}
+
+/// Answer to AppendEntries or InstallSnapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppendResponse {
+    pub term: Term,
+    pub success: bool,
+    /// On success: the follower's log matches the leader's up to here.
+    /// On failure: a hint; the leader retries from `match_or_hint + 1` at most.
+    pub match_or_hint: LogIndex,
+    pub round: u64,
+}
+
+/// InstallSnapshot, sent in one piece (snapshots here are small).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    pub term: Term,
+    pub leader: NodeId,
+    pub last_included_index: LogIndex,
+    pub last_included_term: Term,
+    pub data: Vec<u8>,
+    pub round: u64,
+}
+
+/// A note a node sends to itself after a sync: the writes it covered are durable now.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Persisted {
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    pub snapshot_index: LogIndex,
+    pub snapshot_slot: u8,
+}
+
+/// Every message kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Body<C> {
+    PreVote(RequestVote),
+    PreVoteResponse(VoteResponse),
+    RequestVote(RequestVote),
+    RequestVoteResponse(VoteResponse),
+    AppendEntries(AppendEntries<C>),
+    AppendEntriesResponse(AppendResponse),
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(AppendResponse),
+    Persisted(Persisted),
+}
+
+/// A message on the wire: the body and (if enabled) a checksum of its encoding, so that a
+/// corrupted message that still decodes into a well-formed body is rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RaftMsg<C> {
+    pub body: Body<C>,
+    /// 0 when checksums are off.
+    pub checksum: u64,
+}
+
+impl<C: Serialize + DeserializeOwned> RaftMsg<C> {
+    /// Wraps a body, computing its checksum when `with_checksum`.
+    pub fn seal(body: Body<C>, with_checksum: bool) -> Self {
+        let checksum = if with_checksum {
+            body_checksum(&body)
+        } else {
+            0
+        };
+        RaftMsg { body, checksum }
+    }
+
+    /// True if the checksum matches the body (or checksums are off).
+    pub fn verify(&self, with_checksum: bool) -> bool {
+        !with_checksum || self.checksum == body_checksum(&self.body)
+    }
+}
+
+fn body_checksum<C: Serialize>(body: &Body<C>) -> u64 {
+    // A body that cannot be encoded cannot have come from an honest sender: give it a
+    // checksum no sender produces (senders encode the same type, so this never mismatches
+    // spuriously).
+    match postcard::to_allocvec(body) {
+        Ok(bytes) => hash_bytes(0x6d73_675f_7261_6674, &bytes) | 1,
+        Err(_) => 0,
+    }
+}
+
+/// 64-bit FNV-1a over `bytes`, seeded and finished with SplitMix64 so that every input bit
+/// affects every output bit. Not cryptographic: it detects accidents (torn writes, bit flips,
+/// misdirected writes), not adversaries.
+pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325 ^ dst_sim::decision::splitmix64(seed);
+    for &byte in bytes {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    dst_sim::decision::splitmix64(hash)
+}

@@ -1,0 +1,687 @@
+//! The Raft replica: state, handlers and the persist-then-send discipline.
+//!
+//! Every handler mutates in-memory state, marks what must be written (`Dirty`) and queues its
+//! outgoing messages in `outbox`. [`Raft::finish`] then applies committed entries, writes the
+//! dirty state, syncs, and only then releases the outbox: by the host's ordering duty, no
+//! message that depends on a write leaves before the write is durable. If a write fails
+//! (I/O error, full disk, a misdirected write caught by read-back) the outbox is dropped and
+//! the write is retried by the next handler.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dst_protocols::{Observation, Reply, Request, Service, Sessions};
+use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine, StorageError, TimerId, MS};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{
+    self, decode, log_key, parse_log_key, LogRecord, Meta, Recovery, SnapshotRecord, ALL_PREFIX,
+    LOG_PREFIX, META_KEYS,
+};
+use crate::message::{Body, Entry, LogIndex, RaftMsg, Term};
+
+/// How linearizable reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Reads go through the log like writes.
+    Log,
+    /// ReadIndex (thesis 6.4): record the commit index, confirm leadership with a heartbeat
+    /// round acknowledged by a majority, wait until applied, then read locally.
+    ReadIndex,
+    /// Leader lease (thesis 6.4.1): skip the heartbeat round while a lease, derived from the
+    /// last majority-acknowledged heartbeat and the clock-drift bound, holds. Unsafe if clocks
+    /// drift beyond `clock_drift_bound_ppm` or jump.
+    Lease,
+}
+
+/// Tunables. Defaults follow the paper (election timeout 150-300 ms).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftConfig {
+    pub election_timeout_min_ns: u64,
+    pub election_timeout_max_ns: u64,
+    pub heartbeat_interval_ns: u64,
+    /// Thesis 9.6: a candidate first asks whether it could win, without bumping terms.
+    pub pre_vote: bool,
+    /// Thesis 6.2: a leader steps down when it has not heard from a majority for an election
+    /// timeout; followers ignore vote requests while they hear from a leader.
+    pub check_quorum: bool,
+    pub read_mode: ReadMode,
+    /// Bound on relative clock drift between any two nodes, for leases.
+    pub clock_drift_bound_ppm: u64,
+    /// Reject messages whose checksum does not match their body.
+    pub message_checksums: bool,
+    /// Take a snapshot once this many applied entries follow the last one.
+    pub snapshot_threshold_entries: u64,
+    pub max_entries_per_message: usize,
+    /// Bound on client writes a leader tracks for replies.
+    pub max_pending_requests: usize,
+    /// Bound on reads a leader holds while confirming leadership.
+    pub max_pending_reads: usize,
+    /// Delay before retrying a failed load or write.
+    pub storage_retry_ns: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            election_timeout_min_ns: 150 * MS,
+            election_timeout_max_ns: 300 * MS,
+            heartbeat_interval_ns: 50 * MS,
+            pre_vote: true,
+            check_quorum: true,
+            read_mode: ReadMode::ReadIndex,
+            clock_drift_bound_ppm: 10_000,
+            message_checksums: true,
+            snapshot_threshold_entries: 64,
+            max_entries_per_message: 64,
+            max_pending_requests: 1024,
+            max_pending_reads: 1024,
+            storage_retry_ns: 10 * MS,
+        }
+    }
+}
+
+/// A replica's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Timer payloads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RaftTimer {
+    Election,
+    Heartbeat,
+    /// Retry a failed load or write.
+    StorageRetry,
+}
+
+/// Whether the node can take part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Storage could not be read yet (I/O error); retrying.
+    Loading,
+    Running,
+    /// The node found its term/vote record unreadable and refuses to take part: it cannot
+    /// know whether it already voted, so any vote could be a second one.
+    Halted(String),
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead<C> {
+    client: ClientId,
+    sequence: u64,
+    command: C,
+    read_index: LogIndex,
+    round: u64,
+}
+
+/// How a service's reads are recognised and answered.
+struct ReadFns<S: StateMachine> {
+    is_read: fn(&S::Command) -> bool,
+    query: fn(&S, &S::Command) -> Option<S::Output>,
+}
+
+impl<S: StateMachine> Clone for ReadFns<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: StateMachine> Copy for ReadFns<S> {}
+
+/// Leader-only volatile state (Figure 2), indexed by node id.
+#[derive(Clone, Debug)]
+struct LeaderState {
+    next_index: Vec<LogIndex>,
+    match_index: Vec<LogIndex>,
+    acked_round: Vec<u64>,
+    /// Heard from since the last CheckQuorum tick.
+    active: Vec<bool>,
+    round: u64,
+    /// Send time of recent rounds (bounded by `ROUNDS_TRACKED_MAX`), for leases.
+    round_sent_ns: BTreeMap<u64, u64>,
+    /// Index of this term's no-op: reads wait until it is committed.
+    term_start: LogIndex,
+    lease_until_ns: u64,
+    last_quorum_check_ns: u64,
+}
+
+const ROUNDS_TRACKED_MAX: usize = 64;
+
+/// What must be written before the outbox may leave.
+#[derive(Clone, Debug, Default)]
+struct Dirty {
+    meta: bool,
+    snapshot: bool,
+    /// Rewrite log entries from here to the end, and delete stale keys past the end.
+    log_from: Option<LogIndex>,
+}
+
+#[derive(Debug)]
+enum Out<C, O> {
+    Send(NodeId, Body<C>),
+    Broadcast(Body<C>),
+    Reply(ClientId, Reply<O>),
+}
+
+#[derive(Debug)]
+enum PersistError {
+    Storage(StorageError),
+    /// Read-back did not return what was written: the write went elsewhere or a bit flipped.
+    Mismatch,
+}
+
+impl From<StorageError> for PersistError {
+    fn from(error: StorageError) -> Self {
+        PersistError::Storage(error)
+    }
+}
+
+/// A Raft replica replicating service `S`.
+pub struct Raft<S: StateMachine> {
+    config: RaftConfig,
+    reads: Option<ReadFns<S>>,
+    initial: Sessions<S>,
+    id: NodeId,
+    cluster_size: u32,
+    status: Status,
+
+    // Persistent state (Figure 2), mirrored on disk by `persist`.
+    meta: Meta,
+    snapshot: SnapshotRecord,
+    // invariant: log[k].index == snapshot.last_index + 1 + k.
+    log: Vec<Entry<S::Command>>,
+
+    // Volatile state.
+    commit_index: LogIndex,
+    last_applied: LogIndex,
+    /// The service behind its exactly-once session table.
+    state: Sessions<S>,
+    role: Role,
+    leader_id: Option<NodeId>,
+    votes: BTreeSet<NodeId>,
+    leader: Option<LeaderState>,
+    /// Writes this leader appended and will answer when applied.
+    pending_writes: BTreeSet<(ClientId, u64)>,
+    pending_reads: Vec<PendingRead<S::Command>>,
+    election_timer: Option<TimerId>,
+    heartbeat_timer: Option<TimerId>,
+    retry_timer: Option<TimerId>,
+    last_leader_contact_ns: Option<u64>,
+    /// Highest index known durable on this node's disk (learned from `Persisted`).
+    persisted_index: LogIndex,
+    /// Recovery may end once the log is durable up to here.
+    recovery_exit_at: Option<LogIndex>,
+    /// Latest snapshot known durable, as (index, slot); new snapshots go to the other slot.
+    durable_snapshot: (LogIndex, usize),
+    /// Latest snapshot written, as (index, slot).
+    written_snapshot: (LogIndex, usize),
+    /// Highest log key that may exist on disk.
+    disk_last_index: LogIndex,
+    dirty: Dirty,
+    outbox: Vec<Out<S::Command, S::Output>>,
+}
+
+pub(crate) type Ctx<'a, S> = NodeCtx<'a, Raft<S>>;
+
+mod handlers;
+mod persist;
+
+impl<S: StateMachine> Raft<S> {
+    /// A replica whose service starts as `initial`. All commands go through the log unless a
+    /// read classifier is set with [`Raft::with_read_classifier`].
+    pub fn new(config: RaftConfig, initial: S) -> Self {
+        assert!(
+            config.election_timeout_min_ns < config.election_timeout_max_ns,
+            "election timeout range is empty"
+        );
+        assert!(
+            config.heartbeat_interval_ns < config.election_timeout_min_ns,
+            "heartbeats must come more often than election timeouts"
+        );
+        assert!(
+            config.max_entries_per_message > 0,
+            "max_entries_per_message must be positive"
+        );
+        Raft {
+            config,
+            reads: None,
+            state: Sessions::new(initial.clone()),
+            initial: Sessions::new(initial),
+            id: NodeId(0),
+            cluster_size: 1,
+            status: Status::Loading,
+            meta: Meta::default(),
+            snapshot: SnapshotRecord::default(),
+            log: Vec::new(),
+            commit_index: LogIndex(0),
+            last_applied: LogIndex(0),
+            role: Role::Follower,
+            leader_id: None,
+            votes: BTreeSet::new(),
+            leader: None,
+            pending_writes: BTreeSet::new(),
+            pending_reads: Vec::new(),
+            election_timer: None,
+            heartbeat_timer: None,
+            retry_timer: None,
+            last_leader_contact_ns: None,
+            persisted_index: LogIndex(0),
+            recovery_exit_at: None,
+            durable_snapshot: (LogIndex(0), 1),
+            written_snapshot: (LogIndex(0), 1),
+            disk_last_index: LogIndex(0),
+            dirty: Dirty::default(),
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Serves commands `is_read` accepts by ReadIndex or lease instead of the log, answering
+    /// them with `query` on the current state.
+    pub fn with_reads(
+        mut self,
+        is_read: fn(&S::Command) -> bool,
+        query: fn(&S, &S::Command) -> Option<S::Output>,
+    ) -> Self {
+        self.reads = Some(ReadFns { is_read, query });
+        self
+    }
+
+    /// A replica of a [`Service`], whose read-only commands skip the log.
+    pub fn for_service(config: RaftConfig, initial: S) -> Self
+    where
+        S: Service,
+    {
+        Raft::new(config, initial).with_reads(S::is_read_only, S::query)
+    }
+
+    // ---- accessors (tests, invariant checks) ----
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+    pub fn current_term(&self) -> Term {
+        self.meta.current_term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.meta.voted_for
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+    pub fn last_applied(&self) -> LogIndex {
+        self.last_applied
+    }
+    pub fn is_recovering(&self) -> bool {
+        self.meta.recovery.is_some()
+    }
+    /// Entries after the snapshot.
+    pub fn entries(&self) -> &[Entry<S::Command>] {
+        &self.log
+    }
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.last_index
+    }
+    pub fn snapshot_term(&self) -> Term {
+        self.snapshot.last_term
+    }
+    /// The replicated service.
+    pub fn state(&self) -> &S {
+        self.state.service()
+    }
+    pub fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.snapshot.last_index.0 + self.log.len() as u64)
+    }
+    pub fn last_term(&self) -> Term {
+        self.log
+            .last()
+            .map_or(self.snapshot.last_term, |entry| entry.term)
+    }
+    /// Term of the entry at `index`; `None` if compacted away or beyond the log.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.last_index {
+            return Some(self.snapshot.last_term);
+        }
+        self.entry(index).map(|entry| entry.term)
+    }
+    /// The entry at `index`, if held (not compacted, not beyond the end).
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry<S::Command>> {
+        if index <= self.snapshot.last_index {
+            return None;
+        }
+        self.log
+            .get((index.0 - self.snapshot.last_index.0 - 1) as usize)
+    }
+
+    fn majority(&self) -> usize {
+        self.cluster_size as usize / 2 + 1
+    }
+    fn peers(&self) -> impl Iterator<Item = NodeId> {
+        let me = self.id;
+        (0..self.cluster_size)
+            .map(NodeId)
+            .filter(move |node| *node != me)
+    }
+    fn stickiness(&self) -> bool {
+        self.config.check_quorum || self.config.read_mode == ReadMode::Lease
+    }
+    /// Thesis 4.2.3: while a node hears from a leader it ignores vote requests, so a
+    /// partitioned node rejoining cannot depose a working leader (and leases stay valid).
+    fn in_leader_lease(&self, now_ns: u64) -> bool {
+        if self.role == Role::Leader {
+            return true;
+        }
+        self.last_leader_contact_ns
+            .is_some_and(|heard_ns| now_ns < heard_ns + self.config.election_timeout_min_ns)
+    }
+}
+
+// ---- the Node interface ----
+
+impl<S: StateMachine> Node for Raft<S> {
+    type Msg = RaftMsg<S::Command>;
+    type Timer = RaftTimer;
+    type Request = Request<S::Command>;
+    type Reply = Reply<S::Output>;
+    type Obs = Observation<S::Command, S::Output>;
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.boot(ctx);
+    }
+
+    fn on_restart(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.boot(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, S>, from: NodeId, msg: Self::Msg) {
+        if !self.running(ctx) {
+            return;
+        }
+        if !msg.verify(self.config.message_checksums) {
+            ctx.ignore("message checksum mismatch");
+            return;
+        }
+        if from.0 >= self.cluster_size {
+            ctx.ignore("message from a node outside the cluster");
+            return;
+        }
+        match msg.body {
+            Body::PreVote(request) => self.on_pre_vote(ctx, from, request),
+            Body::PreVoteResponse(response) => self.on_pre_vote_response(ctx, from, response),
+            Body::RequestVote(request) => self.on_request_vote(ctx, from, request),
+            Body::RequestVoteResponse(response) => self.on_vote_response(ctx, from, response),
+            Body::AppendEntries(append) => self.on_append_entries(ctx, from, append),
+            Body::AppendEntriesResponse(response) | Body::InstallSnapshotResponse(response) => {
+                self.on_append_response(ctx, from, response)
+            }
+            Body::InstallSnapshot(install) => self.on_install_snapshot(ctx, from, install),
+            Body::Persisted(persisted) => self.on_persisted(ctx, from, persisted),
+        }
+        self.finish(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, S>, timer: RaftTimer) {
+        match timer {
+            RaftTimer::StorageRetry => {
+                self.retry_timer = None;
+                if self.status == Status::Loading {
+                    self.boot(ctx);
+                    return;
+                }
+            }
+            RaftTimer::Election => {
+                self.election_timer = None;
+                if !self.running(ctx) {
+                    return;
+                }
+                self.on_election_timeout(ctx);
+            }
+            RaftTimer::Heartbeat => {
+                self.heartbeat_timer = None;
+                if !self.running(ctx) {
+                    return;
+                }
+                self.on_heartbeat(ctx);
+            }
+        }
+        if self.status == Status::Running {
+            self.finish(ctx);
+        }
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx<'_, S>, client: ClientId, request: Self::Request) {
+        if !self.running(ctx) {
+            return;
+        }
+        if request.client != client {
+            ctx.ignore("request names another client");
+            return;
+        }
+        if self.role != Role::Leader {
+            let reply = Reply::Redirect {
+                sequence: request.sequence,
+                leader: self.leader_id,
+            };
+            self.outbox.push(Out::Reply(client, reply));
+        } else if self
+            .reads
+            .is_some_and(|reads| (reads.is_read)(&request.command))
+            && self.config.read_mode != ReadMode::Log
+        {
+            self.on_read(ctx, request);
+        } else {
+            self.on_write(ctx, request);
+        }
+        self.finish(ctx);
+    }
+
+    fn check_invariants(&self) -> Result<(), String> {
+        crate::invariants::check_local(self)
+    }
+}
+
+// ---- boot and recovery from disk ----
+
+impl<S: StateMachine> Raft<S> {
+    fn running(&self, ctx: &mut Ctx<'_, S>) -> bool {
+        match self.status {
+            Status::Running => true,
+            Status::Loading => {
+                ctx.ignore("still loading storage");
+                false
+            }
+            Status::Halted(_) => {
+                ctx.ignore("halted: term/vote record unreadable");
+                false
+            }
+        }
+    }
+
+    fn boot(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.id = ctx.id();
+        self.cluster_size = ctx.cluster_size();
+        assert!(self.id.0 < self.cluster_size, "node id outside the cluster");
+        match self.load(ctx) {
+            Ok(()) => {}
+            Err(_) => {
+                // Transient read errors: nothing was decided from partial data; try again.
+                self.status = Status::Loading;
+                self.retry_timer =
+                    Some(ctx.set_timer(self.config.storage_retry_ns, RaftTimer::StorageRetry));
+                return;
+            }
+        }
+        if let Status::Halted(reason) = &self.status {
+            tracing::warn!(node = %self.id, %reason, "raft node halted");
+            return;
+        }
+        if self.config.read_mode == ReadMode::Lease {
+            // We may have heard from a leader just before crashing: honour its lease.
+            self.last_leader_contact_ns = Some(ctx.now_ns());
+        }
+        self.reset_election_timer(ctx);
+        self.finish(ctx);
+    }
+
+    /// Reads everything back. `Err` only for I/O errors (retry); damage is handled here.
+    fn load(&mut self, ctx: &mut Ctx<'_, S>) -> Result<(), StorageError> {
+        *self = Raft {
+            config: self.config.clone(),
+            reads: self.reads,
+            state: self.initial.clone(),
+            initial: self.initial.clone(),
+            ..Raft::new(self.config.clone(), self.initial.service().clone())
+        }
+        .with_identity(self.id, self.cluster_size);
+        self.status = Status::Running;
+        if ctx.keys_with_prefix(ALL_PREFIX).is_empty() {
+            return Ok(());
+        }
+        let Some(meta) = self.load_meta(ctx)? else {
+            self.status = Status::Halted("no readable term/vote record".to_string());
+            return Ok(());
+        };
+        self.meta = meta;
+        let snapshot_damaged = self.load_snapshot(ctx)?;
+        let log_damaged = self.load_log(ctx)?;
+        if snapshot_damaged || log_damaged {
+            self.begin_recovery();
+        }
+        self.commit_index = self.snapshot.last_index;
+        self.last_applied = self.snapshot.last_index;
+        self.persisted_index = self.last_index();
+        Ok(())
+    }
+
+    fn with_identity(mut self, id: NodeId, cluster_size: u32) -> Self {
+        self.id = id;
+        self.cluster_size = cluster_size;
+        self
+    }
+
+    fn load_meta(&mut self, ctx: &mut Ctx<'_, S>) -> Result<Option<Meta>, StorageError> {
+        let mut best: Option<Meta> = None;
+        for key in META_KEYS {
+            let Some(bytes) = ctx.read(key)? else {
+                continue;
+            };
+            match decode::<Meta>(key, &bytes) {
+                Ok(meta) if best.as_ref().is_none_or(|b| meta.version > b.version) => {
+                    best = Some(meta)
+                }
+                Ok(_) => {}
+                Err(_) => tracing::warn!(node = %self.id, key, "damaged term/vote copy"),
+            }
+        }
+        Ok(best)
+    }
+
+    /// Loads the newest valid snapshot slot. Returns true if any slot was damaged: the
+    /// damaged one may have been the newest durable snapshot, whose log prefix is gone.
+    fn load_snapshot(&mut self, ctx: &mut Ctx<'_, S>) -> Result<bool, StorageError> {
+        let mut damaged = false;
+        let mut best: Option<(SnapshotRecord, usize)> = None;
+        for (slot, key) in durable::SNAPSHOT_KEYS.iter().enumerate() {
+            let Some(bytes) = ctx.read(key)? else {
+                continue;
+            };
+            match decode::<SnapshotRecord>(key, &bytes) {
+                Ok(record) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| record.last_index > b.last_index)
+                    {
+                        best = Some((record, slot));
+                    }
+                }
+                Err(_) => damaged = true,
+            }
+        }
+        if let Some((record, slot)) = best {
+            match self.restore_snapshot(&record) {
+                Ok(()) => {
+                    self.durable_snapshot = (record.last_index, slot);
+                    self.written_snapshot = (record.last_index, slot);
+                    self.snapshot = record;
+                }
+                Err(_) => damaged = true,
+            }
+        }
+        Ok(damaged)
+    }
+
+    /// Loads the longest chain of valid entries after the snapshot. A missing key or a
+    /// broken chain (an entry whose `prev_term` disagrees with its predecessor) is where
+    /// unsynced writes stopped: cut there. A corrupt record may be one we acknowledged:
+    /// cut there too, and report damage so the node enters recovery.
+    fn load_log(&mut self, ctx: &mut Ctx<'_, S>) -> Result<bool, StorageError> {
+        let keys = ctx.keys_with_prefix(LOG_PREFIX);
+        let max_key = keys.iter().filter_map(|key| parse_log_key(key)).max();
+        self.disk_last_index = max_key.unwrap_or_default();
+        let mut index = self.snapshot.last_index.next();
+        let mut prev_term = self.snapshot.last_term;
+        let mut damaged = false;
+        // Bounded: each step consumes one existing key.
+        while index <= self.disk_last_index {
+            let key = log_key(index);
+            let Some(bytes) = ctx.read(&key)? else { break };
+            let Ok(record) = decode::<LogRecord<S::Command>>(&key, &bytes) else {
+                damaged = true;
+                break;
+            };
+            if record.entry.index != index || record.prev_term != prev_term {
+                break;
+            }
+            prev_term = record.entry.term;
+            self.log.push(record.entry);
+            index = index.next();
+        }
+        if damaged {
+            self.recovery_bound(self.disk_last_index);
+        }
+        Ok(damaged)
+    }
+
+    fn recovery_bound(&mut self, last_index: LogIndex) {
+        let term = self.meta.current_term;
+        let bound = match self.meta.recovery {
+            Some(previous) => previous.last_index.max(last_index),
+            None => last_index,
+        };
+        self.meta.recovery = Some(Recovery {
+            term,
+            last_index: bound,
+        });
+    }
+
+    fn begin_recovery(&mut self) {
+        self.recovery_bound(self.disk_last_index.max(self.last_index()));
+        tracing::warn!(node = %self.id, recovery = ?self.meta.recovery, "damaged log: recovering");
+        self.dirty.meta = true;
+        // Rewrite what we kept so the damaged keys are overwritten or deleted.
+        self.dirty.log_from = Some(self.snapshot.last_index.next());
+    }
+
+    fn restore_snapshot(&mut self, record: &SnapshotRecord) -> Result<(), String> {
+        self.state = if record.last_index == LogIndex(0) {
+            self.initial.clone()
+        } else {
+            Sessions::restore(&record.data)?
+        };
+        Ok(())
+    }
+}

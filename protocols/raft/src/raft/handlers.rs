@@ -1,0 +1,800 @@
+//! Elections, replication, client requests and reads: the rules of Figure 2.
+
+use dst_protocols::{Observation, Reply, Request};
+use dst_sim::{NodeId, StateMachine};
+
+use super::{Ctx, LeaderState, Out, PendingRead, Raft, RaftTimer, ReadMode, Role};
+use dst_protocols::command_digest;
+
+use crate::message::{
+    AppendEntries, AppendResponse, Body, Entry, InstallSnapshot, LogIndex, RequestVote, Term,
+    VoteResponse,
+};
+
+// ---- terms, timers, role changes ----
+
+impl<S: StateMachine> Raft<S> {
+    pub(super) fn reset_election_timer(&mut self, ctx: &mut Ctx<'_, S>) {
+        if let Some(timer) = self.election_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        let spread = self.config.election_timeout_max_ns - self.config.election_timeout_min_ns;
+        let delay_ns = self.config.election_timeout_min_ns + ctx.random_below(spread);
+        self.election_timer = Some(ctx.set_timer(delay_ns, RaftTimer::Election));
+    }
+
+    fn set_heartbeat_timer(&mut self, ctx: &mut Ctx<'_, S>) {
+        if let Some(timer) = self.heartbeat_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        let delay_ns = self.config.heartbeat_interval_ns;
+        self.heartbeat_timer = Some(ctx.set_timer(delay_ns, RaftTimer::Heartbeat));
+    }
+
+    /// "If RPC request or response contains term T > currentTerm: set currentTerm = T,
+    /// convert to follower."
+    fn adopt_term(&mut self, ctx: &mut Ctx<'_, S>, term: Term) {
+        assert!(
+            term > self.meta.current_term,
+            "adopt_term: term does not grow"
+        );
+        self.meta.current_term = term;
+        self.meta.voted_for = None;
+        self.dirty.meta = true;
+        self.become_follower(ctx, None);
+    }
+
+    pub(super) fn become_follower(&mut self, ctx: &mut Ctx<'_, S>, leader: Option<NodeId>) {
+        let was_leader = self.role == Role::Leader;
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.leader = None;
+        self.votes.clear();
+        // Clients retry elsewhere; a new leader answers them from the session table.
+        self.pending_writes.clear();
+        self.pending_reads.clear();
+        if was_leader {
+            if let Some(timer) = self.heartbeat_timer.take() {
+                ctx.cancel_timer(timer);
+            }
+            self.reset_election_timer(ctx);
+        }
+    }
+
+    pub(super) fn on_election_timeout(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.reset_election_timer(ctx);
+        if self.role == Role::Leader {
+            return;
+        }
+        if self.meta.recovery.is_some() {
+            ctx.ignore("election timeout while recovering: not standing");
+            return;
+        }
+        self.leader_id = None;
+        if self.config.pre_vote {
+            self.become_pre_candidate(ctx);
+        } else {
+            self.become_candidate(ctx);
+        }
+    }
+
+    fn vote_request(&self, term: Term) -> RequestVote {
+        RequestVote {
+            term,
+            candidate: self.id,
+            last_log_index: self.last_index(),
+            last_log_term: self.last_term(),
+        }
+    }
+
+    fn become_pre_candidate(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.role = Role::PreCandidate;
+        self.votes = [self.id].into_iter().collect();
+        if self.votes.len() >= self.majority() {
+            self.become_candidate(ctx);
+            return;
+        }
+        let request = self.vote_request(Term(self.meta.current_term.0 + 1));
+        self.outbox.push(Out::Broadcast(Body::PreVote(request)));
+    }
+
+    fn become_candidate(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.role = Role::Candidate;
+        self.meta.current_term = Term(self.meta.current_term.0 + 1);
+        self.meta.voted_for = Some(self.id);
+        self.dirty.meta = true;
+        self.votes = [self.id].into_iter().collect();
+        if self.votes.len() >= self.majority() {
+            self.become_leader(ctx);
+            return;
+        }
+        let request = self.vote_request(self.meta.current_term);
+        self.outbox.push(Out::Broadcast(Body::RequestVote(request)));
+    }
+
+    fn become_leader(&mut self, ctx: &mut Ctx<'_, S>) {
+        assert_eq!(
+            self.meta.voted_for,
+            Some(self.id),
+            "a leader voted for itself"
+        );
+        let size = self.cluster_size as usize;
+        let next = self.last_index().next();
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        self.leader = Some(LeaderState {
+            next_index: vec![next; size],
+            match_index: vec![LogIndex(0); size],
+            acked_round: vec![0; size],
+            active: vec![false; size],
+            round: 0,
+            round_sent_ns: Default::default(),
+            term_start: next,
+            lease_until_ns: 0,
+            last_quorum_check_ns: ctx.now_ns(),
+        });
+        if let Some(timer) = self.election_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        tracing::debug!(node = %self.id, term = self.meta.current_term.0, "became leader");
+        // Thesis 6.4: a no-op commits the leader's term, which makes earlier entries
+        // committed and lets reads proceed.
+        self.append_local(None);
+        self.on_heartbeat(ctx);
+    }
+
+    fn up_to_date(&self, request: &RequestVote) -> bool {
+        (request.last_log_term, request.last_log_index) >= (self.last_term(), self.last_index())
+    }
+
+    // ---- PreVote (thesis 9.6) ----
+
+    pub(super) fn on_pre_vote(&mut self, ctx: &mut Ctx<'_, S>, from: NodeId, request: RequestVote) {
+        if request.candidate != from {
+            ctx.ignore("pre-vote: candidate is not the sender");
+            return;
+        }
+        let granted = request.term > self.meta.current_term
+            && self.meta.recovery.is_none()
+            && !self.in_leader_lease(ctx.now_ns())
+            && self.up_to_date(&request);
+        let term = if granted {
+            request.term
+        } else {
+            self.meta.current_term
+        };
+        let response = VoteResponse { term, granted };
+        self.outbox
+            .push(Out::Send(from, Body::PreVoteResponse(response)));
+    }
+
+    pub(super) fn on_pre_vote_response(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        response: VoteResponse,
+    ) {
+        if response.term > self.meta.current_term && !response.granted {
+            self.adopt_term(ctx, response.term);
+            return;
+        }
+        let wanted = Term(self.meta.current_term.0 + 1);
+        if self.role != Role::PreCandidate || !response.granted || response.term != wanted {
+            ctx.ignore("pre-vote response: stale or not granted");
+            return;
+        }
+        self.votes.insert(from);
+        if self.votes.len() >= self.majority() {
+            self.become_candidate(ctx);
+        }
+    }
+
+    // ---- RequestVote ----
+
+    /// "If votedFor is null or candidateId, and candidate's log is at least as up-to-date as
+    /// receiver's log, grant vote." The vote is persisted before the response leaves.
+    pub(super) fn on_request_vote(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        request: RequestVote,
+    ) {
+        if request.candidate != from {
+            ctx.ignore("request-vote: candidate is not the sender");
+            return;
+        }
+        if self.stickiness()
+            && request.term > self.meta.current_term
+            && self.in_leader_lease(ctx.now_ns())
+        {
+            ctx.ignore("request-vote: heard from a leader within the election timeout");
+            return;
+        }
+        if request.term > self.meta.current_term {
+            self.adopt_term(ctx, request.term);
+        }
+        let free = self.meta.voted_for.is_none_or(|voted| voted == from);
+        let granted = request.term == self.meta.current_term
+            && free
+            && self.meta.recovery.is_none()
+            && self.up_to_date(&request);
+        if granted {
+            self.meta.voted_for = Some(from);
+            self.dirty.meta = true;
+            self.reset_election_timer(ctx);
+        }
+        let response = VoteResponse {
+            term: self.meta.current_term,
+            granted,
+        };
+        self.outbox
+            .push(Out::Send(from, Body::RequestVoteResponse(response)));
+    }
+
+    pub(super) fn on_vote_response(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        response: VoteResponse,
+    ) {
+        if response.term > self.meta.current_term {
+            self.adopt_term(ctx, response.term);
+            return;
+        }
+        if self.role != Role::Candidate || response.term != self.meta.current_term {
+            ctx.ignore("vote response: stale");
+            return;
+        }
+        if !response.granted {
+            return;
+        }
+        self.votes.insert(from);
+        if self.votes.len() >= self.majority() {
+            self.become_leader(ctx);
+        }
+    }
+
+    // ---- AppendEntries, receiver side ----
+
+    /// Common to AppendEntries and InstallSnapshot: reject stale terms, adopt newer ones,
+    /// recognise the leader. Returns false if the request is from a stale term.
+    fn accept_leader(&mut self, ctx: &mut Ctx<'_, S>, term: Term, leader: NodeId) -> bool {
+        if term < self.meta.current_term {
+            return false;
+        }
+        if term > self.meta.current_term {
+            self.adopt_term(ctx, term);
+        }
+        if self.role == Role::Leader {
+            let what = format!("two leaders in term {}: {} and {leader}", term.0, self.id);
+            ctx.observe(Observation::InvariantViolated {
+                node: self.id,
+                what,
+            });
+            return false;
+        }
+        if self.role != Role::Follower {
+            self.become_follower(ctx, Some(leader));
+        }
+        self.leader_id = Some(leader);
+        self.last_leader_contact_ns = Some(ctx.now_ns());
+        self.reset_election_timer(ctx);
+        true
+    }
+
+    fn reply_append(&mut self, to: NodeId, success: bool, match_or_hint: LogIndex, round: u64) {
+        let response = AppendResponse {
+            term: self.meta.current_term,
+            success,
+            match_or_hint,
+            round,
+        };
+        self.outbox
+            .push(Out::Send(to, Body::AppendEntriesResponse(response)));
+    }
+
+    pub(super) fn on_append_entries(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        append: AppendEntries<S::Command>,
+    ) {
+        if append.leader != from {
+            ctx.ignore("append-entries: leader is not the sender");
+            return;
+        }
+        if !self.accept_leader(ctx, append.term, from) {
+            ctx.ignore("append-entries: stale term");
+            self.reply_append(from, false, self.last_index(), append.round);
+            return;
+        }
+        let end = LogIndex(append.prev_log_index.0 + append.entries.len() as u64);
+        if !self.entries_well_formed(&append) {
+            ctx.ignore("append-entries: malformed entries");
+            return;
+        }
+        // Entries at or below the snapshot are committed: they match any legitimate leader.
+        let (prev_index, prev_term, skip) = if append.prev_log_index < self.snapshot.last_index {
+            let skip = (self.snapshot.last_index.0 - append.prev_log_index.0) as usize;
+            (self.snapshot.last_index, self.snapshot.last_term, skip)
+        } else {
+            (append.prev_log_index, append.prev_log_term, 0)
+        };
+        if self.term_at(prev_index) != Some(prev_term) {
+            // "Reply false if log doesn't contain an entry at prevLogIndex whose term
+            // matches prevLogTerm."
+            let hint = self.last_index().min(prev_index.prev());
+            self.reply_append(from, false, hint, append.round);
+            return;
+        }
+        for entry in append.entries.into_iter().skip(skip) {
+            self.store_entry(ctx, entry);
+        }
+        // "If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of last
+        // new entry)."
+        let commit = append.leader_commit.min(end.max(self.snapshot.last_index));
+        if commit > self.commit_index {
+            self.set_commit(ctx, commit);
+        }
+        self.note_recovery_progress(end, append.leader_last_index);
+        let matched = end.max(self.snapshot.last_index);
+        self.reply_append(from, true, matched, append.round);
+    }
+
+    fn entries_well_formed(&self, append: &AppendEntries<S::Command>) -> bool {
+        let mut expected = append.prev_log_index.next();
+        let mut previous_term = append.prev_log_term;
+        for entry in &append.entries {
+            if entry.index != expected || entry.term < previous_term || entry.term > append.term {
+                return false;
+            }
+            expected = expected.next();
+            previous_term = entry.term;
+        }
+        true
+    }
+
+    /// "If an existing entry conflicts with a new one (same index but different terms),
+    /// delete the existing entry and all that follow it. Append any new entries not already
+    /// in the log." An entry that matches is kept: truncation happens only from the first
+    /// conflict, so a delayed AppendEntries never removes entries.
+    fn store_entry(&mut self, ctx: &mut Ctx<'_, S>, entry: Entry<S::Command>) {
+        let index = entry.index;
+        match self.term_at(index) {
+            Some(term) if term == entry.term => return,
+            Some(_) => {
+                if index <= self.commit_index {
+                    let what = format!("leader overwrites committed index {}", index.0);
+                    ctx.observe(Observation::InvariantViolated {
+                        node: self.id,
+                        what,
+                    });
+                    return;
+                }
+                self.truncate_from(index);
+            }
+            None => {}
+        }
+        assert_eq!(
+            index,
+            self.last_index().next(),
+            "store_entry: gap in the log"
+        );
+        self.log.push(entry);
+        self.mark_log_dirty(index);
+    }
+
+    fn truncate_from(&mut self, index: LogIndex) {
+        assert!(
+            index > self.snapshot.last_index,
+            "truncate_from: inside the snapshot"
+        );
+        let keep = (index.0 - self.snapshot.last_index.0 - 1) as usize;
+        self.log.truncate(keep);
+        self.persisted_index = self.persisted_index.min(index.prev());
+        self.mark_log_dirty(index);
+    }
+
+    pub(super) fn mark_log_dirty(&mut self, index: LogIndex) {
+        let from = self.dirty.log_from.map_or(index, |from| from.min(index));
+        self.dirty.log_from = Some(from);
+    }
+
+    /// A recovering node may vote again once its log matches a leader's up to everything it
+    /// may have acknowledged before the damage (or up to the leader's whole log), and that
+    /// log is durable (checked when `Persisted` arrives).
+    fn note_recovery_progress(&mut self, matched: LogIndex, leader_last: LogIndex) {
+        let Some(recovery) = self.meta.recovery else {
+            return;
+        };
+        if matched >= recovery.last_index || matched >= leader_last {
+            self.recovery_exit_at = Some(matched);
+        }
+    }
+
+    // ---- InstallSnapshot, receiver side ----
+
+    pub(super) fn on_install_snapshot(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        install: InstallSnapshot,
+    ) {
+        if install.leader != from {
+            ctx.ignore("install-snapshot: leader is not the sender");
+            return;
+        }
+        if !self.accept_leader(ctx, install.term, from) {
+            ctx.ignore("install-snapshot: stale term");
+            self.reply_append(from, false, self.last_index(), install.round);
+            return;
+        }
+        let index = install.last_included_index;
+        if index > self.commit_index {
+            let record = crate::durable::SnapshotRecord {
+                last_index: index,
+                last_term: install.last_included_term,
+                data: install.data,
+            };
+            if self.restore_snapshot(&record).is_err() {
+                ctx.ignore("install-snapshot: undecodable snapshot");
+                return;
+            }
+            self.install_snapshot_record(ctx, record);
+        }
+        self.note_recovery_progress(index, index);
+        self.reply_append(from, true, index, install.round);
+    }
+
+    /// Replaces the log prefix with a snapshot: keep the suffix if it follows the snapshot's
+    /// last entry, else discard the whole log (Figure 13).
+    fn install_snapshot_record(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        record: crate::durable::SnapshotRecord,
+    ) {
+        let index = record.last_index;
+        if self.term_at(index) == Some(record.last_term) {
+            let drop = (index.0 - self.snapshot.last_index.0) as usize;
+            self.log.drain(..drop);
+        } else {
+            self.log.clear();
+            self.persisted_index = self.persisted_index.min(self.snapshot.last_index);
+            self.mark_log_dirty(index.next());
+        }
+        self.snapshot = record;
+        self.dirty.snapshot = true;
+        self.last_applied = index;
+        if index > self.commit_index {
+            self.commit_index = index;
+        }
+        if let Some(from) = self.dirty.log_from {
+            self.dirty.log_from = Some(from.max(index.next()));
+        }
+        let _ = ctx;
+    }
+
+    // ---- AppendEntries / InstallSnapshot, leader side ----
+
+    pub(super) fn on_heartbeat(&mut self, ctx: &mut Ctx<'_, S>) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if self.config.check_quorum && !self.check_quorum(ctx) {
+            ctx.ignore("check-quorum: no majority heard from; stepping down");
+            self.become_follower(ctx, None);
+            return;
+        }
+        self.new_round(ctx);
+        self.set_heartbeat_timer(ctx);
+    }
+
+    /// Thesis 6.2: a leader that has not heard from a majority within an election timeout
+    /// steps down, so clients can find the real leader.
+    fn check_quorum(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
+        let now_ns = ctx.now_ns();
+        let majority = self.majority();
+        let me = self.id.0 as usize;
+        let timeout_ns = self.config.election_timeout_max_ns;
+        let Some(leader) = self.leader.as_mut() else {
+            return false;
+        };
+        if now_ns < leader.last_quorum_check_ns + timeout_ns {
+            return true;
+        }
+        leader.active[me] = true;
+        let active = leader.active.iter().filter(|active| **active).count();
+        leader.active.iter_mut().for_each(|active| *active = false);
+        leader.last_quorum_check_ns = now_ns;
+        active >= majority
+    }
+
+    /// Starts a heartbeat round: AppendEntries (or InstallSnapshot) to every peer.
+    fn new_round(&mut self, ctx: &mut Ctx<'_, S>) {
+        let now_ns = ctx.now_ns();
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        leader.round += 1;
+        let round = leader.round;
+        leader.round_sent_ns.insert(round, now_ns);
+        while leader.round_sent_ns.len() > ROUNDS_TRACKED_MAX {
+            leader.round_sent_ns.pop_first();
+        }
+        let me = self.id.0 as usize;
+        leader.acked_round[me] = round;
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send_append(peer);
+        }
+    }
+
+    /// Sends `peer` what follows its `next_index`: entries, or the snapshot if they are
+    /// compacted away.
+    fn send_append(&mut self, peer: NodeId) {
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let next = leader.next_index[peer.0 as usize];
+        let round = leader.round;
+        let term = self.meta.current_term;
+        let body = if next <= self.snapshot.last_index {
+            Body::InstallSnapshot(InstallSnapshot {
+                term,
+                leader: self.id,
+                last_included_index: self.snapshot.last_index,
+                last_included_term: self.snapshot.last_term,
+                data: self.snapshot.data.clone(),
+                round,
+            })
+        } else {
+            let prev = next.prev();
+            let Some(prev_term) = self.term_at(prev) else {
+                return;
+            };
+            let start = (next.0 - self.snapshot.last_index.0 - 1) as usize;
+            let end = (start + self.config.max_entries_per_message).min(self.log.len());
+            Body::AppendEntries(AppendEntries {
+                term,
+                leader: self.id,
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: self.log[start.min(end)..end].to_vec(),
+                leader_commit: self.commit_index,
+                leader_last_index: self.last_index(),
+                round,
+            })
+        };
+        self.outbox.push(Out::Send(peer, body));
+    }
+
+    pub(super) fn on_append_response(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        response: AppendResponse,
+    ) {
+        if response.term > self.meta.current_term {
+            self.adopt_term(ctx, response.term);
+            return;
+        }
+        if self.role != Role::Leader || response.term != self.meta.current_term {
+            ctx.ignore("append response: stale");
+            return;
+        }
+        let last = self.last_index();
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let peer = from.0 as usize;
+        leader.active[peer] = true;
+        leader.acked_round[peer] = leader.acked_round[peer].max(response.round);
+        let resend;
+        if response.success {
+            if response.match_or_hint > last {
+                ctx.ignore("append response: matches beyond our log");
+                return;
+            }
+            if response.match_or_hint > leader.match_index[peer] {
+                leader.match_index[peer] = response.match_or_hint;
+            }
+            leader.next_index[peer] = leader.next_index[peer].max(leader.match_index[peer].next());
+            resend = leader.next_index[peer] <= last;
+        } else {
+            let retry_from = response
+                .match_or_hint
+                .next()
+                .min(leader.next_index[peer].prev());
+            let retry_from = retry_from
+                .max(leader.match_index[peer].next())
+                .max(LogIndex(1));
+            resend = retry_from != leader.next_index[peer] || retry_from <= last;
+            leader.next_index[peer] = retry_from;
+        }
+        self.update_lease();
+        self.advance_commit(ctx);
+        if resend {
+            self.send_append(from);
+        }
+        self.serve_reads(ctx);
+    }
+
+    /// "If there exists an N such that N > commitIndex, a majority of matchIndex[i] >= N,
+    /// and log[N].term == currentTerm: set commitIndex = N." Entries of earlier terms are
+    /// never committed by counting (Figure 8); they commit with the current term's entries.
+    pub(super) fn advance_commit(&mut self, ctx: &mut Ctx<'_, S>) {
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let mut matches: Vec<LogIndex> = leader.match_index.clone();
+        matches[self.id.0 as usize] = self.persisted_index;
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[self.majority() - 1];
+        if candidate > self.commit_index && self.term_at(candidate) == Some(self.meta.current_term)
+        {
+            self.set_commit(ctx, candidate);
+        }
+    }
+
+    /// Raises the commit index, reporting every newly committed slot.
+    pub(super) fn set_commit(&mut self, ctx: &mut Ctx<'_, S>, commit: LogIndex) {
+        assert!(commit > self.commit_index, "commit index only grows");
+        assert!(commit <= self.last_index(), "commit index beyond the log");
+        let first = self
+            .commit_index
+            .next()
+            .max(self.snapshot.last_index.next());
+        for slot in first.0..=commit.0 {
+            let Some(entry) = self.entry(LogIndex(slot)) else {
+                continue;
+            };
+            let (request, digest) = match &entry.request {
+                Some(request) => (
+                    Some((request.client, request.sequence)),
+                    command_digest(&request.command),
+                ),
+                None => (None, 0),
+            };
+            ctx.observe(Observation::Commit {
+                node: self.id,
+                slot,
+                request,
+                command_digest: digest,
+            });
+        }
+        self.commit_index = commit;
+    }
+
+    // ---- client requests ----
+
+    pub(super) fn append_local(&mut self, request: Option<Request<S::Command>>) -> LogIndex {
+        assert_eq!(self.role, Role::Leader, "only leaders append");
+        let index = self.last_index().next();
+        self.log.push(Entry {
+            term: self.meta.current_term,
+            index,
+            request,
+        });
+        self.mark_log_dirty(index);
+        index
+    }
+
+    pub(super) fn on_write(&mut self, ctx: &mut Ctx<'_, S>, request: Request<S::Command>) {
+        let key = (request.client, request.sequence);
+        // A retry of the client's last applied request is appended again: the session table
+        // will not apply it twice and answers it from its cache.
+        if self.state.last_sequence(request.client) > Some(request.sequence) {
+            ctx.ignore("client request older than its session");
+            return;
+        }
+        if self.pending_writes.contains(&key) {
+            ctx.ignore("client request already in the log");
+            return;
+        }
+        if self.pending_writes.len() >= self.config.max_pending_requests {
+            ctx.ignore("too many pending client requests");
+            return;
+        }
+        self.pending_writes.insert(key);
+        self.append_local(Some(request));
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            let in_sync = self
+                .leader
+                .as_ref()
+                .is_some_and(|leader| leader.next_index[peer.0 as usize] == self.last_index());
+            if in_sync {
+                self.send_append(peer);
+            }
+        }
+    }
+
+    // ---- linearizable reads ----
+
+    pub(super) fn on_read(&mut self, ctx: &mut Ctx<'_, S>, request: Request<S::Command>) {
+        if self.pending_reads.len() >= self.config.max_pending_reads {
+            ctx.ignore("too many pending reads");
+            return;
+        }
+        let commit = self.commit_index;
+        let lease_holds = self.config.read_mode == ReadMode::Lease
+            && self
+                .leader
+                .as_ref()
+                .is_some_and(|l| ctx.now_ns() < l.lease_until_ns);
+        let round = if lease_holds {
+            0
+        } else {
+            self.new_round(ctx);
+            self.leader.as_ref().map_or(0, |leader| leader.round)
+        };
+        self.pending_reads.push(PendingRead {
+            client: request.client,
+            sequence: request.sequence,
+            command: request.command,
+            read_index: commit,
+            round,
+        });
+        self.serve_reads(ctx);
+    }
+
+    /// The highest round a majority (counting this leader) has acknowledged in this term.
+    fn quorum_round(&self) -> u64 {
+        let Some(leader) = self.leader.as_ref() else {
+            return 0;
+        };
+        let mut rounds = leader.acked_round.clone();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds[self.majority() - 1]
+    }
+
+    /// A lease starts when a round is sent; it holds for an election timeout shrunk by the
+    /// drift bound, because followers refuse votes for that long after hearing from us.
+    fn update_lease(&mut self) {
+        if self.config.read_mode != ReadMode::Lease {
+            return;
+        }
+        let round = self.quorum_round();
+        let drift_ppm = self.config.clock_drift_bound_ppm.min(400_000);
+        let base_ns = self.config.election_timeout_min_ns as u128;
+        let lease_ns = (base_ns * (1_000_000 - 2 * drift_ppm as u128) / 1_000_000) as u64;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if let Some(sent_ns) = leader.round_sent_ns.get(&round) {
+            leader.lease_until_ns = leader.lease_until_ns.max(sent_ns + lease_ns);
+        }
+    }
+
+    /// Serves reads whose leadership round a majority acknowledged (or that arrived under a
+    /// lease) once this term's no-op and the read index are applied.
+    pub(super) fn serve_reads(&mut self, ctx: &mut Ctx<'_, S>) {
+        let Some(term_start) = self.leader.as_ref().map(|leader| leader.term_start) else {
+            return;
+        };
+        if self.pending_reads.is_empty() || self.last_applied < term_start {
+            return;
+        }
+        let confirmed = self.quorum_round();
+        let applied = self.last_applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
+            .into_iter()
+            .partition(|read| read.round <= confirmed && read.read_index <= applied);
+        self.pending_reads = waiting;
+        let Some(reads) = self.reads else { return };
+        for read in ready {
+            match (reads.query)(self.state.service(), &read.command) {
+                Some(output) => {
+                    let reply = Reply::Done {
+                        sequence: read.sequence,
+                        output,
+                    };
+                    self.outbox.push(Out::Reply(read.client, reply));
+                }
+                None => ctx.ignore("read classifier accepted a command query cannot answer"),
+            }
+        }
+    }
+}
+
+use super::ROUNDS_TRACKED_MAX;

@@ -1,0 +1,251 @@
+//! Applying committed entries, snapshots, and the persist-then-send step that ends every
+//! handler.
+
+use dst_protocols::{Observation, Reply};
+use dst_sim::{NodeId, StateMachine, StorageError};
+
+use super::{Ctx, Out, PersistError, Raft, RaftTimer, Role};
+use crate::durable::{
+    encode, log_key, parse_log_key, LogRecord, SnapshotRecord, LOG_PREFIX, META_KEYS, SNAPSHOT_KEYS,
+};
+use crate::message::{Body, LogIndex, Persisted, RaftMsg};
+
+impl<S: StateMachine> Raft<S> {
+    /// Ends every handler: apply, maybe snapshot, persist, sync, then release the outbox.
+    pub(super) fn finish(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.apply_committed(ctx);
+        self.maybe_snapshot();
+        let outbox = std::mem::take(&mut self.outbox);
+        match self.persist(ctx) {
+            Ok(wrote) => {
+                if wrote {
+                    ctx.sync();
+                }
+                let checksums = self.config.message_checksums;
+                for out in outbox {
+                    match out {
+                        Out::Send(to, body) => ctx.send(to, RaftMsg::seal(body, checksums)),
+                        Out::Broadcast(body) => ctx.broadcast(RaftMsg::seal(body, checksums)),
+                        Out::Reply(client, reply) => ctx.reply(client, reply),
+                    }
+                }
+                if wrote {
+                    // Leaves only once the sync completed: when it arrives, the writes are
+                    // durable.
+                    let note = Persisted {
+                        last_index: self.last_index(),
+                        last_term: self.last_term(),
+                        snapshot_index: self.written_snapshot.0,
+                        snapshot_slot: self.written_snapshot.1 as u8,
+                    };
+                    ctx.send(self.id, RaftMsg::seal(Body::Persisted(note), checksums));
+                }
+            }
+            Err(error) => {
+                let reason = match error {
+                    PersistError::Storage(StorageError::Full) => "disk full: withholding output",
+                    PersistError::Storage(StorageError::Io) => "I/O error: withholding output",
+                    PersistError::Mismatch => "read-back mismatch: withholding output",
+                };
+                ctx.ignore(reason);
+                if self.retry_timer.is_none() {
+                    let delay_ns = self.config.storage_retry_ns;
+                    self.retry_timer = Some(ctx.set_timer(delay_ns, RaftTimer::StorageRetry));
+                }
+            }
+        }
+    }
+
+    /// Writes whatever is dirty. Returns whether anything was written.
+    fn persist(&mut self, ctx: &mut Ctx<'_, S>) -> Result<bool, PersistError> {
+        let mut wrote = false;
+        if self.dirty.snapshot {
+            let slot = 1 - self.durable_snapshot.1;
+            let bytes = encode(SNAPSHOT_KEYS[slot], &self.snapshot);
+            self.write_verified(ctx, SNAPSHOT_KEYS[slot], bytes)?;
+            self.written_snapshot = (self.snapshot.last_index, slot);
+            self.dirty.snapshot = false;
+            wrote = true;
+        }
+        if let Some(from) = self.dirty.log_from {
+            self.persist_log(ctx, from)?;
+            self.dirty.log_from = None;
+            wrote = true;
+        }
+        if self.dirty.meta {
+            self.meta.version += 1;
+            for key in META_KEYS {
+                let bytes = encode(key, &self.meta);
+                self.write_verified(ctx, key, bytes)?;
+            }
+            self.dirty.meta = false;
+            wrote = true;
+        }
+        Ok(wrote)
+    }
+
+    /// Rewrites entries `from..=last` and deletes keys past the end.
+    fn persist_log(&mut self, ctx: &mut Ctx<'_, S>, from: LogIndex) -> Result<(), PersistError> {
+        let first = from.max(self.snapshot.last_index.next());
+        let last = self.last_index();
+        let mut prev_term = self
+            .term_at(first.prev())
+            .unwrap_or(self.snapshot.last_term);
+        for index in first.0..=last.0 {
+            let Some(entry) = self.entry(LogIndex(index)) else {
+                break;
+            };
+            let record = LogRecord {
+                entry: entry.clone(),
+                prev_term,
+            };
+            prev_term = entry.term;
+            let key = log_key(LogIndex(index));
+            let bytes = encode(&key, &record);
+            self.write_verified(ctx, &key, bytes)?;
+        }
+        if self.disk_last_index > last {
+            for key in ctx.keys_with_prefix(LOG_PREFIX) {
+                if parse_log_key(&key).is_none_or(|index| index > last) {
+                    ctx.delete(&key)?;
+                }
+            }
+        }
+        self.disk_last_index = last;
+        Ok(())
+    }
+
+    /// Writes and reads back. A mismatch means the bytes went elsewhere (a misdirected write
+    /// clobbered some other key) or flipped: rewrite everything we rely on.
+    fn write_verified(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), PersistError> {
+        ctx.write(key, bytes.clone())?;
+        if ctx.read(key)?.as_deref() == Some(bytes.as_slice()) {
+            return Ok(());
+        }
+        tracing::debug!(node = %self.id, key, "read-back mismatch: rewriting all state");
+        self.dirty.meta = true;
+        self.dirty.snapshot = self.snapshot.last_index > LogIndex(0);
+        self.dirty.log_from = Some(self.snapshot.last_index.next());
+        self.disk_last_index = self
+            .disk_last_index
+            .max(self.last_index())
+            .max(LogIndex(u64::MAX / 2));
+        Err(PersistError::Mismatch)
+    }
+
+    /// The note this node sent itself after a sync arrived: what it names is durable.
+    pub(super) fn on_persisted(&mut self, ctx: &mut Ctx<'_, S>, from: NodeId, note: Persisted) {
+        if from != self.id {
+            ctx.ignore("persisted note from another node");
+            return;
+        }
+        if note.last_index <= self.last_index()
+            && self.term_at(note.last_index) == Some(note.last_term)
+            && note.last_index > self.persisted_index
+        {
+            self.persisted_index = note.last_index;
+        }
+        let slot = note.snapshot_slot as usize;
+        if note.snapshot_index > self.durable_snapshot.0 && slot < SNAPSHOT_KEYS.len() {
+            self.durable_snapshot = (note.snapshot_index, slot);
+            self.compact_disk(ctx, note.snapshot_index);
+        }
+        if let Some(exit_at) = self.recovery_exit_at {
+            if self.persisted_index >= exit_at || self.snapshot.last_index >= exit_at {
+                tracing::debug!(node = %self.id, "log rebuilt: recovery over");
+                self.meta.recovery = None;
+                self.recovery_exit_at = None;
+                self.dirty.meta = true;
+            }
+        }
+        if self.role == Role::Leader {
+            self.advance_commit(ctx);
+        }
+    }
+
+    /// Deletes log keys covered by a durable snapshot. Only now: had we deleted them when
+    /// the snapshot was written, a crash could keep the deletes and lose the snapshot.
+    fn compact_disk(&mut self, ctx: &mut Ctx<'_, S>, upto: LogIndex) {
+        for key in ctx.keys_with_prefix(LOG_PREFIX) {
+            let Some(index) = parse_log_key(&key) else {
+                continue;
+            };
+            if index > upto {
+                break;
+            }
+            // A failed delete leaves a harmless key below the snapshot; the next compaction
+            // retries it.
+            if ctx.delete(&key).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// "If commitIndex > lastApplied: increment lastApplied, apply log[lastApplied] to
+    /// state machine."
+    fn apply_committed(&mut self, ctx: &mut Ctx<'_, S>) {
+        while self.last_applied < self.commit_index {
+            let index = self.last_applied.next();
+            let Some(entry) = self.entry(index).cloned() else {
+                let what = format!("committed index {} missing from the log", index.0);
+                ctx.observe(Observation::InvariantViolated {
+                    node: self.id,
+                    what,
+                });
+                return;
+            };
+            self.last_applied = index;
+            let request = entry.request.as_ref().map(|r| (r.client, r.sequence));
+            if let Some(request) = entry.request {
+                // The session table applies each (client, sequence) at most once.
+                let output = self.state.apply(&request).into_output();
+                let key = (request.client, request.sequence);
+                if self.pending_writes.remove(&key) {
+                    if let Some(output) = output {
+                        let reply = Reply::Done {
+                            sequence: request.sequence,
+                            output,
+                        };
+                        self.outbox.push(Out::Reply(request.client, reply));
+                    }
+                }
+            }
+            ctx.observe(Observation::Apply {
+                node: self.id,
+                slot: index.0,
+                request,
+                state_digest: self.state.digest(),
+            });
+        }
+        self.serve_reads(ctx);
+    }
+
+    /// Compacts the log once enough applied entries follow the snapshot.
+    fn maybe_snapshot(&mut self) {
+        let since = self.last_applied.0 - self.snapshot.last_index.0;
+        if since < self.config.snapshot_threshold_entries.max(1) {
+            return;
+        }
+        let index = self.last_applied;
+        let Some(term) = self.term_at(index) else {
+            return;
+        };
+        let bytes = self.state.snapshot();
+        let drop = (index.0 - self.snapshot.last_index.0) as usize;
+        self.log.drain(..drop);
+        self.snapshot = SnapshotRecord {
+            last_index: index,
+            last_term: term,
+            data: bytes,
+        };
+        self.dirty.snapshot = true;
+        if let Some(from) = self.dirty.log_from {
+            self.dirty.log_from = Some(from.max(index.next()));
+        }
+    }
+}
