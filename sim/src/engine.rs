@@ -1352,8 +1352,14 @@ fn partition_links(groups: &[Vec<NodeId>]) -> Vec<(NodeId, NodeId)> {
 }
 
 /// A client that does nothing: for simulations without a workload (benchmarks, tests).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NoClient<N>(std::marker::PhantomData<N>);
+
+impl<N> Default for NoClient<N> {
+    fn default() -> Self {
+        NoClient(std::marker::PhantomData)
+    }
+}
 
 impl<N: Node> Client for NoClient<N> {
     type Node = N;

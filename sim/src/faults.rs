@@ -42,6 +42,31 @@ pub enum FaultAction {
     Quiet,
 }
 
+impl FaultAction {
+    /// Every node the action names.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            FaultAction::Partition { groups } => groups.concat(),
+            FaultAction::OneWay { from, to } => [from.as_slice(), to.as_slice()].concat(),
+            FaultAction::Cut { links } | FaultAction::Restore { links } => {
+                links.iter().flat_map(|&(a, b)| [a, b]).collect()
+            }
+            FaultAction::Clog { from, to, .. } | FaultAction::Unclog { from, to } => {
+                vec![*from, *to]
+            }
+            FaultAction::Crash(n)
+            | FaultAction::Restart(n)
+            | FaultAction::Pause(n)
+            | FaultAction::Resume(n)
+            | FaultAction::Wipe(n) => vec![*n],
+            FaultAction::ClockJump { node, .. } | FaultAction::ClockDrift { node, .. } => {
+                vec![*node]
+            }
+            FaultAction::Heal | FaultAction::Quiet => Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Display for FaultAction {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids = |nodes: &[NodeId]| {

@@ -1,12 +1,184 @@
-//! `dst run` (not implemented yet).
+//! `dst run`: one seed of a protocol under a fault profile, checked by every oracle.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use dst::runner::{self, RunOutcome, RunSpec};
+use dst_sim::Trace;
+use serde_json::json;
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Protocol to run.
+    #[arg(long, default_value = "raft")]
+    protocol: String,
+    /// The seed: one u64 determines the whole run.
+    #[arg(long, default_value_t = 1, env = "DST_SEED")]
+    seed: u64,
+    /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm.
+    #[arg(long, default_value = "light")]
+    profile: String,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 5)]
+    nodes: u32,
+    /// Number of simulated clients.
+    #[arg(long, default_value_t = 3)]
+    clients: u32,
+    /// Client operations in total.
+    #[arg(long, default_value_t = 200)]
+    ops: u64,
+    /// Scripted faults, e.g. "at 120ms partition 0,1 | 2,3,4; at 400ms heal", or @FILE.
+    #[arg(long)]
+    plan: Option<String>,
+    /// Faults stop and the network heals at this virtual time.
+    #[arg(long, default_value_t = 10_000)]
+    quiet_at_ms: u64,
+    /// Virtual time limit.
+    #[arg(long, default_value_t = 30_000)]
+    end_ms: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the run's decision trace to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Replay a recorded decision trace instead of drawing from the seed.
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// Run the seed twice and name the first divergent event if the runs differ.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Print one line per event to stderr.
+    #[arg(long)]
+    log_events: bool,
+}
 
 /// Entry point.
-pub fn main(_args: Args) -> ExitCode {
-    super::bad_input("run is not implemented yet")
+pub fn main(args: Args) -> ExitCode {
+    let spec = match spec_from(&args) {
+        Ok(spec) => spec,
+        Err(error) => return super::bad_input(error),
+    };
+    if args.check_determinism {
+        return check_determinism(&spec, args.json);
+    }
+    let outcome = match runner::run(&spec) {
+        Ok(outcome) => outcome,
+        Err(error) => return super::bad_input(error),
+    };
+    if let (Some(path), Some(trace)) = (&args.record, &outcome.trace) {
+        if let Err(error) = trace.write_atomic(path) {
+            return super::bad_input(error);
+        }
+    }
+    if let Some(divergence) = &outcome.summary.divergence {
+        eprintln!(
+            "dst: warning: the trace diverged from this run at decision {} (wanted {:?}, found {:?})",
+            divergence.index, divergence.wanted, divergence.found
+        );
+    }
+    report(&outcome, args.json);
+    if outcome.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_VIOLATION)
+    }
+}
+
+fn spec_from(args: &Args) -> Result<RunSpec, String> {
+    let mut spec = RunSpec::new(&args.protocol, args.seed, &args.profile);
+    spec.nodes = args.nodes;
+    spec.clients = args.clients;
+    spec.ops = args.ops;
+    spec.quiet_at_ms = args.quiet_at_ms;
+    spec.end_ms = args.end_ms;
+    spec.record = args.record.is_some();
+    spec.log_events = args.log_events;
+    spec.plan = match &args.plan {
+        Some(plan) => match plan.strip_prefix('@') {
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read plan {path}: {e}"))?,
+            ),
+            None => Some(plan.clone()),
+        },
+        None => None,
+    };
+    if let Some(path) = &args.replay {
+        let trace = Trace::read(path)?;
+        spec.seed = trace.header.seed;
+        spec.replay = Some(trace);
+    }
+    runner::validate(&spec)?;
+    Ok(spec)
+}
+
+fn check_determinism(spec: &RunSpec, json: bool) -> ExitCode {
+    match runner::check_run_determinism(spec) {
+        Err(error) => super::bad_input(error),
+        Ok(Ok(hash)) => {
+            if json {
+                println!("{}", json!({"seed": spec.seed, "deterministic": true, "trace_hash": format!("{hash:016x}")}));
+            } else {
+                println!("deterministic: seed {} ran twice to trace hash {hash:016x}", spec.seed);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(divergence)) => {
+            if json {
+                println!("{}", json!({"seed": spec.seed, "deterministic": false, "divergence": divergence}));
+            } else {
+                println!("NOT deterministic: {divergence}");
+                println!("reproduce: {} --check-determinism", spec.command());
+            }
+            ExitCode::from(super::EXIT_VIOLATION)
+        }
+    }
+}
+
+fn report(outcome: &RunOutcome, json: bool) {
+    let spec = &outcome.spec;
+    let summary = &outcome.summary;
+    if json {
+        let knobs: serde_json::Map<String, serde_json::Value> =
+            outcome.knobs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let object = json!({
+            "seed": spec.seed,
+            "protocol": spec.protocol,
+            "profile": spec.profile,
+            "nodes": spec.nodes,
+            "clients": spec.clients,
+            "ops": spec.ops,
+            "verdict": outcome.verdict(),
+            "violations": outcome.violations,
+            "events": summary.events,
+            "virtual_ms": summary.virtual_ns as f64 / 1e6,
+            "trace_hash": format!("{:016x}", summary.trace_hash),
+            "end_reason": format!("{:?}", summary.end_reason),
+            "knobs": knobs,
+            "stats": summary.stats,
+            "faults": summary.fault_log.len(),
+            "reproduce": spec.command(),
+        });
+        println!("{object}");
+        return;
+    }
+    let knobs: Vec<String> = outcome.knobs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("SEED={} protocol={} profile={} {}", spec.seed, spec.protocol, spec.profile, knobs.join(" "));
+    println!(
+        "{}: {} events, {:.1} virtual ms, {} faults, trace hash {:016x}, ended: {:?}",
+        outcome.verdict(),
+        summary.events,
+        summary.virtual_ns as f64 / 1e6,
+        summary.fault_log.len(),
+        summary.trace_hash,
+        summary.end_reason
+    );
+    for violation in &outcome.violations {
+        println!("violation [{}]: {}", violation.property, violation.detail);
+    }
+    if !outcome.violations.is_empty() {
+        println!("reproduce: {}", spec.command());
+        println!("for cargo test: DST_SEED={}", spec.seed);
+    }
 }

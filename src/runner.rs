@@ -1,0 +1,253 @@
+//! Runs one seed of a named protocol under a named fault profile, and judges it.
+//!
+//! Data flows one way: seed -> decisions -> events -> node handlers -> effects ->
+//! observations -> oracles -> verdict.
+
+use dst_sim::decision::SeededSource;
+use dst_sim::engine::{check_determinism, NoClient};
+use dst_sim::testing::PingPong;
+use dst_sim::trace::Decider;
+use dst_sim::{
+    parse_plan, Client, FaultProfile, Node, NodeId, ReplaySource, RunSummary, Sim, SimConfig,
+    Trace, TraceHeader, MS,
+};
+use serde::Serialize;
+
+/// The protocols `dst run` knows.
+pub const PROTOCOLS: [&str; 1] = ["pingpong"];
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub protocol: String,
+    pub seed: u64,
+    pub profile: String,
+    pub nodes: u32,
+    pub clients: u32,
+    pub ops: u64,
+    /// A scripted fault plan (see `dst_sim::parse_plan`).
+    pub plan: Option<String>,
+    pub quiet_at_ms: u64,
+    pub end_ms: u64,
+    /// Replay these decisions instead of drawing from the seed.
+    pub replay: Option<Trace>,
+    /// Keep the decisions so they can be written as a trace.
+    pub record: bool,
+    pub log_events: bool,
+}
+
+impl RunSpec {
+    /// Defaults for a protocol.
+    pub fn new(protocol: &str, seed: u64, profile: &str) -> Self {
+        RunSpec {
+            protocol: protocol.to_string(),
+            seed,
+            profile: profile.to_string(),
+            nodes: 5,
+            clients: 3,
+            ops: 200,
+            plan: None,
+            quiet_at_ms: 10_000,
+            end_ms: 30_000,
+            replay: None,
+            record: false,
+            log_events: false,
+        }
+    }
+
+    /// The header a trace of this run carries; replay requires a matching one.
+    pub fn trace_header(&self) -> TraceHeader {
+        TraceHeader {
+            protocol: self.protocol.clone(),
+            profile: self.profile.clone(),
+            nodes: self.nodes,
+            clients: self.clients,
+            ops: self.ops,
+            seed: self.seed,
+            config: format!(
+                "plan={:?};quiet_at_ms={};end_ms={}",
+                self.plan, self.quiet_at_ms, self.end_ms
+            ),
+            trace_hash: String::new(),
+        }
+    }
+
+    /// The command line that reproduces this run.
+    pub fn command(&self) -> String {
+        let mut command = format!(
+            "dst run --protocol {} --seed {} --profile {} --nodes {} --clients {} --ops {}",
+            self.protocol, self.seed, self.profile, self.nodes, self.clients, self.ops
+        );
+        if let Some(plan) = &self.plan {
+            command.push_str(&format!(" --plan '{plan}'"));
+        }
+        if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
+            command.push_str(&format!(" --quiet-at-ms {} --end-ms {}", self.quiet_at_ms, self.end_ms));
+        }
+        command
+    }
+}
+
+/// A property that broke.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which oracle fired: agreement, durability, linearizability, liveness, invariant:<name>...
+    pub property: String,
+    pub detail: String,
+}
+
+/// The outcome of one run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub spec: RunSpec,
+    pub summary: RunSummary,
+    pub violations: Vec<Violation>,
+    /// Every knob the profile drew, for the log.
+    pub knobs: Vec<(String, String)>,
+    /// The recorded trace, when recording was asked for.
+    pub trace: Option<Trace>,
+}
+
+impl RunOutcome {
+    /// "ok" or "violation".
+    pub fn verdict(&self) -> &'static str {
+        if self.violations.is_empty() {
+            "ok"
+        } else {
+            "violation"
+        }
+    }
+}
+
+/// Checks the spec and the replay trace against it; errors are bad input (exit code 2).
+pub fn validate(spec: &RunSpec) -> Result<(), String> {
+    if !PROTOCOLS.contains(&spec.protocol.as_str()) {
+        return Err(format!(
+            "unknown protocol '{}' (expected one of: {})",
+            spec.protocol,
+            PROTOCOLS.join(", ")
+        ));
+    }
+    FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
+    if spec.nodes == 0 || spec.nodes > 64 {
+        return Err(format!("--nodes must be between 1 and 64, not {}", spec.nodes));
+    }
+    if spec.protocol == "pingpong" && spec.nodes < 2 {
+        return Err("pingpong needs at least 2 nodes".into());
+    }
+    if let Some(plan) = &spec.plan {
+        let faults = parse_plan(plan)?;
+        let beyond = |f: &&dst_sim::ScriptedFault| f.action.nodes().iter().any(|n| n.0 >= spec.nodes);
+        if let Some(bad) = faults.iter().find(beyond) {
+            return Err(format!("plan names a node that does not exist: '{}'", bad.action));
+        }
+    }
+    if let Some(trace) = &spec.replay {
+        let mut expected = spec.trace_header();
+        expected.seed = trace.header.seed;
+        expected.trace_hash = trace.header.trace_hash.clone();
+        if trace.header != expected {
+            return Err(format!(
+                "the trace was recorded for another configuration: {} (this run: {})",
+                describe_header(&trace.header),
+                describe_header(&expected)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe_header(header: &TraceHeader) -> String {
+    format!(
+        "protocol={} profile={} nodes={} clients={} ops={} {}",
+        header.protocol, header.profile, header.nodes, header.clients, header.ops, header.config
+    )
+}
+
+/// Runs one seed. Errors are bad input.
+pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
+    validate(spec)?;
+    match spec.protocol.as_str() {
+        "pingpong" => Ok(simulate(
+            spec,
+            |_| PingPong::new(10),
+            |_| NoClient::<PingPong>::default(),
+            |_, _| Vec::new(),
+        )),
+        other => Err(format!("unknown protocol '{other}'")),
+    }
+}
+
+/// Runs the same seed twice and compares every event.
+pub fn check_run_determinism(spec: &RunSpec) -> Result<Result<u64, String>, String> {
+    validate(spec)?;
+    match spec.protocol.as_str() {
+        "pingpong" => Ok(check_determinism(|| {
+            build_sim(spec, |_| PingPong::new(10), |_| NoClient::<PingPong>::default()).0
+        })),
+        other => Err(format!("unknown protocol '{other}'")),
+    }
+}
+
+type Knobs = Vec<(String, String)>;
+
+fn build_sim<N: Node, C: Client<Node = N>>(
+    spec: &RunSpec,
+    make_node: impl FnMut(NodeId) -> N + 'static,
+    make_client: impl Fn(u32) -> C,
+) -> (Sim<N, C>, Knobs) {
+    let mut decider: Decider = match &spec.replay {
+        Some(trace) => ReplaySource::new(trace.decisions.clone()).into(),
+        None => SeededSource::new(spec.seed).into(),
+    };
+    decider.set_recording(spec.record);
+    // Swarm knobs are the first decisions of the run, so a replay draws the same ones.
+    let profile = FaultProfile::named(&spec.profile, &mut decider).expect("validated profile");
+    let knobs = profile.knobs();
+    let clients = if spec.protocol == "pingpong" { 0 } else { spec.clients };
+    let mut config = SimConfig::new(spec.nodes, clients, profile);
+    config.plan = spec.plan.as_deref().map(|p| parse_plan(p).expect("validated plan")).unwrap_or_default();
+    config.quiet_at_ns = spec.quiet_at_ms * MS;
+    config.end_ns = spec.end_ms * MS;
+    config.log_events = spec.log_events;
+    if spec.protocol == "pingpong" {
+        config.events_max = spec.ops.max(1) * 1_000;
+    }
+    let clients = (0..clients).map(make_client).collect();
+    (Sim::new(config, Box::new(make_node), clients, decider, spec.record), knobs)
+}
+
+fn simulate<N: Node, C: Client<Node = N>>(
+    spec: &RunSpec,
+    make_node: impl FnMut(NodeId) -> N + 'static,
+    make_client: impl Fn(u32) -> C,
+    judge: impl FnOnce(&RunSummary, &[(u64, N::Obs)]) -> Vec<Violation>,
+) -> RunOutcome {
+    let (mut sim, knobs) = build_sim(spec, make_node, make_client);
+    let summary = sim.run();
+    let observations = sim.take_observations();
+    let mut violations: Vec<Violation> = summary
+        .invariant_failures
+        .iter()
+        .map(|failure| Violation {
+            property: "invariant".into(),
+            detail: failure.clone(),
+        })
+        .collect();
+    violations.extend(judge(&summary, &observations));
+    let trace = spec.record.then(|| {
+        let mut header = spec.trace_header();
+        header.trace_hash = format!("{:016x}", summary.trace_hash);
+        Trace {
+            header,
+            decisions: sim.take_decisions(),
+        }
+    });
+    RunOutcome {
+        spec: spec.clone(),
+        summary,
+        violations,
+        knobs,
+        trace,
+    }
+}
