@@ -1,0 +1,339 @@
+//! # Linearizability checking
+//!
+//! A history is linearizable if its operations can be put in one sequential order that the
+//! [`Model`] accepts and that respects real time: an operation that returned before another was
+//! called comes first. [`check`] decides this, explains its answer and stays inside budgets.
+//!
+//! How (see `search.rs` for the search itself):
+//! - **P-compositionality** (Horn & Kroening): if the model names a partition per operation (the
+//!   key of a key-value operation), each partition is checked alone; the history is
+//!   linearizable iff every partition is. Partitions run on up to `threads` threads; the first
+//!   illegal partition cancels the partitions after it (in partition order, so the reported
+//!   witness is the same on every run) unless every verdict is asked for.
+//! - **Wing & Gong search with Lowe's memo**, keyed by an incremental (Zobrist) hash of the
+//!   linearized set and the interned model state, in a memo of bounded memory.
+//! - **Interning**: model states get dense ids and each (operation, state) step is computed once.
+//! - **Budgets**: steps, bytes and wall time. Running out gives [`Verdict::Unknown`] naming the
+//!   undecided partitions, never a guess.
+//!
+//! Outcomes: [`Outcome::Fail`] did not happen and is dropped; [`Outcome::Unknown`] may take
+//! effect at any point after its call, or never.
+
+pub mod explain;
+mod intern;
+mod memo;
+pub mod model;
+mod search;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::{History, Outcome};
+pub use model::{
+    CasRegister, KeyValue, KvInput, KvOp, KvOutput, Model, Register, RegisterInput, RegisterOutput,
+};
+use search::{Limits, Partials, Prepared, SearchResult, StopReason};
+
+/// How to check.
+#[derive(Clone, Debug)]
+pub struct CheckConfig {
+    /// Use the model's partition function (P-compositionality).
+    pub partition: bool,
+    /// Decide every partition instead of stopping at the first illegal one.
+    pub all_partitions: bool,
+    /// Partitions checked in parallel.
+    pub threads: usize,
+    /// Wall-clock budget for the whole check.
+    pub timeout: Option<Duration>,
+    /// Search-step budget per partition.
+    pub steps_max: u64,
+    /// Memory budget for the whole check (split between threads).
+    pub memory_bytes_max: usize,
+    /// Record per operation the longest partial linearization containing it.
+    pub explain: bool,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            partition: true,
+            all_partitions: false,
+            threads: 1,
+            timeout: None,
+            steps_max: u64::MAX,
+            memory_bytes_max: 1 << 30,
+            explain: false,
+        }
+    }
+}
+
+/// A verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Linearizable,
+    NotLinearizable,
+    /// A budget ran out (or the partition was cancelled) before a verdict.
+    Unknown,
+}
+
+impl Verdict {
+    /// The verdict as the CLI prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Linearizable => "linearizable",
+            Verdict::NotLinearizable => "not linearizable",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// The verdict of one partition, with its witness. Operation indices refer to
+/// `History::operations`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionReport {
+    /// The partition's name (`""` when the history is not partitioned).
+    pub name: String,
+    /// Operations in the partition (failed ones included).
+    pub operations: Vec<usize>,
+    pub verdict: Verdict,
+    /// Why the verdict is unknown: `steps`, `memory`, `timeout` or `cancelled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_reason: Option<String>,
+    /// Linearizable: a linearization (unknown operations that are left out never took effect).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub linearization: Vec<usize>,
+    /// Not linearizable: the first operation that cannot be placed after the longest prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_operation: Option<usize>,
+    /// Not linearizable: the longest linearizable prefix found.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub longest_prefix: Vec<usize>,
+    /// Explain mode: distinct partial linearizations ...
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub partial_linearizations: Vec<Vec<usize>>,
+    /// ... and, per operation of the partition, the index of the longest one containing it.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub longest_partial: Vec<(usize, usize)>,
+    /// Distinct model states the search met.
+    pub states: usize,
+}
+
+/// The result of a check.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub verdict: Verdict,
+    /// Partitions in name order.
+    pub partitions: Vec<PartitionReport>,
+    /// Names of the partitions whose verdict is unknown when the overall verdict is unknown.
+    pub undecided: Vec<String>,
+}
+
+impl CheckReport {
+    /// The first illegal partition, if any.
+    pub fn first_illegal(&self) -> Option<&PartitionReport> {
+        self.partitions
+            .iter()
+            .find(|partition| partition.verdict == Verdict::NotLinearizable)
+    }
+}
+
+/// Checks `history` against `model`.
+pub fn check<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    config: &CheckConfig,
+) -> CheckReport {
+    #[allow(clippy::disallowed_methods)] // the budget is wall time by definition
+    let deadline = config.timeout.map(|timeout| Instant::now() + timeout);
+    let groups = partitions(model, history, config.partition);
+    let threads = config.threads.clamp(1, groups.len().max(1));
+    let cancel = AtomicUsize::new(usize::MAX);
+    let next = AtomicUsize::new(0);
+    let memory = config.memory_bytes_max / threads;
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some((name, members)) = groups.get(index) else {
+                return done;
+            };
+            let limits = Limits {
+                steps_max: config.steps_max,
+                memory_bytes_max: memory,
+                deadline,
+                cancel_at_or_below: &cancel,
+                partition: index,
+                explain: config.explain,
+            };
+            let report = check_partition(model, history, name, members, &limits);
+            if report.verdict == Verdict::NotLinearizable && !config.all_partitions {
+                // Later partitions stop; earlier ones continue, so the reported illegal
+                // partition is the first in name order whatever the thread timing.
+                cancel.fetch_min(index + 1, Ordering::Relaxed);
+            }
+            done.push((index, report));
+        }
+    };
+    let mut reports: Vec<(usize, PartitionReport)> = if threads == 1 {
+        run()
+    } else {
+        // Threads are fine here: the checker is tooling, and the result does not depend on
+        // which thread checked which partition.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("checker thread panicked"))
+                .collect()
+        })
+    };
+    reports.sort_by_key(|(index, _)| *index);
+    summarise(
+        reports.into_iter().map(|(_, report)| report).collect(),
+        config,
+    )
+}
+
+fn summarise(mut partitions: Vec<PartitionReport>, config: &CheckConfig) -> CheckReport {
+    let first_illegal = partitions
+        .iter()
+        .position(|partition| partition.verdict == Verdict::NotLinearizable);
+    if let (Some(first), false) = (first_illegal, config.all_partitions) {
+        // Whether a later partition finished before the cancel depends on timing: hide it.
+        for partition in partitions.iter_mut().skip(first + 1) {
+            *partition = cancelled(std::mem::take(&mut partition.name), &partition.operations);
+        }
+    }
+    let undecided: Vec<String> = partitions
+        .iter()
+        .filter(|partition| partition.verdict == Verdict::Unknown)
+        .map(|partition| partition.name.clone())
+        .collect();
+    let verdict = if first_illegal.is_some() {
+        Verdict::NotLinearizable
+    } else if !undecided.is_empty() {
+        Verdict::Unknown
+    } else {
+        Verdict::Linearizable
+    };
+    let undecided = if verdict == Verdict::Unknown {
+        undecided
+    } else {
+        Vec::new()
+    };
+    CheckReport {
+        verdict,
+        partitions,
+        undecided,
+    }
+}
+
+fn cancelled(name: String, operations: &[usize]) -> PartitionReport {
+    PartitionReport {
+        name,
+        operations: operations.to_vec(),
+        verdict: Verdict::Unknown,
+        unknown_reason: Some("cancelled".to_string()),
+        linearization: Vec::new(),
+        failing_operation: None,
+        longest_prefix: Vec::new(),
+        partial_linearizations: Vec::new(),
+        longest_partial: Vec::new(),
+        states: 0,
+    }
+}
+
+/// Groups operation indices by partition name, in name order.
+fn partitions<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    use_partitions: bool,
+) -> Vec<(String, Vec<usize>)> {
+    let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (index, operation) in history.operations.iter().enumerate() {
+        let name = if use_partitions {
+            model.partition(&operation.input).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        groups.entry(name).or_default().push(index);
+    }
+    groups.into_iter().collect()
+}
+
+fn check_partition<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    name: &str,
+    members: &[usize],
+    limits: &Limits<'_>,
+) -> PartitionReport {
+    let mut report = cancelled(name.to_string(), members);
+    if limits.cancel_at_or_below.load(Ordering::Relaxed) <= limits.partition {
+        return report;
+    }
+    let prepared: Vec<Prepared<'_, M>> = members
+        .iter()
+        .filter_map(|&index| {
+            let operation = &history.operations[index];
+            let (ret, output) = match &operation.outcome {
+                Outcome::Ok(output) => (Some(operation.ret), Some(output)),
+                Outcome::Fail => return None,
+                Outcome::Unknown => (None, None),
+            };
+            Some(Prepared {
+                index,
+                call: operation.call,
+                ret,
+                input: &operation.input,
+                output,
+            })
+        })
+        .collect();
+    let mut interner = intern::Interner::new(model, prepared.len());
+    let mut partials = Partials::default();
+    let result = search::search(&prepared, &mut interner, limits, &mut partials);
+    let global = |local: &[u32]| -> Vec<usize> {
+        local
+            .iter()
+            .map(|&op| prepared[op as usize].index)
+            .collect()
+    };
+    report.states = interner.state_count();
+    report.unknown_reason = None;
+    match result {
+        SearchResult::Linearizable { order } => {
+            report.verdict = Verdict::Linearizable;
+            report.linearization = global(&order);
+        }
+        SearchResult::Illegal { prefix, blocked } => {
+            report.verdict = Verdict::NotLinearizable;
+            report.longest_prefix = global(&prefix);
+            report.failing_operation = Some(prepared[blocked as usize].index);
+        }
+        SearchResult::Stopped(reason) => {
+            report.verdict = Verdict::Unknown;
+            report.unknown_reason = Some(
+                match reason {
+                    StopReason::Steps => "steps",
+                    StopReason::Memory => "memory",
+                    StopReason::Timeout => "timeout",
+                    StopReason::Cancelled => "cancelled",
+                }
+                .to_string(),
+            );
+        }
+    }
+    report.partial_linearizations = partials.snapshots.iter().map(|s| global(s)).collect();
+    report.longest_partial = partials
+        .best
+        .iter()
+        .enumerate()
+        .filter_map(|(op, best)| best.map(|snapshot| (prepared[op].index, snapshot)))
+        .collect();
+    report
+}

@@ -1,0 +1,339 @@
+//! Wing & Gong's depth-first search for a linearization of one partition, with Lowe's memo.
+//!
+//! The history is a doubly linked list of call and return events in time order. At each step
+//! the search tries, in order, every operation whose call comes before the first return still in
+//! the list (those are exactly the operations that may take effect next). Linearizing one lifts
+//! its call and return out of the list and restarts from the front; reaching a return means the
+//! last choice was wrong, so the search backtracks. A configuration (linearized set, state)
+//! already explored is never explored again (the memo).
+//!
+//! Semantics of outcomes: a failed operation did not happen and is not in the list. An
+//! operation with an unknown outcome has no return (its return is at infinity): it may be
+//! linearized anywhere after its call, or never, so the search succeeds once every definite
+//! operation is linearized. Two reductions follow from that, both exact:
+//! - linearizing an unknown operation that leaves the state unchanged is the same as dropping it,
+//!   so it is skipped (this removes every timed-out read);
+//! - unknown operations with equal inputs are interchangeable once both are called, so the
+//!   later-called one is only tried after its earlier twin is linearized.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::intern::{FastMap, Interner};
+use super::memo::{key, zobrist, Memo};
+use super::model::Model;
+
+/// One operation of a partition, ready for the search.
+pub struct Prepared<'h, M: Model> {
+    /// Index in the whole history.
+    pub index: usize,
+    pub call: u64,
+    /// `None` when the outcome is unknown (return at infinity).
+    pub ret: Option<u64>,
+    pub input: &'h M::Input,
+    pub output: Option<&'h M::Output>,
+}
+
+/// Why a search stopped without a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Steps,
+    Memory,
+    Timeout,
+    Cancelled,
+}
+
+/// What the search found, in partition-local operation indices.
+pub enum SearchResult {
+    Linearizable {
+        order: Vec<u32>,
+    },
+    Illegal {
+        /// The longest linearizable prefix found.
+        prefix: Vec<u32>,
+        /// The operation whose return no explored configuration got past at that prefix.
+        blocked: u32,
+    },
+    Stopped(StopReason),
+}
+
+/// Limits and cancellation for one search.
+pub struct Limits<'a> {
+    pub steps_max: u64,
+    pub memory_bytes_max: usize,
+    pub deadline: Option<Instant>,
+    /// The search stops when this drops to or below `partition`.
+    pub cancel_at_or_below: &'a AtomicUsize,
+    pub partition: usize,
+    /// Record per operation the longest partial linearization containing it.
+    pub explain: bool,
+}
+
+/// Per-operation longest partial linearizations (explain mode).
+#[derive(Default)]
+pub struct Partials {
+    pub snapshots: Vec<Vec<u32>>,
+    /// Per operation: index into `snapshots`, if it was ever linearized.
+    pub best: Vec<Option<usize>>,
+}
+
+struct Frame {
+    op: u32,
+    state_before: u32,
+    alternative: usize,
+}
+
+const HEAD: usize = 0;
+const CHECK_EVERY: u64 = 4096;
+
+/// The event list: entry 0 is the head sentinel, the last one the tail sentinel.
+struct Events {
+    /// Per entry: (operation, is_return).
+    kind: Vec<(u32, bool)>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    call_entry: Vec<usize>,
+    return_entry: Vec<Option<usize>>,
+}
+
+impl Events {
+    fn new<M: Model>(ops: &[Prepared<'_, M>]) -> Self {
+        // Sort key: position, then calls before returns (intervals are closed).
+        let mut events: Vec<(u64, bool, u32)> = Vec::with_capacity(ops.len() * 2);
+        for (i, op) in ops.iter().enumerate() {
+            events.push((op.call, false, i as u32));
+            if let Some(ret) = op.ret {
+                events.push((ret, true, i as u32));
+            }
+        }
+        events.sort_unstable();
+        let count = events.len() + 2;
+        let mut list = Events {
+            kind: Vec::with_capacity(count),
+            next: (1..=count).collect(),
+            prev: (0..count).map(|i| i.wrapping_sub(1)).collect(),
+            call_entry: vec![0; ops.len()],
+            return_entry: vec![None; ops.len()],
+        };
+        list.kind.push((u32::MAX, false));
+        for (entry, &(_, is_return, op)) in events.iter().enumerate() {
+            let entry = entry + 1;
+            list.kind.push((op, is_return));
+            if is_return {
+                list.return_entry[op as usize] = Some(entry);
+            } else {
+                list.call_entry[op as usize] = entry;
+            }
+        }
+        list.kind.push((u32::MAX, true));
+        list
+    }
+
+    fn tail(&self) -> usize {
+        self.kind.len() - 1
+    }
+
+    fn unlink(&mut self, entry: usize) {
+        let (prev, next) = (self.prev[entry], self.next[entry]);
+        self.next[prev] = next;
+        self.prev[next] = prev;
+    }
+
+    fn relink(&mut self, entry: usize) {
+        let (prev, next) = (self.prev[entry], self.next[entry]);
+        self.next[prev] = entry;
+        self.prev[next] = entry;
+    }
+
+    fn lift(&mut self, op: u32) {
+        self.unlink(self.call_entry[op as usize]);
+        if let Some(ret) = self.return_entry[op as usize] {
+            self.unlink(ret);
+        }
+    }
+
+    fn unlift(&mut self, op: u32) {
+        if let Some(ret) = self.return_entry[op as usize] {
+            self.relink(ret);
+        }
+        self.relink(self.call_entry[op as usize]);
+    }
+}
+
+/// For each unknown operation, the latest earlier-called unknown operation with an equal input.
+fn twins<M: Model>(ops: &[Prepared<'_, M>]) -> Vec<Option<u32>> {
+    let mut order: Vec<u32> = (0..ops.len() as u32).collect();
+    order.sort_by_key(|&i| ops[i as usize].call);
+    let mut last: FastMap<&M::Input, u32> = FastMap::default();
+    let mut twin = vec![None; ops.len()];
+    for i in order {
+        let op = &ops[i as usize];
+        if op.ret.is_none() {
+            twin[i as usize] = last.insert(op.input, i);
+        }
+    }
+    twin
+}
+
+/// Mutable search position: the stack and everything derived from it.
+struct Position {
+    stack: Vec<Frame>,
+    state: u32,
+    hash: (u64, u64),
+    linearized: Vec<bool>,
+    definite_left: usize,
+}
+
+impl Position {
+    fn order(&self) -> Vec<u32> {
+        self.stack.iter().map(|frame| frame.op).collect()
+    }
+}
+
+/// Searches one partition for a linearization.
+pub fn search<M: Model>(
+    ops: &[Prepared<'_, M>],
+    interner: &mut Interner<'_, M>,
+    limits: &Limits<'_>,
+    partials: &mut Partials,
+) -> SearchResult {
+    let mut events = Events::new(ops);
+    let twin = twins(ops);
+    let words: Vec<(u64, u64)> = (0..ops.len()).map(zobrist).collect();
+    let mut memo = Memo::new(limits.memory_bytes_max / 2);
+    let mut at = Position {
+        stack: Vec::with_capacity(ops.len()),
+        state: Interner::<M>::INIT,
+        hash: (0, 0),
+        linearized: vec![false; ops.len()],
+        definite_left: ops.iter().filter(|op| op.ret.is_some()).count(),
+    };
+    if limits.explain {
+        partials.best = vec![None; ops.len()];
+    }
+    let mut deepest_block: Option<(usize, u32, Vec<u32>)> = None;
+    let mut entry = events.next[HEAD];
+    let mut resume = 0usize;
+    let mut steps = 0u64;
+    loop {
+        if at.definite_left == 0 {
+            return SearchResult::Linearizable { order: at.order() };
+        }
+        steps += 1;
+        if steps % CHECK_EVERY == 0 {
+            if let Some(reason) = over_limits(limits, steps, &memo, interner) {
+                return SearchResult::Stopped(reason);
+            }
+        }
+        let (op, is_return) = events.kind[entry];
+        if is_return || entry == events.tail() {
+            let depth = at.stack.len();
+            if deepest_block
+                .as_ref()
+                .is_none_or(|(best, _, _)| depth > *best)
+            {
+                deepest_block = Some((depth, op, at.order()));
+            }
+            let Some(frame) = at.stack.pop() else {
+                let (_, blocked, prefix) = deepest_block.expect("a block was just recorded");
+                return SearchResult::Illegal { prefix, blocked };
+            };
+            events.unlift(frame.op);
+            at.state = frame.state_before;
+            at.hash = (
+                at.hash.0 ^ words[frame.op as usize].0,
+                at.hash.1 ^ words[frame.op as usize].1,
+            );
+            at.linearized[frame.op as usize] = false;
+            if ops[frame.op as usize].ret.is_some() {
+                at.definite_left += 1;
+            }
+            entry = events.call_entry[frame.op as usize];
+            resume = frame.alternative + 1;
+            continue;
+        }
+        let from = std::mem::take(&mut resume);
+        let prepared = &ops[op as usize];
+        let definite = prepared.ret.is_some();
+        if twin[op as usize].is_some_and(|t| !at.linearized[t as usize]) {
+            entry = events.next[entry];
+            continue;
+        }
+        let successors = interner.step(op, at.state, prepared.input, prepared.output);
+        let hash = (
+            at.hash.0 ^ words[op as usize].0,
+            at.hash.1 ^ words[op as usize].1,
+        );
+        let mut chosen = None;
+        for (alternative, &next) in successors.iter().enumerate().skip(from) {
+            if !definite && next == at.state {
+                continue;
+            }
+            if memo.insert(key(hash, next)) {
+                chosen = Some((alternative, next));
+                break;
+            }
+        }
+        let Some((alternative, next)) = chosen else {
+            entry = events.next[entry];
+            continue;
+        };
+        at.stack.push(Frame {
+            op,
+            state_before: at.state,
+            alternative,
+        });
+        at.state = next;
+        at.hash = hash;
+        at.linearized[op as usize] = true;
+        if definite {
+            at.definite_left -= 1;
+        }
+        events.lift(op);
+        if limits.explain {
+            record_partial(&at, partials);
+        }
+        entry = events.next[HEAD];
+    }
+}
+
+fn over_limits<M: Model>(
+    limits: &Limits<'_>,
+    steps: u64,
+    memo: &Memo,
+    interner: &Interner<'_, M>,
+) -> Option<StopReason> {
+    if steps >= limits.steps_max {
+        return Some(StopReason::Steps);
+    }
+    if limits.cancel_at_or_below.load(Ordering::Relaxed) <= limits.partition {
+        return Some(StopReason::Cancelled);
+    }
+    if memo.bytes() + interner.bytes > limits.memory_bytes_max {
+        return Some(StopReason::Memory);
+    }
+    // The wall clock only bounds the checker's own run time; it never decides a verdict.
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    match limits.deadline {
+        Some(deadline) if now >= deadline => Some(StopReason::Timeout),
+        _ => None,
+    }
+}
+
+fn record_partial(at: &Position, partials: &mut Partials) {
+    let depth = at.stack.len();
+    let improves = |op: u32, partials: &Partials| {
+        partials.best[op as usize].is_none_or(|snapshot| partials.snapshots[snapshot].len() < depth)
+    };
+    if !at.stack.iter().any(|frame| improves(frame.op, partials)) {
+        return;
+    }
+    let snapshot = partials.snapshots.len();
+    partials.snapshots.push(at.order());
+    for frame in &at.stack {
+        if improves(frame.op, partials) {
+            partials.best[frame.op as usize] = Some(snapshot);
+        }
+    }
+}
