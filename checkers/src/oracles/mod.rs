@@ -46,6 +46,9 @@ pub enum Property {
     Validity,
     ExactlyOnce,
     Liveness,
+    /// The client history is not linearizable (reported by harnesses that run the
+    /// linearizability checker next to these oracles).
+    Linearizability,
     /// A protocol-specific invariant, by its registered name.
     Invariant(String),
 }
@@ -58,6 +61,7 @@ impl std::fmt::Display for Property {
             Property::Validity => formatter.write_str("validity"),
             Property::ExactlyOnce => formatter.write_str("exactly_once"),
             Property::Liveness => formatter.write_str("liveness"),
+            Property::Linearizability => formatter.write_str("linearizability"),
             Property::Invariant(name) => write!(formatter, "invariant:{name}"),
         }
     }
