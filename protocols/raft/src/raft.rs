@@ -518,7 +518,8 @@ impl<S: StateMachine> Raft<S> {
         match self.load(ctx) {
             Ok(()) => {}
             Err(_) => {
-                // Transient read errors: nothing was decided from partial data; try again.
+                // Transient read errors: forget the partial load and try again.
+                self.reset();
                 self.status = Status::Loading;
                 self.retry_timer =
                     Some(ctx.set_timer(self.config.storage_retry_ns, RaftTimer::StorageRetry));
@@ -538,7 +539,8 @@ impl<S: StateMachine> Raft<S> {
     }
 
     /// Reads everything back. `Err` only for I/O errors (retry); damage is handled here.
-    fn load(&mut self, ctx: &mut Ctx<'_, S>) -> Result<(), StorageError> {
+    /// Back to the state of a freshly built instance (identity kept).
+    fn reset(&mut self) {
         *self = Raft {
             config: self.config.clone(),
             reads: self.reads,
@@ -547,6 +549,10 @@ impl<S: StateMachine> Raft<S> {
             ..Raft::new(self.config.clone(), self.initial.service().clone())
         }
         .with_identity(self.id, self.cluster_size);
+    }
+
+    fn load(&mut self, ctx: &mut Ctx<'_, S>) -> Result<(), StorageError> {
+        self.reset();
         self.status = Status::Running;
         if ctx.keys_with_prefix(ALL_PREFIX).is_empty() {
             return Ok(());
