@@ -8,10 +8,12 @@
 //!   service; [`service`]: read-only commands; [`digest`]: stable digests (every protocol
 //!   reports commits with [`digest::command_digest`]).
 //! - [`client`]: the simulated client; [`workload`]: command generators.
+//! - [`harness`]: observations to client histories and oracle records; all oracles in one call.
 
 pub mod api;
 pub mod client;
 pub mod digest;
+pub mod harness;
 pub mod kv;
 pub mod service;
 pub mod sessions;

@@ -1,0 +1,323 @@
+//! From a run's observations to the checkers' inputs, and one call that runs every oracle.
+//!
+//! The engine hands back the observations in run order with their virtual times
+//! (`Vec<(time_ns, Observation)>`). From them:
+//! - [`client_history`] builds the client history: one operation per invoked request, `call`
+//!   and `ret` being observation indices (a total order of events); abandoned and still
+//!   pending requests are [`Outcome::Unknown`] with `ret = u64::MAX`; the slot the request
+//!   was first committed at is its ordering hint.
+//! - [`run_record`] builds the safety and liveness oracles' [`RunRecord`]: invocations (with
+//!   the same command digest protocols report at commit), completions, abandonments,
+//!   commits, applies and invariant breaks the nodes reported.
+//! - [`check_run`] runs agreement, durability, validity, exactly-once, node-reported and
+//!   engine-reported invariants, and liveness; [`check_kv_run`] adds linearizability of the
+//!   key-value history.
+
+use std::collections::BTreeMap;
+
+use dst_checkers::linearizability::{self, CheckConfig, CheckReport, KeyValue, KvInput, KvOp};
+use dst_checkers::oracles::{
+    check_liveness, check_safety, Abandonment, ApplyRecord, CommitRecord, Completion, Entry,
+    Invocation, LivenessInput, LivenessReport, Property, ReportedViolation, RequestId, RunRecord,
+    SafetyOptions, Violation,
+};
+use dst_checkers::{History, Operation, Outcome};
+use dst_sim::ClientId;
+use serde::Serialize;
+
+use crate::api::Observation;
+use crate::digest::command_digest;
+use crate::kv::{KvCommand, KvOutput};
+
+/// Observations as the engine returns them: virtual time and what was observed, in order.
+pub type Observed<C, O> = (u64, Observation<C, O>);
+
+/// The client history of a run.
+pub fn client_history<C: Clone, O: Clone>(observations: &[Observed<C, O>]) -> History<C, O> {
+    let mut history = History::new();
+    let mut index_of: BTreeMap<(ClientId, u64), usize> = BTreeMap::new();
+    for (position, (_, observation)) in observations.iter().enumerate() {
+        let position = position as u64;
+        match observation {
+            Observation::Invoke {
+                client,
+                sequence,
+                command,
+            } => {
+                index_of.insert((*client, *sequence), history.operations.len());
+                history.operations.push(Operation {
+                    client: u64::from(client.0),
+                    input: command.clone(),
+                    outcome: Outcome::Unknown,
+                    call: position,
+                    ret: u64::MAX,
+                    hint: None,
+                });
+            }
+            Observation::Complete {
+                client,
+                sequence,
+                output,
+            } => {
+                // A completion of a request never invoked is the validity oracle's to report.
+                if let Some(&index) = index_of.get(&(*client, *sequence)) {
+                    let operation = &mut history.operations[index];
+                    if operation.ret == u64::MAX {
+                        operation.outcome = Outcome::Ok(output.clone());
+                        operation.ret = position;
+                    }
+                }
+            }
+            Observation::Commit {
+                request: Some((client, sequence)),
+                slot,
+                ..
+            } => {
+                if let Some(&index) = index_of.get(&(*client, *sequence)) {
+                    history.operations[index].hint.get_or_insert(*slot);
+                }
+            }
+            _ => {}
+        }
+    }
+    history
+}
+
+fn request_id((client, sequence): (ClientId, u64)) -> RequestId {
+    RequestId::new(client.0, sequence)
+}
+
+/// The oracles' record of a run. `read_only` says which commands need not be committed.
+pub fn run_record<C: Serialize, O>(
+    observations: &[Observed<C, O>],
+    read_only: impl Fn(&C) -> bool,
+) -> RunRecord {
+    let mut record = RunRecord::default();
+    for (time_ns, observation) in observations {
+        let time_ns = *time_ns;
+        match observation {
+            Observation::Invoke {
+                client,
+                sequence,
+                command,
+            } => record.invocations.push(Invocation {
+                time_ns,
+                request: request_id((*client, *sequence)),
+                command_digest: command_digest(command),
+                read_only: read_only(command),
+            }),
+            Observation::Complete {
+                client, sequence, ..
+            } => record.completions.push(Completion {
+                time_ns,
+                request: request_id((*client, *sequence)),
+            }),
+            Observation::Abandon { client, sequence } => record.abandonments.push(Abandonment {
+                time_ns,
+                request: request_id((*client, *sequence)),
+            }),
+            Observation::Commit {
+                node,
+                slot,
+                request,
+                command_digest,
+            } => record.commits.push(CommitRecord {
+                time_ns,
+                node: node.0,
+                slot: *slot,
+                entry: Entry {
+                    request: request.map(request_id),
+                    command_digest: *command_digest,
+                },
+            }),
+            Observation::Apply {
+                node,
+                slot,
+                request,
+                state_digest,
+            } => record.applies.push(ApplyRecord {
+                time_ns,
+                node: node.0,
+                slot: *slot,
+                request: request.map(request_id),
+                state_digest: *state_digest,
+            }),
+            Observation::InvariantViolated { node, what } => {
+                record.reported.push(ReportedViolation {
+                    time_ns,
+                    node: node.0,
+                    what: what.clone(),
+                })
+            }
+        }
+    }
+    record
+}
+
+/// What the oracles need to know about a run besides its observations.
+#[derive(Clone, Debug)]
+pub struct RunFacts {
+    /// When the quiet phase started (faults stopped, network healed, nodes restarted).
+    pub quiet_start_ns: u64,
+    /// When the run ended.
+    pub end_ns: u64,
+    /// Time an open request has in the quiet phase to complete.
+    pub liveness_bound_ns: u64,
+    /// Correct nodes up and connected in the quiet phase.
+    pub nodes_available: u32,
+    /// Nodes the protocol needs for progress.
+    pub nodes_required: u32,
+    pub safety: SafetyOptions,
+    /// `Node::check_invariants` failures the engine collected (`RunSummary`).
+    pub engine_invariant_failures: Vec<String>,
+}
+
+impl RunFacts {
+    /// A crash-fault-tolerant cluster of `nodes` that heals completely at `quiet_start_ns`:
+    /// every node comes back, a majority is needed.
+    pub fn crash_fault_tolerant(nodes: u32, quiet_start_ns: u64, end_ns: u64) -> Self {
+        RunFacts {
+            quiet_start_ns,
+            end_ns,
+            liveness_bound_ns: 10 * dst_sim::SEC,
+            nodes_available: nodes,
+            nodes_required: nodes / 2 + 1,
+            safety: SafetyOptions::default(),
+            engine_invariant_failures: Vec::new(),
+        }
+    }
+}
+
+/// Everything the oracles found.
+#[derive(Clone, Debug, Default)]
+pub struct RunVerdict {
+    pub violations: Vec<Violation>,
+    pub liveness: LivenessReport,
+    /// The linearizability report, when the history was checked.
+    pub linearizability: Option<CheckReport>,
+}
+
+impl RunVerdict {
+    /// True when no property broke.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs the safety oracles, the invariants and liveness.
+pub fn check_run<C: Serialize, O>(
+    observations: &[Observed<C, O>],
+    facts: &RunFacts,
+    read_only: impl Fn(&C) -> bool,
+) -> RunVerdict {
+    let record = run_record(observations, read_only);
+    let mut violations = check_safety(&record, &facts.safety);
+    violations.extend(facts.engine_invariant_failures.iter().map(|failure| {
+        Violation::new(Property::Invariant("check_invariants".to_string()), failure)
+    }));
+    let liveness = check_liveness(
+        &record,
+        &LivenessInput {
+            quiet_start_ns: facts.quiet_start_ns,
+            bound_ns: facts.liveness_bound_ns,
+            end_ns: facts.end_ns,
+            correct_clients: None,
+            nodes_available: facts.nodes_available,
+            nodes_required: facts.nodes_required,
+        },
+    );
+    violations.extend(liveness.violations.iter().cloned());
+    RunVerdict {
+        violations,
+        liveness,
+        linearizability: None,
+    }
+}
+
+/// The key-value history in the linearizability checker's model. The model treats an absent
+/// key as holding `""`; workloads never write empty values, so the two agree.
+pub fn kv_model_history(
+    history: &History<KvCommand, KvOutput>,
+) -> History<KvInput, Option<String>> {
+    let operations = history
+        .operations
+        .iter()
+        .map(|operation| {
+            let (key, op) = match &operation.input {
+                KvCommand::Get { key } => (key, KvOp::Get),
+                KvCommand::Put { key, value } => (key, KvOp::Put(value.clone())),
+                KvCommand::Append { key, value } => (key, KvOp::Append(value.clone())),
+                KvCommand::Cas { key, expected, new } => (
+                    key,
+                    KvOp::Cas {
+                        from: expected.clone().unwrap_or_default(),
+                        to: new.clone(),
+                    },
+                ),
+            };
+            let outcome = match &operation.outcome {
+                Outcome::Ok(KvOutput::Value(value)) => {
+                    Outcome::Ok(Some(value.clone().unwrap_or_default()))
+                }
+                Outcome::Ok(KvOutput::Swapped(false)) => Outcome::Fail,
+                Outcome::Ok(KvOutput::Written | KvOutput::Swapped(true)) => Outcome::Ok(None),
+                Outcome::Fail => Outcome::Fail,
+                Outcome::Unknown => Outcome::Unknown,
+            };
+            Operation {
+                client: operation.client,
+                input: KvInput {
+                    key: key.clone(),
+                    op,
+                },
+                outcome,
+                call: operation.call,
+                ret: operation.ret,
+                hint: operation.hint,
+            }
+        })
+        .collect();
+    History { operations }
+}
+
+/// Checks the key-value client history for linearizability; a non-linearizable history is
+/// one violation naming the key and the first operation that cannot be placed.
+pub fn check_kv_linearizability(
+    history: &History<KvCommand, KvOutput>,
+    config: &CheckConfig,
+) -> (CheckReport, Option<Violation>) {
+    let model_history = kv_model_history(history);
+    let report = linearizability::check(&KeyValue, &model_history, config);
+    let violation = report.first_illegal().map(|partition| {
+        let failing = partition
+            .failing_operation
+            .and_then(|index| history.operations.get(index).map(|operation| (index, operation)));
+        let detail = match failing {
+            Some((index, operation)) => format!(
+                "key {:?}: operation {index} of client c{} ({:?} -> {:?}) cannot be placed after a linearizable prefix of {}",
+                partition.name,
+                operation.client,
+                operation.input,
+                operation.outcome,
+                partition.longest_prefix.len()
+            ),
+            None => format!("key {:?}: not linearizable", partition.name),
+        };
+        Violation::new(Property::Linearizability, detail)
+    });
+    (report, violation)
+}
+
+/// [`check_run`] plus linearizability of the key-value history.
+pub fn check_kv_run(
+    observations: &[Observed<KvCommand, KvOutput>],
+    facts: &RunFacts,
+    linearizability: &CheckConfig,
+) -> RunVerdict {
+    let mut verdict = check_run(observations, facts, KvCommand::is_read_only);
+    let history = client_history(observations);
+    let (report, violation) = check_kv_linearizability(&history, linearizability);
+    verdict.violations.extend(violation);
+    verdict.linearizability = Some(report);
+    verdict
+}
