@@ -14,8 +14,10 @@
 //!   slot it was committed at never later holds another entry.
 //! - **validity**: a committed request was invoked by its client before the commit, with the
 //!   same command digest.
-//! - **exactly_once**: a request identity is committed (and applied) at one slot only, and
-//!   every node's state digest after applying a slot is the same.
+//! - **exactly_once**: every node's state digest after applying a slot is the same; a request
+//!   identity is committed at one slot only or, where sessions deduplicate at apply time
+//!   ([`SafetyOptions::duplicate_log_entries_allowed`]), its repeats change no state; a
+//!   request completes once.
 //! - **liveness** (see [`liveness`]): after the quiet phase every pending request of a correct
 //!   client completes within a bound, judged only when recovery was possible.
 //! - **invariant:NAME**: protocol-specific checks registered in an [`InvariantRegistry`], or
@@ -140,8 +142,10 @@ pub struct SafetyOptions {
     /// learns (no slots skipped by snapshot installation) and the run healed long enough.
     pub committers_required: u32,
     /// Allow one request identity in several log slots, for protocols that deduplicate
-    /// retries only when applying (client sessions) rather than when appending. Off: the
-    /// log itself must hold each request once.
+    /// retries when applying (client sessions, as in Raft's thesis) rather than when
+    /// appending. Allowed (the default), a repeated entry must then leave the state digest
+    /// unchanged on every node that applied both it and the slot before. Not allowed, the log
+    /// itself must hold each request once.
     pub duplicate_log_entries_allowed: bool,
 }
 
@@ -149,7 +153,7 @@ impl Default for SafetyOptions {
     fn default() -> Self {
         SafetyOptions {
             committers_required: 1,
-            duplicate_log_entries_allowed: false,
+            duplicate_log_entries_allowed: true,
         }
     }
 }

@@ -263,15 +263,27 @@ pub fn check_validity(record: &RunRecord) -> Vec<Violation> {
     collector.finish()
 }
 
-/// Exactly-once: one slot per request identity, one completion per request, and equal state
-/// digests after each slot on every node.
+/// Exactly-once: one completion per request, equal state digests after each slot on every
+/// node, and a request identity at one slot only, or, when duplicate log entries are
+/// allowed, no change of state where it is committed again.
 pub fn check_exactly_once(record: &RunRecord, options: &SafetyOptions) -> Vec<Violation> {
     let mut collector = Collector::new(Property::ExactlyOnce);
-    if !options.duplicate_log_entries_allowed {
-        for (request, info) in index_commits_by_request(record) {
-            if info.slots.len() > 1 {
-                let slots: Vec<u64> = info.slots.keys().copied().collect();
-                collector.report(format!("{request} committed at slots {slots:?}"));
+    let digests = index_state_digests(record);
+    for (request, info) in index_commits_by_request(record) {
+        if info.slots.len() < 2 {
+            continue;
+        }
+        let slots: Vec<u64> = info.slots.keys().copied().collect();
+        if !options.duplicate_log_entries_allowed {
+            collector.report(format!("{request} committed at slots {slots:?}"));
+            continue;
+        }
+        for &slot in &slots[1..] {
+            if let Some(node) = changed_state_at(&digests, slot) {
+                collector.report(format!(
+                    "{request} committed at slots {slots:?}: applying it again at slot {slot} \
+                     changed n{node}'s state (applied twice)"
+                ));
             }
         }
     }
@@ -287,6 +299,31 @@ pub fn check_exactly_once(record: &RunRecord, options: &SafetyOptions) -> Vec<Vi
     }
     check_state_digests(record, &mut collector);
     collector.finish()
+}
+
+/// Per (slot, node): the state digest after the node's first apply of the slot.
+fn index_state_digests(record: &RunRecord) -> BTreeMap<(u64, u32), u64> {
+    let mut digests = BTreeMap::new();
+    for apply in &record.applies {
+        digests
+            .entry((apply.slot, apply.node))
+            .or_insert(apply.state_digest);
+    }
+    digests
+}
+
+/// A node whose state digest differs between `slot - 1` and `slot`, among nodes that
+/// reported both (a deduplicated retry leaves the state as it was).
+fn changed_state_at(digests: &BTreeMap<(u64, u32), u64>, slot: u64) -> Option<u32> {
+    let previous = slot.checked_sub(1)?;
+    digests
+        .range((slot, 0)..=(slot, u32::MAX))
+        .find_map(
+            |(&(_, node), &after)| match digests.get(&(previous, node)) {
+                Some(&before) if before != after => Some(node),
+                _ => None,
+            },
+        )
 }
 
 fn check_state_digests(record: &RunRecord, collector: &mut Collector) {

@@ -242,17 +242,44 @@ fn validity_catches_a_commit_before_its_invocation() {
 }
 
 #[test]
-fn exactly_once_catches_a_request_at_two_slots() {
+fn exactly_once_strict_catches_a_request_at_two_slots() {
     let mut record = correct_record();
     commit(&mut record, 30, 0, 4, entry(id(0, 1)));
-    let violations = check_exactly_once(&record, &SafetyOptions::default());
-    assert_eq!(violations.len(), 1, "{violations:#?}");
-    assert!(violations[0].detail.contains("slots [2, 4]"));
-    let sessions = SafetyOptions {
-        duplicate_log_entries_allowed: true,
+    let strict = SafetyOptions {
+        duplicate_log_entries_allowed: false,
         ..SafetyOptions::default()
     };
-    assert!(check_exactly_once(&record, &sessions).is_empty());
+    let violations = check_exactly_once(&record, &strict);
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    assert!(violations[0].detail.contains("slots [2, 4]"));
+}
+
+#[test]
+fn exactly_once_with_sessions_passes_a_deduplicated_retry() {
+    let mut record = correct_record();
+    // The retry of c0#1 lands at slot 4; the sessions skip it: the state stays as at slot 3.
+    for node in 0..3 {
+        commit(&mut record, 30, node, 4, entry(id(0, 1)));
+        apply(&mut record, 30, node, 4, entry(id(0, 1)), 77 * 3);
+    }
+    let violations = check_safety(&record, &SafetyOptions::default());
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn exactly_once_with_sessions_catches_a_retry_applied_twice() {
+    let mut record = correct_record();
+    for node in 0..3 {
+        commit(&mut record, 30, node, 4, entry(id(0, 1)));
+        apply(&mut record, 30, node, 4, entry(id(0, 1)), 0xabc);
+    }
+    let violations = check_exactly_once(&record, &SafetyOptions::default());
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    assert!(
+        violations[0].detail.contains("applied twice") && violations[0].detail.contains("slot 4"),
+        "{}",
+        violations[0]
+    );
 }
 
 #[test]
