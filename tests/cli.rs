@@ -13,21 +13,53 @@ fn dst(args: &[&str]) -> Output {
 fn json_field(output: &Output, field: &str) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    let value: serde_json::Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
     value[field].clone()
 }
 
 #[test]
 fn the_same_seed_gives_the_same_trace_hash_in_two_processes() {
-    let args = ["run", "--protocol", "pingpong", "--seed", "5", "--profile", "heavy", "--ops", "20", "--json"];
+    let args = [
+        "run",
+        "--protocol",
+        "pingpong",
+        "--seed",
+        "5",
+        "--profile",
+        "heavy",
+        "--ops",
+        "20",
+        "--json",
+    ];
     let first = dst(&args);
     let second = dst(&args);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert_eq!(json_field(&first, "trace_hash"), json_field(&second, "trace_hash"));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        json_field(&first, "trace_hash"),
+        json_field(&second, "trace_hash")
+    );
     assert_eq!(json_field(&first, "verdict"), "ok");
-    let other = dst(&["run", "--protocol", "pingpong", "--seed", "6", "--profile", "heavy", "--ops", "20", "--json"]);
-    assert_ne!(json_field(&first, "trace_hash"), json_field(&other, "trace_hash"));
+    let other = dst(&[
+        "run",
+        "--protocol",
+        "pingpong",
+        "--seed",
+        "6",
+        "--profile",
+        "heavy",
+        "--ops",
+        "20",
+        "--json",
+    ]);
+    assert_ne!(
+        json_field(&first, "trace_hash"),
+        json_field(&other, "trace_hash")
+    );
 }
 
 #[test]
@@ -36,25 +68,67 @@ fn a_recorded_trace_replays_to_the_same_hash() {
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("swarm.trace");
     let path_text = path.to_str().unwrap();
-    let base = ["run", "--protocol", "pingpong", "--profile", "swarm", "--ops", "20", "--json"];
+    let base = [
+        "run",
+        "--protocol",
+        "pingpong",
+        "--profile",
+        "swarm",
+        "--ops",
+        "20",
+        "--json",
+    ];
     let recorded = dst(&[&base[..], &["--seed", "77", "--record", path_text]].concat());
     assert!(recorded.status.success());
     let replayed = dst(&[&base[..], &["--replay", path_text]].concat());
-    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
-    assert_eq!(json_field(&recorded, "trace_hash"), json_field(&replayed, "trace_hash"));
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        json_field(&recorded, "trace_hash"),
+        json_field(&replayed, "trace_hash")
+    );
 
-    let other_config = dst(&["run", "--protocol", "pingpong", "--profile", "heavy", "--replay", path_text]);
+    let other_config = dst(&[
+        "run",
+        "--protocol",
+        "pingpong",
+        "--profile",
+        "heavy",
+        "--replay",
+        path_text,
+    ]);
     assert_eq!(other_config.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&other_config.stderr);
-    assert!(stderr.contains("recorded for another configuration"), "{stderr}");
+    assert!(
+        stderr.contains("recorded for another configuration"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
     std::fs::remove_dir_all(&directory).ok();
 }
 
 #[test]
 fn the_determinism_self_check_passes_a_deterministic_protocol() {
-    let output = dst(&["run", "--protocol", "pingpong", "--seed", "3", "--profile", "swarm", "--ops", "5", "--check-determinism"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let output = dst(&[
+        "run",
+        "--protocol",
+        "pingpong",
+        "--seed",
+        "3",
+        "--profile",
+        "swarm",
+        "--ops",
+        "5",
+        "--check-determinism",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("deterministic"));
 }
 
@@ -63,8 +137,20 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
     let cases: [&[&str]; 6] = [
         &["run", "--protocol", "nonesuch"],
         &["run", "--protocol", "pingpong", "--profile", "nonesuch"],
-        &["run", "--protocol", "pingpong", "--replay", "/nonexistent/trace"],
-        &["run", "--protocol", "pingpong", "--plan", "at 5ms explode 1"],
+        &[
+            "run",
+            "--protocol",
+            "pingpong",
+            "--replay",
+            "/nonexistent/trace",
+        ],
+        &[
+            "run",
+            "--protocol",
+            "pingpong",
+            "--plan",
+            "at 5ms explode 1",
+        ],
         &["run", "--protocol", "pingpong", "--plan", "at 5ms crash 17"],
         &["run", "--protocol", "pingpong", "--replay", "Cargo.toml"],
     ];

@@ -68,7 +68,10 @@ mod tests {
             drift_ppm: 1000,
         };
         let true_ns = clock.true_duration_ns(1_001_000);
-        assert_eq!(true_ns, 1_000_000, "a fast clock fires local timers early in true time");
+        assert_eq!(
+            true_ns, 1_000_000,
+            "a fast clock fires local timers early in true time"
+        );
     }
 
     #[test]

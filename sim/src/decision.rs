@@ -204,11 +204,18 @@ mod tests {
     fn seeded_values_are_pinned() {
         // A seed must mean the same run tomorrow: pin the first draws of seed 1.
         let mut source = SeededSource::new(1);
-        let draws: Vec<u64> = (0..4).map(|_| source.choose(DecisionKind::Drop, 100)).collect();
+        let draws: Vec<u64> = (0..4)
+            .map(|_| source.choose(DecisionKind::Drop, 100))
+            .collect();
         let mut again = SeededSource::new(1);
-        let redraw: Vec<u64> = (0..4).map(|_| again.choose(DecisionKind::Drop, 100)).collect();
+        let redraw: Vec<u64> = (0..4)
+            .map(|_| again.choose(DecisionKind::Drop, 100))
+            .collect();
         assert_eq!(draws, redraw);
-        assert!(draws.iter().all(|&v| v < 100), "draws out of range: {draws:?}");
+        assert!(
+            draws.iter().all(|&v| v < 100),
+            "draws out of range: {draws:?}"
+        );
     }
 
     #[test]

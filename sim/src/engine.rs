@@ -260,10 +260,10 @@ impl<N: Node, C: Client> Event<N, C> {
             Event::Message { from, to, .. } => link(1, from.0, to.0),
             Event::Request { from, to, .. } => link(2, from.0, to.0),
             Event::Reply { from, to, .. } => link(3, from.0, to.0),
-            Event::NodeTimer { node, id, timer, .. } => stable_hash(&(4u8, node.0, id.0, timer)),
-            Event::ClientTimer { client, id, timer } => {
-                stable_hash(&(5u8, client.0, id.0, timer))
-            }
+            Event::NodeTimer {
+                node, id, timer, ..
+            } => stable_hash(&(4u8, node.0, id.0, timer)),
+            Event::ClientTimer { client, id, timer } => stable_hash(&(5u8, client.0, id.0, timer)),
             Event::SyncDone { node, up_to, .. } => stable_hash(&(6u8, node.0, *up_to)),
             Event::Fault(action) => stable_hash(&(7u8, action.to_string())),
             Event::FaultTick => 8,
@@ -553,7 +553,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         };
         self.step_hash = 0;
         self.dispatch(event);
-        self.chain = fold(fold(fold(self.chain, self.now_ns), identity), self.step_hash);
+        self.chain = fold(
+            fold(fold(self.chain, self.now_ns), identity),
+            self.step_hash,
+        );
         if recording {
             self.record(kind, target, detail);
         }
@@ -566,7 +569,13 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.step_detail.clear();
         }
         if self.config.log_events {
-            eprintln!("{:>12} {:<4} {:<12} {}", fmt_ms(self.now_ns), target, kind, detail);
+            eprintln!(
+                "{:>12} {:<4} {:<12} {}",
+                fmt_ms(self.now_ns),
+                target,
+                kind,
+                detail
+            );
         }
         if self.config.record_events {
             detail.truncate(300);
@@ -713,7 +722,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
 
     fn count_ignored(&mut self, id: NodeId) {
         for reason in self.ignored.drain(..) {
-            tracing::debug!(node = id.0, time_ns = self.now_ns, reason, "ignored message");
+            tracing::debug!(
+                node = id.0,
+                time_ns = self.now_ns,
+                reason,
+                "ignored message"
+            );
             if self.config.log_events {
                 self.step_detail.push_str(&format!("ignored ({reason}) "));
             }
@@ -771,8 +785,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn schedule_sync(&mut self, id: NodeId, up_to: u64, held: Vec<Outgoing<N>>) {
-        let latency_ns =
-            self.decider.between(DecisionKind::Latency, self.config.fsync_min_ns, self.config.fsync_max_ns);
+        let latency_ns = self.decider.between(
+            DecisionKind::Latency,
+            self.config.fsync_min_ns,
+            self.config.fsync_max_ns,
+        );
         let slot = &mut self.nodes[id.0 as usize];
         // Syncs of one node complete in the order they were issued.
         let done_ns = (self.now_ns + latency_ns).max(slot.sync_done_ns);
@@ -820,7 +837,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 let to_endpoint = (self.config.nodes + client.0) as usize;
                 self.step_hash = stable_hash(&(self.step_hash, 3u8, client.0, &reply));
                 if self.config.record_events || self.config.log_events {
-                    self.step_detail.push_str(&format!("reply {client} {reply:?}; "));
+                    self.step_detail
+                        .push_str(&format!("reply {client} {reply:?}; "));
                 }
                 self.transmit(from_endpoint, to_endpoint, reply, |reply| Event::Reply {
                     from,
@@ -863,7 +881,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.stats.dropped_loss += 1;
             return;
         }
-        let duplicate = self.decider.chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM);
+        let duplicate = self
+            .decider
+            .chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM);
         let (payload, size_bytes) = if self.encode {
             match self.encode_hop(payload, link.corrupt_ppm) {
                 Some(decoded) => decoded,
@@ -891,7 +911,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.stats.reordered += 1;
             latency_ns += self.decider.below(DecisionKind::Reorder, window_ns + 1);
         }
-        self.network.arrival_ns(from, to, self.now_ns, latency_ns, size_bytes)
+        self.network
+            .arrival_ns(from, to, self.now_ns, latency_ns, size_bytes)
     }
 
     /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
@@ -947,7 +968,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 assert!(to.0 < self.config.nodes, "{id} sent to unknown node {to}");
                 self.step_hash = stable_hash(&(self.step_hash, 2u8, to.0, &request));
                 if self.config.record_events || self.config.log_events {
-                    self.step_detail.push_str(&format!("request {to} {request:?}; "));
+                    self.step_detail
+                        .push_str(&format!("request {to} {request:?}; "));
                 }
                 let from_endpoint = (self.config.nodes + id.0) as usize;
                 self.transmit(from_endpoint, to.0 as usize, request, |request| {
@@ -1001,7 +1023,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             TieBreak::Fifo => slot,
             TieBreak::Decide => self.choose_among_ties(time_ns, sequence, slot),
         };
-        let event = self.slab[slot as usize].take().expect("queued slot holds an event");
+        let event = self.slab[slot as usize]
+            .take()
+            .expect("queued slot holds an event");
         self.free_slots.push(slot);
         Some((time_ns, event))
     }
@@ -1086,8 +1110,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 self.block(&links);
             }
             FaultAction::OneWay { from, to } => {
-                let links: Vec<_> =
-                    from.iter().flat_map(|&a| to.iter().map(move |&b| (a, b))).collect();
+                let links: Vec<_> = from
+                    .iter()
+                    .flat_map(|&a| to.iter().map(move |&b| (a, b)))
+                    .collect();
                 self.block(&links);
             }
             FaultAction::Cut { links } => {
@@ -1150,7 +1176,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         self.network.link = self.network.link.quiet();
         for index in 0..self.config.nodes {
             let id = NodeId(index);
-            self.nodes[index as usize].storage.set_faults(StorageFaults::default());
+            self.nodes[index as usize]
+                .storage
+                .set_faults(StorageFaults::default());
             self.resume(id);
             self.restart(id);
         }
@@ -1158,7 +1186,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
 
     fn next_fault_delay(&mut self) -> u64 {
         let interval = self.config.profile.fault_interval_ns;
-        self.now_ns + self.decider.between(DecisionKind::FaultTime, interval / 2, interval * 3 / 2)
+        self.now_ns
+            + self
+                .decider
+                .between(DecisionKind::FaultTime, interval / 2, interval * 3 / 2)
     }
 
     fn random_fault(&mut self) {
@@ -1208,13 +1239,18 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn random_node(&mut self) -> NodeId {
-        NodeId(self.decider.below(DecisionKind::FaultChoice, self.config.nodes as u64) as u32)
+        NodeId(
+            self.decider
+                .below(DecisionKind::FaultChoice, self.config.nodes as u64) as u32,
+        )
     }
 
     fn shuffled_nodes(&mut self) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = (0..self.config.nodes).map(NodeId).collect();
         for index in (1..nodes.len()).rev() {
-            let other = self.decider.below(DecisionKind::FaultChoice, index as u64 + 1) as usize;
+            let other =
+                self.decider
+                    .below(DecisionKind::FaultChoice, index as u64 + 1) as usize;
             nodes.swap(index, other);
         }
         nodes
@@ -1230,10 +1266,19 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         }
         let nodes = self.shuffled_nodes();
-        let cut = 1 + self.decider.below(DecisionKind::FaultChoice, nodes.len() as u64 - 1);
-        let groups = vec![nodes[..cut as usize].to_vec(), nodes[cut as usize..].to_vec()];
+        let cut = 1 + self
+            .decider
+            .below(DecisionKind::FaultChoice, nodes.len() as u64 - 1);
+        let groups = vec![
+            nodes[..cut as usize].to_vec(),
+            nodes[cut as usize..].to_vec(),
+        ];
         let links = partition_links(&groups);
-        self.apply_for(FaultAction::Partition { groups }, FaultAction::Restore { links }, duration_ns);
+        self.apply_for(
+            FaultAction::Partition { groups },
+            FaultAction::Restore { links },
+            duration_ns,
+        );
     }
 
     fn random_one_way(&mut self, duration_ns: u64) {
@@ -1241,10 +1286,22 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         }
         let nodes = self.shuffled_nodes();
-        let cut = 1 + self.decider.below(DecisionKind::FaultChoice, nodes.len() as u64 - 1);
-        let (from, to) = (nodes[..cut as usize].to_vec(), nodes[cut as usize..].to_vec());
-        let links = from.iter().flat_map(|&a| to.iter().map(move |&b| (a, b))).collect();
-        self.apply_for(FaultAction::OneWay { from, to }, FaultAction::Restore { links }, duration_ns);
+        let cut = 1 + self
+            .decider
+            .below(DecisionKind::FaultChoice, nodes.len() as u64 - 1);
+        let (from, to) = (
+            nodes[..cut as usize].to_vec(),
+            nodes[cut as usize..].to_vec(),
+        );
+        let links = from
+            .iter()
+            .flat_map(|&a| to.iter().map(move |&b| (a, b)))
+            .collect();
+        self.apply_for(
+            FaultAction::OneWay { from, to },
+            FaultAction::Restore { links },
+            duration_ns,
+        );
     }
 
     fn random_partial(&mut self, duration_ns: u64) {
@@ -1260,7 +1317,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         }
         let both = links.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect();
-        self.apply_for(FaultAction::Cut { links }, FaultAction::Restore { links: both }, duration_ns);
+        self.apply_for(
+            FaultAction::Cut { links },
+            FaultAction::Restore { links: both },
+            duration_ns,
+        );
     }
 
     fn random_process_fault(&mut self, crash: bool, duration_ns: u64) {
@@ -1272,9 +1333,17 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         }
         if crash {
-            self.apply_for(FaultAction::Crash(node), FaultAction::Restart(node), duration_ns);
+            self.apply_for(
+                FaultAction::Crash(node),
+                FaultAction::Restart(node),
+                duration_ns,
+            );
         } else {
-            self.apply_for(FaultAction::Pause(node), FaultAction::Resume(node), duration_ns);
+            self.apply_for(
+                FaultAction::Pause(node),
+                FaultAction::Resume(node),
+                duration_ns,
+            );
         }
     }
 
@@ -1294,7 +1363,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     /// them one at a time in reverse order.
     fn swizzle_clog(&mut self, duration_ns: u64) {
         let nodes = self.shuffled_nodes();
-        let count = 1 + self.decider.below(DecisionKind::FaultChoice, nodes.len() as u64);
+        let count = 1 + self
+            .decider
+            .below(DecisionKind::FaultChoice, nodes.len() as u64);
         let chosen = &nodes[..count as usize];
         let step_ns = (duration_ns / (2 * count + 1)).max(MS);
         let everyone: Vec<NodeId> = (0..self.config.nodes).map(NodeId).collect();
@@ -1321,7 +1392,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         }
         let node = self.random_node();
-        let delta = self.decider.below(DecisionKind::Clock, 2 * jump_max + 1) as i64 - jump_max as i64;
+        let delta =
+            self.decider.below(DecisionKind::Clock, 2 * jump_max + 1) as i64 - jump_max as i64;
         self.apply_fault(FaultAction::ClockJump {
             node,
             delta_ns: delta,

@@ -13,13 +13,22 @@ use crate::time::{fmt_ms, MS};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultAction {
     /// Symmetric partition: links between different groups are cut both ways.
-    Partition { groups: Vec<Vec<NodeId>> },
+    Partition {
+        groups: Vec<Vec<NodeId>>,
+    },
     /// Cut the links from every node of `from` to every node of `to`, one way.
-    OneWay { from: Vec<NodeId>, to: Vec<NodeId> },
+    OneWay {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+    },
     /// Cut individual links both ways (a partial, non-clique partition).
-    Cut { links: Vec<(NodeId, NodeId)> },
+    Cut {
+        links: Vec<(NodeId, NodeId)>,
+    },
     /// Restore the given directed links.
-    Restore { links: Vec<(NodeId, NodeId)> },
+    Restore {
+        links: Vec<(NodeId, NodeId)>,
+    },
     /// Restore every link and release every clog.
     Heal,
     /// Hold everything sent from -> to for a while.
@@ -29,15 +38,24 @@ pub enum FaultAction {
         duration_ns: u64,
     },
     /// Release a clog.
-    Unclog { from: NodeId, to: NodeId },
+    Unclog {
+        from: NodeId,
+        to: NodeId,
+    },
     Crash(NodeId),
     Restart(NodeId),
     Pause(NodeId),
     Resume(NodeId),
     /// Lose the node's disk and restart it empty.
     Wipe(NodeId),
-    ClockJump { node: NodeId, delta_ns: i64 },
-    ClockDrift { node: NodeId, drift_ppm: i64 },
+    ClockJump {
+        node: NodeId,
+        delta_ns: i64,
+    },
+    ClockDrift {
+        node: NodeId,
+        drift_ppm: i64,
+    },
     /// Faults stop, the network heals, every node comes back: liveness is judged from here.
     Quiet,
 }
@@ -85,7 +103,10 @@ impl std::fmt::Display for FaultAction {
                 write!(formatter, "oneway {} -> {}", ids(from), ids(to))
             }
             FaultAction::Cut { links } => {
-                let parts: Vec<String> = links.iter().map(|(a, b)| format!("{}-{}", a.0, b.0)).collect();
+                let parts: Vec<String> = links
+                    .iter()
+                    .map(|(a, b)| format!("{}-{}", a.0, b.0))
+                    .collect();
                 write!(formatter, "cut {}", parts.join(" "))
             }
             FaultAction::Restore { links } => write!(formatter, "restore {} links", links.len()),
@@ -94,7 +115,13 @@ impl std::fmt::Display for FaultAction {
                 from,
                 to,
                 duration_ns,
-            } => write!(formatter, "clog {}->{} for {}", from.0, to.0, fmt_ms(*duration_ns)),
+            } => write!(
+                formatter,
+                "clog {}->{} for {}",
+                from.0,
+                to.0,
+                fmt_ms(*duration_ns)
+            ),
             FaultAction::Unclog { from, to } => write!(formatter, "unclog {}->{}", from.0, to.0),
             FaultAction::Crash(n) => write!(formatter, "crash {}", n.0),
             FaultAction::Restart(n) => write!(formatter, "restart {}", n.0),
@@ -191,10 +218,7 @@ impl FaultProfile {
     }
 
     /// A named profile; `swarm` draws its knobs from the decision source.
-    pub fn named(
-        name: &str,
-        decisions: &mut dyn DecisionSource,
-    ) -> Result<FaultProfile, String> {
+    pub fn named(name: &str, decisions: &mut dyn DecisionSource) -> Result<FaultProfile, String> {
         let mut profile = FaultProfile::quiet_base(name);
         match name {
             "none" => {}
@@ -351,11 +375,17 @@ impl FaultProfile {
             ("duplicate_ppm".into(), link.duplicate_ppm.to_string()),
             ("reorder_ppm".into(), link.reorder_ppm.to_string()),
             ("corrupt_ppm".into(), link.corrupt_ppm.to_string()),
-            ("fault_interval_ms".into(), (self.fault_interval_ns / MS).to_string()),
+            (
+                "fault_interval_ms".into(),
+                (self.fault_interval_ns / MS).to_string(),
+            ),
             ("drift_ppm_max".into(), self.drift_ppm_max.to_string()),
             ("jump_ms_max".into(), (self.jump_ns_max / MS).to_string()),
             ("crash_keep_ppm".into(), storage.crash_keep_ppm.to_string()),
-            ("read_corrupt_ppm".into(), storage.read_corrupt_ppm.to_string()),
+            (
+                "read_corrupt_ppm".into(),
+                storage.read_corrupt_ppm.to_string(),
+            ),
             ("misdirect_ppm".into(), storage.misdirect_ppm.to_string()),
             ("io_error_ppm".into(), storage.io_error_ppm.to_string()),
         ];
@@ -381,7 +411,8 @@ pub fn parse_plan(text: &str) -> Result<Vec<ScriptedFault>, String> {
         if line.is_empty() {
             continue;
         }
-        let fault = parse_fault(line).map_err(|e| format!("plan item {}: '{line}': {e}", number + 1))?;
+        let fault =
+            parse_fault(line).map_err(|e| format!("plan item {}: '{line}': {e}", number + 1))?;
         plan.push(fault);
     }
     plan.sort_by_key(|fault| fault.at_ns);
@@ -389,7 +420,9 @@ pub fn parse_plan(text: &str) -> Result<Vec<ScriptedFault>, String> {
 }
 
 fn parse_fault(line: &str) -> Result<ScriptedFault, String> {
-    let rest = line.strip_prefix("at ").ok_or("expected 'at <time> <action>'")?;
+    let rest = line
+        .strip_prefix("at ")
+        .ok_or("expected 'at <time> <action>'")?;
     let (time, action) = rest.trim().split_once(' ').ok_or("missing action")?;
     let at_ns = parse_duration(time)?;
     let action = action.trim();
@@ -407,7 +440,10 @@ fn parse_fault(line: &str) -> Result<ScriptedFault, String> {
             }
         }
         "cut" => FaultAction::Cut {
-            links: args.split_whitespace().map(|l| parse_link(l, '-')).collect::<Result<_, _>>()?,
+            links: args
+                .split_whitespace()
+                .map(|l| parse_link(l, '-'))
+                .collect::<Result<_, _>>()?,
         },
         "heal" => FaultAction::Heal,
         "quiet" => FaultAction::Quiet,
@@ -417,7 +453,9 @@ fn parse_fault(line: &str) -> Result<ScriptedFault, String> {
         "resume" => FaultAction::Resume(parse_node(args)?),
         "wipe" => FaultAction::Wipe(parse_node(args)?),
         "clog" => {
-            let (link, duration) = args.split_once(" for ").ok_or("expected 'clog A->B for T'")?;
+            let (link, duration) = args
+                .split_once(" for ")
+                .ok_or("expected 'clog A->B for T'")?;
             let (from, to) = parse_link(link.trim(), '>')?;
             FaultAction::Clog {
                 from,
@@ -453,7 +491,9 @@ fn parse_fault(line: &str) -> Result<ScriptedFault, String> {
 /// Parses `150ms`, `2s`, `30us`, `100ns` or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: u64 = number.parse().map_err(|_| format!("bad time '{text}'"))?;
     let scale = match unit {
@@ -463,7 +503,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "s" => 1_000 * MS,
         _ => return Err(format!("bad time unit in '{text}'")),
     };
-    value.checked_mul(scale).ok_or_else(|| format!("time '{text}' is too large"))
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("time '{text}' is too large"))
 }
 
 fn parse_node(text: &str) -> Result<NodeId, String> {
@@ -479,7 +521,9 @@ fn parse_nodes(text: &str) -> Result<Vec<NodeId>, String> {
 
 fn parse_link(text: &str, separator: char) -> Result<(NodeId, NodeId), String> {
     let text = text.replace("->", ">");
-    let (a, b) = text.split_once(separator).ok_or_else(|| format!("bad link '{text}'"))?;
+    let (a, b) = text
+        .split_once(separator)
+        .ok_or_else(|| format!("bad link '{text}'"))?;
     Ok((parse_node(a)?, parse_node(b)?))
 }
 
@@ -520,7 +564,9 @@ mod tests {
         assert!(error.contains("unknown action 'explode'"), "{error}");
         assert!(parse_plan("crash 1").unwrap_err().contains("expected 'at"));
         assert!(parse_plan("at 10xs crash 1").unwrap_err().contains("unit"));
-        assert!(parse_plan("at 10ms crash x").unwrap_err().contains("bad node id"));
+        assert!(parse_plan("at 10ms crash x")
+            .unwrap_err()
+            .contains("bad node id"));
     }
 
     #[test]
@@ -537,7 +583,9 @@ mod tests {
     fn swarm_knobs_depend_on_the_seed() {
         let knobs = |seed| {
             let mut decisions = SeededSource::new(seed);
-            FaultProfile::named("swarm", &mut decisions).unwrap().knobs()
+            FaultProfile::named("swarm", &mut decisions)
+                .unwrap()
+                .knobs()
         };
         assert_eq!(knobs(5), knobs(5));
         assert!((0..10).any(|seed| knobs(seed) != knobs(5)));

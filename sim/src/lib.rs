@@ -21,14 +21,15 @@ pub mod time;
 pub mod trace;
 
 pub use decision::{DecisionKind, DecisionSource, SeededSource};
-pub use node::{
-    Client, ClientCtx, ClientEffect, ClientId, Effect, Node, NodeCtx, NodeId, StateMachine,
-    TimerId,
+pub use engine::{
+    check_determinism, EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak,
 };
-pub use time::{MS, SEC, US};
-pub use storage::{Storage, StorageError, StorageFaults};
-pub use engine::{check_determinism, EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak};
 pub use faults::{parse_plan, FaultAction, FaultProfile, ScriptedFault, PROFILE_NAMES};
 pub use hash::stable_hash;
 pub use net::{Latency, LinkConfig};
+pub use node::{
+    Client, ClientCtx, ClientEffect, ClientId, Effect, Node, NodeCtx, NodeId, StateMachine, TimerId,
+};
+pub use storage::{Storage, StorageError, StorageFaults};
+pub use time::{MS, SEC, US};
 pub use trace::{Decision, ReplaySource, Trace, TraceHeader};

@@ -17,7 +17,11 @@ pub enum Latency {
     /// Uniform in `min_ns..=max_ns`.
     Uniform { min_ns: u64, max_ns: u64 },
     /// `min_ns` plus an exponential tail with mean `mean_ns`, capped at `max_ns`.
-    Exponential { min_ns: u64, mean_ns: u64, max_ns: u64 },
+    Exponential {
+        min_ns: u64,
+        mean_ns: u64,
+        max_ns: u64,
+    },
 }
 
 impl Latency {
@@ -191,9 +195,8 @@ impl Network {
     ) -> u64 {
         let index = self.index(from, to);
         let mut departure_ns = now_ns;
-        if self.link.bandwidth_bytes_per_sec > 0 {
-            let transmit_ns =
-                (size_bytes as u64).saturating_mul(1_000_000_000) / self.link.bandwidth_bytes_per_sec;
+        let bits_ns = (size_bytes as u64).saturating_mul(1_000_000_000);
+        if let Some(transmit_ns) = bits_ns.checked_div(self.link.bandwidth_bytes_per_sec) {
             departure_ns = departure_ns.max(self.busy_until_ns[index]) + transmit_ns;
             self.busy_until_ns[index] = departure_ns;
         }
@@ -237,9 +240,14 @@ mod tests {
             mean_ns: 10_000,
             max_ns: 200_000,
         };
-        let samples: Vec<u64> = (0..50_000).map(|_| latency.sample(&mut decisions)).collect();
+        let samples: Vec<u64> = (0..50_000)
+            .map(|_| latency.sample(&mut decisions))
+            .collect();
         let mean = samples.iter().sum::<u64>() / samples.len() as u64;
-        assert!((10_000..12_500).contains(&mean), "mean {mean} is not about 11000");
+        assert!(
+            (10_000..12_500).contains(&mean),
+            "mean {mean} is not about 11000"
+        );
         assert!(samples.iter().all(|&s| (1000..=200_000).contains(&s)));
         assert!(samples.iter().any(|&s| s > 50_000), "no long tail");
     }

@@ -133,7 +133,10 @@ impl Storage {
             return Err(StorageError::Io);
         }
         if self.faults.capacity_bytes > 0 {
-            let old = self.current.get(key).map_or(0, |v| (key.len() + v.len()) as u64);
+            let old = self
+                .current
+                .get(key)
+                .map_or(0, |v| (key.len() + v.len()) as u64);
             let new = (key.len() + value.len()) as u64;
             if self.used_bytes() - old + new > self.faults.capacity_bytes {
                 self.stats.full_errors += 1;
@@ -229,7 +232,9 @@ impl Storage {
     /// Completes a sync: every write with sequence `<= up_to` becomes durable.
     pub fn complete_sync(&mut self, up_to: u64) {
         self.stats.syncs += 1;
-        let split = self.pending.partition_point(|write| write.sequence <= up_to);
+        let split = self
+            .pending
+            .partition_point(|write| write.sequence <= up_to);
         for write in self.pending.drain(..split) {
             match write.value {
                 Some(bytes) => {
@@ -296,9 +301,15 @@ mod tests {
         let synced = disk.last_sequence();
         disk.complete_sync(synced);
         disk.write("vote", b"n2".to_vec(), &mut decisions).unwrap();
-        assert_eq!(disk.read("vote", &mut decisions).unwrap(), Some(b"n2".to_vec()));
+        assert_eq!(
+            disk.read("vote", &mut decisions).unwrap(),
+            Some(b"n2".to_vec())
+        );
         disk.crash(&mut decisions);
-        assert_eq!(disk.read("vote", &mut decisions).unwrap(), Some(b"n1".to_vec()));
+        assert_eq!(
+            disk.read("vote", &mut decisions).unwrap(),
+            Some(b"n1".to_vec())
+        );
         assert_eq!(disk.stats.lost_on_crash, 1);
     }
 
@@ -312,7 +323,10 @@ mod tests {
         disk.complete_sync(covered);
         disk.crash(&mut decisions);
         assert!(disk.durable().contains_key("a"));
-        assert!(!disk.durable().contains_key("b"), "b was written after the sync");
+        assert!(
+            !disk.durable().contains_key("b"),
+            "b was written after the sync"
+        );
     }
 
     #[test]
@@ -328,8 +342,14 @@ mod tests {
             let value: Vec<u8> = (0..32).collect();
             disk.write("log", value.clone(), &mut decisions).unwrap();
             disk.crash(&mut decisions);
-            let survived = disk.durable().get("log").expect("kept writes survive in some form");
-            assert!(value.starts_with(survived), "survivor is not a prefix: {survived:?}");
+            let survived = disk
+                .durable()
+                .get("log")
+                .expect("kept writes survive in some form");
+            assert!(
+                value.starts_with(survived),
+                "survivor is not a prefix: {survived:?}"
+            );
             if survived.len() < value.len() {
                 torn += 1;
             }
@@ -364,12 +384,18 @@ mod tests {
             ..StorageFaults::default()
         });
         assert_eq!(disk.write("k", vec![0; 4], &mut decisions), Ok(()));
-        assert_eq!(disk.write("j", vec![0; 8], &mut decisions), Err(StorageError::Full));
+        assert_eq!(
+            disk.write("j", vec![0; 8], &mut decisions),
+            Err(StorageError::Full)
+        );
         disk.set_faults(StorageFaults {
             io_error_ppm: PPM,
             ..StorageFaults::default()
         });
-        assert_eq!(disk.write("k", vec![1], &mut decisions), Err(StorageError::Io));
+        assert_eq!(
+            disk.write("k", vec![1], &mut decisions),
+            Err(StorageError::Io)
+        );
         assert_eq!(disk.read("k", &mut decisions), Err(StorageError::Io));
     }
 

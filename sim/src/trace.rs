@@ -74,14 +74,18 @@ impl Trace {
             .strip_prefix(MAGIC.as_bytes())
             .and_then(|rest| rest.strip_prefix(b"\n"))
             .ok_or("not a dst trace file (bad magic line)")?;
-        let header_end = rest.iter().position(|&b| b == b'\n').ok_or("truncated header")?;
+        let header_end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("truncated header")?;
         let header: TraceHeader = serde_json::from_slice(&rest[..header_end])
             .map_err(|e| format!("malformed trace header: {e}"))?;
         let mut decisions = Vec::new();
         let mut body = &rest[header_end + 1..];
         while let Some((&tag, after)) = body.split_first() {
-            let kind = DecisionKind::from_tag(tag)
-                .ok_or_else(|| format!("bad decision kind {tag} at decision {}", decisions.len()))?;
+            let kind = DecisionKind::from_tag(tag).ok_or_else(|| {
+                format!("bad decision kind {tag} at decision {}", decisions.len())
+            })?;
             let (value, after) = read_varint(after)
                 .ok_or_else(|| format!("truncated value at decision {}", decisions.len()))?;
             decisions.push(Decision { kind, value });
@@ -264,7 +268,10 @@ impl DecisionSource for Decider {
             Source::Seeded(source) => source.choose(kind, bound),
             Source::Other(source) => source.choose(kind, bound),
         };
-        debug_assert!(value < bound, "decision {kind:?} out of range: {value} >= {bound}");
+        debug_assert!(
+            value < bound,
+            "decision {kind:?} out of range: {value} >= {bound}"
+        );
         self.count += 1;
         if let Some(recording) = &mut self.recording {
             recording.push(Decision { kind, value });
@@ -305,13 +312,19 @@ mod tests {
     #[test]
     fn malformed_traces_are_errors() {
         assert!(Trace::from_bytes(b"hello").unwrap_err().contains("magic"));
-        assert!(Trace::from_bytes(b"DSTTRACE 1\n{bad\n").unwrap_err().contains("header"));
+        assert!(Trace::from_bytes(b"DSTTRACE 1\n{bad\n")
+            .unwrap_err()
+            .contains("header"));
         let mut bytes = Trace::default().to_bytes();
         bytes.extend_from_slice(&[1, 0x80]);
-        assert!(Trace::from_bytes(&bytes).unwrap_err().contains("truncated value"));
+        assert!(Trace::from_bytes(&bytes)
+            .unwrap_err()
+            .contains("truncated value"));
         let mut bytes = Trace::default().to_bytes();
         bytes.push(200);
-        assert!(Trace::from_bytes(&bytes).unwrap_err().contains("bad decision kind"));
+        assert!(Trace::from_bytes(&bytes)
+            .unwrap_err()
+            .contains("bad decision kind"));
     }
 
     #[test]
@@ -320,8 +333,16 @@ mod tests {
             kind: DecisionKind::Drop,
             value: 5,
         }]);
-        assert_eq!(replay.choose(DecisionKind::Latency, 3), 2, "values clamp to the bound");
+        assert_eq!(
+            replay.choose(DecisionKind::Latency, 3),
+            2,
+            "values clamp to the bound"
+        );
         assert_eq!(replay.divergence().unwrap().index, 0);
-        assert_eq!(replay.choose(DecisionKind::Latency, 3), 0, "past the end: zeros");
+        assert_eq!(
+            replay.choose(DecisionKind::Latency, 3),
+            0,
+            "past the end: zeros"
+        );
     }
 }

@@ -4,19 +4,30 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dst_sim::decision::SeededSource;
-use dst_sim::trace::Decider;
 use dst_sim::engine::NoClient;
 use dst_sim::testing::{Ball, PingPong};
+use dst_sim::trace::Decider;
 use dst_sim::{
-    check_determinism, ClientId, FaultProfile, Node, NodeCtx, NodeId, ReplaySource, Sim,
-    SimConfig, Trace, TraceHeader,
+    check_determinism, ClientId, FaultProfile, Node, NodeCtx, NodeId, ReplaySource, Sim, SimConfig,
+    Trace, TraceHeader,
 };
 
-fn pingpong(seed: u64, profile: &str, source: impl Into<Decider>, record: bool) -> Sim<PingPong, NoClient<PingPong>> {
+fn pingpong(
+    seed: u64,
+    profile: &str,
+    source: impl Into<Decider>,
+    record: bool,
+) -> Sim<PingPong, NoClient<PingPong>> {
     let profile = FaultProfile::named(profile, &mut SeededSource::new(seed)).unwrap();
     let mut config = SimConfig::new(5, 0, profile);
     config.events_max = 20_000;
-    Sim::new(config, Box::new(|_| PingPong::new(10)), vec![], source, record)
+    Sim::new(
+        config,
+        Box::new(|_| PingPong::new(10)),
+        vec![],
+        source,
+        record,
+    )
 }
 
 #[test]
@@ -27,7 +38,10 @@ fn the_same_seed_gives_the_same_trace_hash() {
         assert_eq!(a.trace_hash, b.trace_hash, "profile {profile}");
         assert_eq!(a.stats, b.stats, "profile {profile}");
         let c = pingpong(12, profile, SeededSource::new(12), false).run();
-        assert_ne!(a.trace_hash, c.trace_hash, "seeds 11 and 12 ran alike under {profile}");
+        assert_ne!(
+            a.trace_hash, c.trace_hash,
+            "seeds 11 and 12 ran alike under {profile}"
+        );
     }
 }
 
@@ -60,7 +74,10 @@ fn a_trace_for_another_configuration_is_reported_as_divergent() {
     recorded.run();
     let replay = ReplaySource::new(recorded.take_decisions());
     let replayed = pingpong(21, "heavy", replay, false).run();
-    assert!(replayed.divergence.is_some(), "a heavy run consumed a fault-free trace silently");
+    assert!(
+        replayed.divergence.is_some(),
+        "a heavy run consumed a fault-free trace silently"
+    );
 }
 
 #[test]
@@ -86,7 +103,11 @@ impl Node for Leaky {
     }
     fn on_message(&mut self, ctx: &mut NodeCtx<'_, Self>, _from: NodeId, msg: Ball) {
         let ambient = AMBIENT.fetch_add(1, Ordering::Relaxed);
-        let hops = if msg.hops == 40 { msg.hops + ambient } else { msg.hops + 1 };
+        let hops = if msg.hops == 40 {
+            msg.hops + ambient
+        } else {
+            msg.hops + 1
+        };
         ctx.send(NodeId((ctx.id().0 + 1) % 3), Ball { hops });
     }
     fn on_timer(&mut self, _ctx: &mut NodeCtx<'_, Self>, _timer: ()) {}
@@ -99,14 +120,25 @@ fn the_self_check_names_the_first_divergent_event() {
         let profile = FaultProfile::named("none", &mut SeededSource::new(1)).unwrap();
         let mut config = SimConfig::new(3, 0, profile);
         config.events_max = 500;
-        let sim: Sim<Leaky, NoClient<Leaky>> =
-            Sim::new(config, Box::new(|_| Leaky), vec![], SeededSource::new(1), false);
+        let sim: Sim<Leaky, NoClient<Leaky>> = Sim::new(
+            config,
+            Box::new(|_| Leaky),
+            vec![],
+            SeededSource::new(1),
+            false,
+        );
         sim
     };
     let error = check_determinism(build).expect_err("the leaky node must be caught");
     println!("{error}");
     assert!(error.contains("first divergent event #"), "{error}");
     assert!(error.contains("message"), "names the event kind: {error}");
-    assert!(error.contains("hops: 40"), "shows the event's payload: {error}");
-    assert!(error.contains("=> send n0 Ball { hops: "), "shows what the handler did: {error}");
+    assert!(
+        error.contains("hops: 40"),
+        "shows the event's payload: {error}"
+    );
+    assert!(
+        error.contains("=> send n0 Ball { hops: "),
+        "shows what the handler did: {error}"
+    );
 }

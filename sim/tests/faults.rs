@@ -5,16 +5,27 @@ use dst_sim::engine::NoClient;
 use dst_sim::net::PPM;
 use dst_sim::testing::{Ball, PingPong};
 use dst_sim::{
-    parse_plan, ClientId, FaultProfile, Latency, Node, NodeCtx, NodeId, RunSummary, Sim,
-    SimConfig, MS, SEC,
+    parse_plan, ClientId, FaultProfile, Latency, Node, NodeCtx, NodeId, RunSummary, Sim, SimConfig,
+    MS, SEC,
 };
 
 /// What a probe node reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
-    Received { at: NodeId, from: NodeId, seq: u64 },
-    Booted { node: NodeId, restart: bool, vote: Option<Vec<u8>> },
-    Tick { node: NodeId, local_ns: u64 },
+    Received {
+        at: NodeId,
+        from: NodeId,
+        seq: u64,
+    },
+    Booted {
+        node: NodeId,
+        restart: bool,
+        vote: Option<Vec<u8>>,
+    },
+    Tick {
+        node: NodeId,
+        local_ns: u64,
+    },
 }
 
 /// Node 0 sends numbered messages to every other node every 10 ms; everyone reports receipts.
@@ -44,7 +55,11 @@ impl Node for Probe {
     }
     fn on_message(&mut self, ctx: &mut NodeCtx<'_, Self>, from: NodeId, msg: Numbered) {
         let at = ctx.id();
-        ctx.observe(Seen::Received { at, from, seq: msg.seq });
+        ctx.observe(Seen::Received {
+            at,
+            from,
+            seq: msg.seq,
+        });
     }
     fn on_timer(&mut self, ctx: &mut NodeCtx<'_, Self>, _timer: ()) {
         let (node, local_ns) = (ctx.id(), ctx.now_ns());
@@ -64,7 +79,11 @@ impl Probe {
     fn boot(&mut self, ctx: &mut NodeCtx<'_, Self>, restart: bool) {
         let vote = ctx.read("vote").expect("no storage faults in these tests");
         let node = ctx.id();
-        ctx.observe(Seen::Booted { node, restart, vote });
+        ctx.observe(Seen::Booted {
+            node,
+            restart,
+            vote,
+        });
         if !restart {
             ctx.write("vote", b"synced".to_vec()).unwrap();
             ctx.sync();
@@ -85,18 +104,29 @@ fn run_probe(profile: FaultProfile, plan: &str, seed: u64) -> (RunSummary, Vec<S
     config.plan = parse_plan(plan).expect("test plan parses");
     config.end_ns = 2 * SEC;
     config.quiet_at_ns = 10 * SEC;
-    let factory = Box::new(|_| Probe { sent: 0, stop_after: 100 });
+    let factory = Box::new(|_| Probe {
+        sent: 0,
+        stop_after: 100,
+    });
     let mut sim: Sim<Probe, NoClient<Probe>> =
         Sim::new(config, factory, vec![], SeededSource::new(seed), false);
     let summary = sim.run();
-    let seen = sim.take_observations().into_iter().map(|(_, s)| s).collect();
+    let seen = sim
+        .take_observations()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
     (summary, seen)
 }
 
 fn received(seen: &[Seen], at: u32, from: u32) -> Vec<u64> {
     seen.iter()
         .filter_map(|s| match s {
-            Seen::Received { at: a, from: f, seq } if a.0 == at && f.0 == from => Some(*seq),
+            Seen::Received {
+                at: a,
+                from: f,
+                seq,
+            } if a.0 == at && f.0 == from => Some(*seq),
             _ => None,
         })
         .collect()
@@ -105,11 +135,21 @@ fn received(seen: &[Seen], at: u32, from: u32) -> Vec<u64> {
 #[test]
 fn a_partitioned_link_delivers_nothing() {
     let (summary, seen) = run_probe(quiet_profile(), "at 0ms partition 0 | 1,2", 1);
-    assert!(received(&seen, 1, 0).is_empty(), "a message crossed the partition");
+    assert!(
+        received(&seen, 1, 0).is_empty(),
+        "a message crossed the partition"
+    );
     assert!(summary.stats.dropped_partition >= 100);
-    let (_, healed) = run_probe(quiet_profile(), "at 0ms partition 0 | 1,2; at 500ms heal", 1);
+    let (_, healed) = run_probe(
+        quiet_profile(),
+        "at 0ms partition 0 | 1,2; at 500ms heal",
+        1,
+    );
     let got = received(&healed, 1, 0);
-    assert!(!got.is_empty() && got.iter().all(|&seq| seq >= 49), "healed link: {got:?}");
+    assert!(
+        !got.is_empty() && got.iter().all(|&seq| seq >= 49),
+        "healed link: {got:?}"
+    );
 }
 
 #[test]
@@ -146,7 +186,10 @@ fn reordering_lets_later_messages_overtake() {
     let (summary, seen) = run_probe(profile, "", 3);
     let got = received(&seen, 1, 0);
     assert_eq!(got.len(), 100, "reordering loses nothing");
-    assert!(got.windows(2).any(|pair| pair[0] > pair[1]), "no overtaking: {got:?}");
+    assert!(
+        got.windows(2).any(|pair| pair[0] > pair[1]),
+        "no overtaking: {got:?}"
+    );
     assert!(summary.stats.reordered > 0);
 }
 
@@ -157,10 +200,20 @@ fn corruption_changes_bytes_and_is_counted() {
     let (summary, seen) = run_probe(profile, "", 4);
     let stats = &summary.stats;
     assert_eq!(stats.corrupted, 200, "every message was corrupted");
-    assert_eq!(stats.corrupt_rejected + stats.corrupt_delivered, stats.corrupted);
-    assert!(stats.corrupt_delivered > 0, "some corrupted bytes still decode");
+    assert_eq!(
+        stats.corrupt_rejected + stats.corrupt_delivered,
+        stats.corrupted
+    );
+    assert!(
+        stats.corrupt_delivered > 0,
+        "some corrupted bytes still decode"
+    );
     let got = received(&seen, 1, 0);
-    let changed = got.iter().enumerate().filter(|(i, &seq)| seq != *i as u64 + 1).count();
+    let changed = got
+        .iter()
+        .enumerate()
+        .filter(|(i, &seq)| seq != *i as u64 + 1)
+        .count();
     assert!(changed > 0, "decoded messages carry changed contents");
 }
 
@@ -169,19 +222,34 @@ fn a_clogged_link_holds_messages_until_release() {
     let (_, seen) = run_probe(quiet_profile(), "at 0ms clog 0->1 for 300ms", 5);
     let got = received(&seen, 1, 0);
     assert_eq!(got.len(), 100, "clogging delays, it does not drop");
-    let early = seen.iter().position(|s| matches!(s, Seen::Received { at, .. } if at.0 == 2));
-    let first_at_1 = seen.iter().position(|s| matches!(s, Seen::Received { at, .. } if at.0 == 1));
-    assert!(first_at_1 > early, "node 1 received before node 2 despite the clog");
+    let early = seen
+        .iter()
+        .position(|s| matches!(s, Seen::Received { at, .. } if at.0 == 2));
+    let first_at_1 = seen
+        .iter()
+        .position(|s| matches!(s, Seen::Received { at, .. } if at.0 == 1));
+    assert!(
+        first_at_1 > early,
+        "node 1 received before node 2 despite the clog"
+    );
 }
 
 #[test]
 fn an_unsynced_write_is_gone_after_a_crash() {
     let (summary, seen) = run_probe(quiet_profile(), "at 50ms crash 1; at 60ms restart 1", 6);
     let reboot = seen.iter().find_map(|s| match s {
-        Seen::Booted { node, restart: true, vote } if node.0 == 1 => Some(vote.clone()),
+        Seen::Booted {
+            node,
+            restart: true,
+            vote,
+        } if node.0 == 1 => Some(vote.clone()),
         _ => None,
     });
-    assert_eq!(reboot, Some(Some(b"synced".to_vec())), "the synced vote survives, the later write does not");
+    assert_eq!(
+        reboot,
+        Some(Some(b"synced".to_vec())),
+        "the synced vote survives, the later write does not"
+    );
     assert_eq!(summary.stats.crashes, 1);
     assert_eq!(summary.stats.storage.lost_on_crash, 1);
 }
@@ -190,11 +258,19 @@ fn an_unsynced_write_is_gone_after_a_crash() {
 fn a_crashed_node_receives_nothing_and_a_paused_node_catches_up() {
     let (summary, seen) = run_probe(quiet_profile(), "at 100ms crash 1; at 200ms restart 1", 7);
     let got = received(&seen, 1, 0);
-    assert!(got.len() < 95 && got.len() > 80, "lost the crash window only: {}", got.len());
+    assert!(
+        got.len() < 95 && got.len() > 80,
+        "lost the crash window only: {}",
+        got.len()
+    );
     assert!(summary.stats.dropped_down > 0);
 
     let (summary, seen) = run_probe(quiet_profile(), "at 100ms pause 1; at 500ms resume 1", 7);
-    assert_eq!(received(&seen, 1, 0).len(), 100, "a paused node loses nothing");
+    assert_eq!(
+        received(&seen, 1, 0).len(),
+        100,
+        "a paused node loses nothing"
+    );
     assert_eq!(summary.stats.pauses, 1);
     let ticks: Vec<u64> = seen
         .iter()
@@ -203,7 +279,10 @@ fn a_crashed_node_receives_nothing_and_a_paused_node_catches_up() {
             _ => None,
         })
         .collect();
-    assert!(ticks.windows(2).any(|w| w[1] - w[0] >= 390 * MS), "a pause stops the timers");
+    assert!(
+        ticks.windows(2).any(|w| w[1] - w[0] >= 390 * MS),
+        "a pause stops the timers"
+    );
 }
 
 #[test]
@@ -217,9 +296,19 @@ fn drift_moves_a_node_clock_at_the_configured_rate() {
         })
         .collect();
     // 10% fast: a 10 ms local timer fires every ~9.09 ms of true time, so more ticks fit.
-    let baseline = seen.iter().filter(|s| matches!(s, Seen::Tick { node, .. } if node.0 == 1)).count();
-    assert!(ticks.len() as f64 > baseline as f64 * 1.08, "{} vs {baseline}", ticks.len());
-    let off = ticks.windows(2).skip(1).find(|w| (w[1] - w[0]).abs_diff(10 * MS) > 1_000);
+    let baseline = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Tick { node, .. } if node.0 == 1))
+        .count();
+    assert!(
+        ticks.len() as f64 > baseline as f64 * 1.08,
+        "{} vs {baseline}",
+        ticks.len()
+    );
+    let off = ticks
+        .windows(2)
+        .skip(1)
+        .find(|w| (w[1] - w[0]).abs_diff(10 * MS) > 1_000);
     assert!(off.is_none(), "local intervals stay 10 ms: {off:?}");
 }
 
@@ -233,7 +322,10 @@ fn a_clock_jump_moves_the_node_reading() {
             _ => None,
         })
         .collect();
-    assert!(ticks.windows(2).any(|w| w[1] < w[0]), "the clock went backwards");
+    assert!(
+        ticks.windows(2).any(|w| w[1] < w[0]),
+        "the clock went backwards"
+    );
 }
 
 #[test]
@@ -277,11 +369,22 @@ fn sends_after_a_sync_wait_for_it_and_die_with_a_crash() {
         sim.take_observations()
     };
     let arrivals = run("");
-    assert_eq!(arrivals.iter().map(|(_, h)| *h).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        arrivals.iter().map(|(_, h)| *h).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     assert_eq!(arrivals[0].0, MS, "the first send leaves at once");
-    assert_eq!(arrivals[1].0, 21 * MS, "the second waits for the 20 ms sync");
+    assert_eq!(
+        arrivals[1].0,
+        21 * MS,
+        "the second waits for the 20 ms sync"
+    );
     let crashed = run("at 10ms crash 0");
-    assert_eq!(crashed.iter().map(|(_, h)| *h).collect::<Vec<_>>(), vec![1], "never sent");
+    assert_eq!(
+        crashed.iter().map(|(_, h)| *h).collect::<Vec<_>>(),
+        vec![1],
+        "never sent"
+    );
 }
 
 #[test]

@@ -73,7 +73,10 @@ pub fn main(args: Args) -> ExitCode {
         trace_hash: format!("{:016x}", summary.trace_hash),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
     } else {
         println!(
             "pingpong{}: {} deliveries in {:.3} s (median of {}) = {:.2} M msgs/s; {:.1} virtual s; peak RSS {:.1} MiB",

@@ -90,14 +90,25 @@ fn spec_for(args: &Args, seed: u64) -> RunSpec {
 fn parse_shard(text: Option<&str>) -> Result<(u64, u64), String> {
     let text = match text {
         Some(text) => text.to_string(),
-        None => match (std::env::var("JOB_COMPLETION_INDEX"), std::env::var("DST_SHARDS")) {
+        None => match (
+            std::env::var("JOB_COMPLETION_INDEX"),
+            std::env::var("DST_SHARDS"),
+        ) {
             (Ok(index), Ok(count)) => format!("{index}/{count}"),
             _ => return Ok((0, 1)),
         },
     };
-    let (index, count) = text.split_once('/').ok_or_else(|| format!("--shard '{text}' is not K/N"))?;
-    let index: u64 = index.trim().parse().map_err(|_| format!("bad shard index in '{text}'"))?;
-    let count: u64 = count.trim().parse().map_err(|_| format!("bad shard count in '{text}'"))?;
+    let (index, count) = text
+        .split_once('/')
+        .ok_or_else(|| format!("--shard '{text}' is not K/N"))?;
+    let index: u64 = index
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad shard index in '{text}'"))?;
+    let count: u64 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad shard count in '{text}'"))?;
     if count == 0 || index >= count {
         return Err(format!("--shard '{text}': need 0 <= K < N"));
     }
@@ -120,7 +131,9 @@ fn explore(args: &Args, seeds: &[u64]) -> (Tally, f64) {
             });
         }
     });
-    let tally = tally.into_inner().expect("no worker panicked while holding the tally");
+    let tally = tally
+        .into_inner()
+        .expect("no worker panicked while holding the tally");
     (tally, started.elapsed().as_secs_f64())
 }
 
@@ -130,11 +143,16 @@ fn record(tally: &Mutex<Tally>, outcome: &RunOutcome) {
     tally.events += outcome.summary.events;
     tally.virtual_ns += outcome.summary.virtual_ns as u128;
     for violation in &outcome.violations {
-        *tally.by_property.entry(violation.property.clone()).or_default() += 1;
+        *tally
+            .by_property
+            .entry(violation.property.clone())
+            .or_default() += 1;
     }
     if let Some(first) = outcome.violations.first() {
         let line = format!("[{}] {}", first.property, first.detail);
-        tally.failing.push((outcome.spec.seed, line, outcome.spec.command()));
+        tally
+            .failing
+            .push((outcome.spec.seed, line, outcome.spec.command()));
     }
 }
 

@@ -98,7 +98,8 @@ fn spec_from(args: &Args) -> Result<RunSpec, String> {
     spec.plan = match &args.plan {
         Some(plan) => match plan.strip_prefix('@') {
             Some(path) => Some(
-                std::fs::read_to_string(path).map_err(|e| format!("cannot read plan {path}: {e}"))?,
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read plan {path}: {e}"))?,
             ),
             None => Some(plan.clone()),
         },
@@ -118,15 +119,24 @@ fn check_determinism(spec: &RunSpec, json: bool) -> ExitCode {
         Err(error) => super::bad_input(error),
         Ok(Ok(hash)) => {
             if json {
-                println!("{}", json!({"seed": spec.seed, "deterministic": true, "trace_hash": format!("{hash:016x}")}));
+                println!(
+                    "{}",
+                    json!({"seed": spec.seed, "deterministic": true, "trace_hash": format!("{hash:016x}")})
+                );
             } else {
-                println!("deterministic: seed {} ran twice to trace hash {hash:016x}", spec.seed);
+                println!(
+                    "deterministic: seed {} ran twice to trace hash {hash:016x}",
+                    spec.seed
+                );
             }
             ExitCode::SUCCESS
         }
         Ok(Err(divergence)) => {
             if json {
-                println!("{}", json!({"seed": spec.seed, "deterministic": false, "divergence": divergence}));
+                println!(
+                    "{}",
+                    json!({"seed": spec.seed, "deterministic": false, "divergence": divergence})
+                );
             } else {
                 println!("NOT deterministic: {divergence}");
                 println!("reproduce: {} --check-determinism", spec.command());
@@ -140,8 +150,11 @@ fn report(outcome: &RunOutcome, json: bool) {
     let spec = &outcome.spec;
     let summary = &outcome.summary;
     if json {
-        let knobs: serde_json::Map<String, serde_json::Value> =
-            outcome.knobs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let knobs: serde_json::Map<String, serde_json::Value> = outcome
+            .knobs
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         let object = json!({
             "seed": spec.seed,
             "protocol": spec.protocol,
@@ -163,8 +176,18 @@ fn report(outcome: &RunOutcome, json: bool) {
         println!("{object}");
         return;
     }
-    let knobs: Vec<String> = outcome.knobs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("SEED={} protocol={} profile={} {}", spec.seed, spec.protocol, spec.profile, knobs.join(" "));
+    let knobs: Vec<String> = outcome
+        .knobs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "SEED={} protocol={} profile={} {}",
+        spec.seed,
+        spec.protocol,
+        spec.profile,
+        knobs.join(" ")
+    );
     println!(
         "{}: {} events, {:.1} virtual ms, {} faults, trace hash {:016x}, ended: {:?}",
         outcome.verdict(),
