@@ -81,10 +81,12 @@
 //!   naming its predecessor's term. A missing key or a broken chain is where unsynced writes
 //!   stopped: cut there (nothing after it was acknowledged).
 //! - a corrupt entry or snapshot may have been acknowledged. The node cuts its log there and
-//!   enters *recovery* (persisted): it does not vote or stand, but does accept entries, until
-//!   its log matches a leader's up to the highest log index it found on disk (or the
-//!   leader's whole log) and that is durable. By then it holds every committed entry it may
-//!   have helped commit, so its votes are safe again.
+//!   enters *recovery* (persisted) with the bound `(term, last_index)`: its current term
+//!   (no acknowledged entry has a higher term) and the highest log index found on disk. It
+//!   does not stand for election, and it votes only for candidates whose log is at least as
+//!   up-to-date as that bound (such a candidate holds every entry this node may have helped
+//!   commit). It accepts entries as usual and leaves recovery once its log matches a
+//!   leader's up to the bound (or the leader's whole log) and that is durable.
 //!
 //! Log compaction: after `snapshot_threshold_entries` applied entries the node snapshots the
 //! service and session table into one of two slots (never the one holding the latest durable

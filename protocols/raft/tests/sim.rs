@@ -162,7 +162,8 @@ fn snapshot_installs_on_lagging_follower() {
 /// client request completes or is abandoned by the end.
 #[test]
 fn replicas_agree_under_every_fault_profile() {
-    for profile in [
+    let only_profile = std::env::var("DST_PROFILE").ok();
+    let profiles = [
         "light",
         "heavy",
         "partitions",
@@ -170,8 +171,13 @@ fn replicas_agree_under_every_fault_profile() {
         "storage",
         "corruption",
         "swarm",
-    ] {
-        for seed in 0..seeds(3) {
+    ];
+    for profile in profiles {
+        if only_profile.as_deref().is_some_and(|only| only != profile) {
+            continue;
+        }
+        let first = common::env_or("DST_SEED", 0);
+        for seed in first..first + seeds(3) {
             let mut run = Run::new(seed, profile);
             run.requests_per_client = common::env_or("DST_REQUESTS", 30);
             let outcome = run_raft(&run);

@@ -143,8 +143,18 @@ impl<S: StateMachine> Raft<S> {
         self.on_heartbeat(ctx);
     }
 
+    /// "The candidate's log is at least as up-to-date as the receiver's." A recovering node
+    /// compares against the log it may have had: its recovery bound counts as a last entry
+    /// of term `recovery.term` (an upper bound on every term it acknowledged) at index
+    /// `recovery.last_index`. A candidate at least that up-to-date holds every entry this node
+    /// helped commit (its last entry was written by a leader that held them, at a higher
+    /// index), so the vote is safe although this node's own log is cut short.
     fn up_to_date(&self, request: &RequestVote) -> bool {
-        (request.last_log_term, request.last_log_index) >= (self.last_term(), self.last_index())
+        let mut ours = (self.last_term(), self.last_index());
+        if let Some(recovery) = self.meta.recovery {
+            ours = ours.max((recovery.term, recovery.last_index));
+        }
+        (request.last_log_term, request.last_log_index) >= ours
     }
 
     // ---- PreVote (thesis 9.6) ----
@@ -155,7 +165,6 @@ impl<S: StateMachine> Raft<S> {
             return;
         }
         let granted = request.term > self.meta.current_term
-            && self.meta.recovery.is_none()
             && !self.in_leader_lease(ctx.now_ns())
             && self.up_to_date(&request);
         let term = if granted {
@@ -214,10 +223,7 @@ impl<S: StateMachine> Raft<S> {
             self.adopt_term(ctx, request.term);
         }
         let free = self.meta.voted_for.is_none_or(|voted| voted == from);
-        let granted = request.term == self.meta.current_term
-            && free
-            && self.meta.recovery.is_none()
-            && self.up_to_date(&request);
+        let granted = request.term == self.meta.current_term && free && self.up_to_date(&request);
         if granted {
             self.meta.voted_for = Some(from);
             self.dirty.meta = true;

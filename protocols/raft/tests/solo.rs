@@ -1,0 +1,629 @@
+//! Scripted scenarios: one Raft node driven message by message, its peers played by the test.
+//! The harness honours the ordering duty (messages after a sync leave once it completed)
+//! unless a test asks it not to.
+
+use dst_protocols::{KvCommand, KvOutput, KvStore, Observation, Reply, Request};
+use dst_raft::durable::{encode, log_key, LogRecord, Meta, META_KEYS};
+use dst_raft::message::{
+    AppendEntries, AppendResponse, Body, Entry, LogIndex, RaftMsg, RequestVote, Term, VoteResponse,
+};
+use dst_raft::{Raft, RaftConfig, RaftTimer, ReadMode, Role, Status};
+use dst_sim::{ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
+
+type KvRaft = Raft<KvStore>;
+type Obs = Observation<KvCommand, KvOutput>;
+
+/// How the harness treats syncs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Host {
+    /// Syncs complete at once; messages after them leave.
+    Honest,
+    /// Syncs never complete; messages after them are held (as if the node crashes first).
+    SyncsHang,
+    /// Broken host: messages leave at once, syncs never complete.
+    IgnoresOrdering,
+}
+
+struct Solo {
+    node: KvRaft,
+    config: RaftConfig,
+    id: NodeId,
+    cluster_size: u32,
+    storage: Storage,
+    decisions: SeededSource,
+    next_timer_id: u64,
+    now_ns: u64,
+    host: Host,
+    timers: Vec<(dst_sim::TimerId, RaftTimer)>,
+    /// Messages that left, with their destination (None = broadcast).
+    sent: Vec<(Option<NodeId>, Body<KvCommand>)>,
+    /// Notes the node sent itself, delivered on `deliver_notes`.
+    notes: Vec<RaftMsg<KvCommand>>,
+    replies: Vec<(ClientId, Reply<KvOutput>)>,
+    observations: Vec<Obs>,
+    ignored: Vec<&'static str>,
+}
+
+fn config() -> RaftConfig {
+    RaftConfig {
+        pre_vote: false,
+        check_quorum: false,
+        read_mode: ReadMode::ReadIndex,
+        max_entries_per_message: 1,
+        ..RaftConfig::default()
+    }
+}
+
+impl Solo {
+    fn new(id: u32, cluster_size: u32, storage: Storage, config: RaftConfig) -> Self {
+        let mut solo = Solo {
+            node: Raft::for_service(config.clone(), KvStore::new()),
+            config,
+            id: NodeId(id),
+            cluster_size,
+            storage,
+            decisions: SeededSource::new(1),
+            next_timer_id: 0,
+            now_ns: 1_000_000,
+            host: Host::Honest,
+            timers: Vec::new(),
+            sent: Vec::new(),
+            notes: Vec::new(),
+            replies: Vec::new(),
+            observations: Vec::new(),
+            ignored: Vec::new(),
+        };
+        solo.step(|node, ctx| node.on_start(ctx));
+        solo
+    }
+
+    fn step(&mut self, handler: impl FnOnce(&mut KvRaft, &mut NodeCtx<'_, KvRaft>)) {
+        let mut effects = Vec::new();
+        {
+            let mut ctx = NodeCtx::new(
+                self.id,
+                self.cluster_size,
+                self.now_ns,
+                &mut effects,
+                &mut self.storage,
+                &mut self.decisions,
+                &mut self.next_timer_id,
+                &mut self.ignored,
+            );
+            handler(&mut self.node, &mut ctx);
+        }
+        let mut held = false;
+        for effect in effects {
+            match effect {
+                Effect::Sync { up_to } => match self.host {
+                    Host::Honest => self.storage.complete_sync(up_to),
+                    Host::SyncsHang => held = true,
+                    Host::IgnoresOrdering => {}
+                },
+                Effect::Send { to, msg } if !held => {
+                    assert!(msg.verify(true), "node sent a message with a bad checksum");
+                    if to == self.id {
+                        self.notes.push(msg);
+                    } else {
+                        self.sent.push((Some(to), msg.body));
+                    }
+                }
+                Effect::Broadcast { msg } if !held => self.sent.push((None, msg.body)),
+                Effect::Reply { client, reply } if !held => self.replies.push((client, reply)),
+                Effect::SetTimer { id, timer, .. } => self.timers.push((id, timer)),
+                Effect::CancelTimer { id } => self.timers.retain(|(live, _)| *live != id),
+                Effect::Observe(observation) => self.observations.push(observation),
+                Effect::Send { .. } | Effect::Broadcast { .. } | Effect::Reply { .. } => {}
+            }
+        }
+        self.node.check_invariants().expect("local invariants hold");
+    }
+
+    fn fire(&mut self, wanted: RaftTimer) {
+        let position = self
+            .timers
+            .iter()
+            .position(|(_, timer)| *timer == wanted)
+            .unwrap_or_else(|| panic!("no {wanted:?} timer set"));
+        let (_, timer) = self.timers.remove(position);
+        self.now_ns += 400 * dst_sim::MS;
+        self.step(|node, ctx| node.on_timer(ctx, timer));
+    }
+
+    fn receive(&mut self, from: u32, body: Body<KvCommand>) {
+        let msg = RaftMsg::seal(body, true);
+        self.step(|node, ctx| node.on_message(ctx, NodeId(from), msg));
+    }
+
+    fn deliver_notes(&mut self) {
+        for note in std::mem::take(&mut self.notes) {
+            let id = self.id;
+            self.step(|node, ctx| node.on_message(ctx, id, note));
+        }
+    }
+
+    /// Crash (unsynced writes are lost) and boot a fresh instance on what survived.
+    fn crash_and_restart(&mut self) {
+        self.storage.crash(&mut self.decisions);
+        self.node = Raft::for_service(self.config.clone(), KvStore::new());
+        self.timers.clear();
+        self.notes.clear();
+        self.host = Host::Honest;
+        self.step(|node, ctx| node.on_restart(ctx));
+    }
+
+    fn take_sent(&mut self) -> Vec<(Option<NodeId>, Body<KvCommand>)> {
+        std::mem::take(&mut self.sent)
+    }
+
+    fn vote_responses(&mut self) -> Vec<(NodeId, VoteResponse)> {
+        self.take_sent()
+            .into_iter()
+            .filter_map(|(to, body)| match body {
+                Body::RequestVoteResponse(response) => Some((to.expect("addressed"), response)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn append_responses(&mut self) -> Vec<AppendResponse> {
+        self.take_sent()
+            .into_iter()
+            .filter_map(|(_, body)| match body {
+                Body::AppendEntriesResponse(response) => Some(response),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn commits(&self) -> Vec<u64> {
+        self.observations
+            .iter()
+            .filter_map(|obs| match obs {
+                Observation::Commit { slot, .. } => Some(*slot),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn log_terms(&self) -> Vec<u64> {
+        self.node
+            .entries()
+            .iter()
+            .map(|entry| entry.term.0)
+            .collect()
+    }
+}
+
+fn put(client: u32, sequence: u64, value: &str) -> Request<KvCommand> {
+    Request {
+        client: ClientId(client),
+        sequence,
+        command: KvCommand::Put {
+            key: "x".to_string(),
+            value: value.to_string(),
+        },
+    }
+}
+
+fn entry(index: u64, term: u64, request: Option<Request<KvCommand>>) -> Entry<KvCommand> {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        request,
+    }
+}
+
+/// A disk holding `term` and a log with the given entry terms (entry i is a put of "v<i>").
+fn disk(term: u64, voted_for: Option<u32>, terms: &[u64]) -> Storage {
+    let mut decisions = SeededSource::new(0);
+    let mut storage = Storage::new(StorageFaults::default());
+    let meta = Meta {
+        version: 1,
+        current_term: Term(term),
+        voted_for: voted_for.map(NodeId),
+        recovery: None,
+    };
+    for key in META_KEYS {
+        storage
+            .write(key, encode(key, &meta), &mut decisions)
+            .expect("write");
+    }
+    let mut prev_term = Term(0);
+    for (offset, &entry_term) in terms.iter().enumerate() {
+        let index = offset as u64 + 1;
+        let record = LogRecord {
+            entry: entry(index, entry_term, Some(put(9, index, &format!("v{index}")))),
+            prev_term,
+        };
+        prev_term = Term(entry_term);
+        let key = log_key(LogIndex(index));
+        storage
+            .write(&key, encode(&key, &record), &mut decisions)
+            .expect("write");
+    }
+    storage.complete_sync(storage.last_sequence());
+    storage
+}
+
+fn append(
+    term: u64,
+    prev: (u64, u64),
+    entries: Vec<Entry<KvCommand>>,
+    commit: u64,
+) -> Body<KvCommand> {
+    let last = prev.0 + entries.len() as u64;
+    Body::AppendEntries(AppendEntries {
+        term: Term(term),
+        leader: NodeId(0),
+        prev_log_index: LogIndex(prev.0),
+        prev_log_term: Term(prev.1),
+        entries,
+        leader_commit: LogIndex(commit),
+        leader_last_index: LogIndex(last),
+        round: 1,
+    })
+}
+
+fn vote_request(term: u64, candidate: u32, last: (u64, u64)) -> Body<KvCommand> {
+    Body::RequestVote(RequestVote {
+        term: Term(term),
+        candidate: NodeId(candidate),
+        last_log_index: LogIndex(last.0),
+        last_log_term: Term(last.1),
+    })
+}
+
+fn append_ok(term: u64, matched: u64) -> Body<KvCommand> {
+    Body::AppendEntriesResponse(AppendResponse {
+        term: Term(term),
+        success: true,
+        match_or_hint: LogIndex(matched),
+        round: 1,
+    })
+}
+
+/// Figure 8: S1 leads term 4 with an entry of term 2 at index 2. Once that entry is on a
+/// majority (S1, S2, S3) it must still not be committed: a server with a term-3 entry at
+/// index 2 could yet be elected and overwrite it. Only when the term-4 no-op at index 3
+/// reaches a majority are indices 2 and 3 committed.
+#[test]
+fn figure_8_an_entry_from_a_previous_term_is_not_committed_by_counting_replicas() {
+    let mut s1 = Solo::new(0, 5, disk(3, None, &[1, 2]), config());
+    s1.fire(RaftTimer::Election);
+    assert_eq!(s1.node.role(), Role::Candidate);
+    assert_eq!(s1.node.current_term(), Term(4));
+    s1.take_sent();
+    for voter in [1, 2] {
+        let granted = VoteResponse {
+            term: Term(4),
+            granted: true,
+        };
+        s1.receive(voter, Body::RequestVoteResponse(granted));
+    }
+    assert_eq!(s1.node.role(), Role::Leader);
+    assert_eq!(
+        s1.log_terms(),
+        vec![1, 2, 4],
+        "a no-op of term 4 is appended"
+    );
+    s1.deliver_notes();
+    // S2 and S3 now hold index 2 (term 2), but not yet index 3.
+    s1.receive(1, append_ok(4, 2));
+    s1.receive(2, append_ok(4, 2));
+    assert_eq!(
+        s1.node.commit_index(),
+        LogIndex(0),
+        "term-2 entry committed by counting"
+    );
+    assert!(
+        s1.commits().is_empty(),
+        "commits reported: {:?}",
+        s1.commits()
+    );
+    // The term-4 no-op reaches S2: only two of five hold index 3.
+    s1.receive(1, append_ok(4, 3));
+    assert_eq!(
+        s1.node.commit_index(),
+        LogIndex(0),
+        "committed without a majority"
+    );
+    // And S3: a majority holds index 3 of the current term, which commits 2 with it.
+    s1.receive(2, append_ok(4, 3));
+    assert_eq!(s1.node.commit_index(), LogIndex(3));
+    assert_eq!(s1.commits(), vec![1, 2, 3]);
+}
+
+/// "If an existing entry conflicts with a new one (same index but different terms), delete
+/// the existing entry and all that follow it." Matching entries are kept, and a stale
+/// AppendEntries that matches a prefix never shortens the log.
+#[test]
+fn follower_with_conflicting_suffix_truncates_only_from_the_first_conflict() {
+    let mut follower = Solo::new(1, 3, disk(2, None, &[1, 1, 2, 2, 2]), config());
+    assert_eq!(follower.log_terms(), vec![1, 1, 2, 2, 2]);
+    // Index 3 matches (term 2); index 4 conflicts (term 3).
+    let entries = vec![entry(3, 2, Some(put(9, 3, "v3"))), entry(4, 3, None)];
+    follower.receive(0, append(3, (2, 1), entries, 0));
+    assert_eq!(
+        follower.log_terms(),
+        vec![1, 1, 2, 3],
+        "cut from index 4 only"
+    );
+    let responses = follower.append_responses();
+    assert!(responses[0].success && responses[0].match_or_hint == LogIndex(4));
+    // A delayed AppendEntries carrying only index 2 must not remove 3 and 4.
+    follower.receive(
+        0,
+        append(3, (1, 1), vec![entry(2, 1, Some(put(9, 2, "v2")))], 0),
+    );
+    assert_eq!(
+        follower.log_terms(),
+        vec![1, 1, 2, 3],
+        "a stale append shortened the log"
+    );
+    // A mismatching previous entry is refused.
+    follower.receive(0, append(3, (4, 2), vec![entry(5, 3, None)], 0));
+    let refused = follower.append_responses();
+    assert!(
+        !refused[1].success,
+        "append after a mismatching entry was accepted"
+    );
+    // The truncation is durable.
+    follower.crash_and_restart();
+    assert_eq!(follower.log_terms(), vec![1, 1, 2, 3], "log after restart");
+}
+
+/// The vote is synced before the response leaves, so a restarted node remembers it.
+#[test]
+fn vote_is_durable_across_crash() {
+    let mut voter = Solo::new(0, 3, disk(1, None, &[1]), config());
+    voter.receive(1, vote_request(5, 1, (1, 1)));
+    let responses = voter.vote_responses();
+    assert_eq!(responses.len(), 1);
+    assert!(
+        responses[0].1.granted,
+        "first candidate of term 5 gets the vote"
+    );
+    voter.crash_and_restart();
+    assert_eq!(voter.node.current_term(), Term(5));
+    assert_eq!(voter.node.voted_for(), Some(NodeId(1)));
+    voter.receive(2, vote_request(5, 2, (1, 1)));
+    let responses = voter.vote_responses();
+    assert!(!responses[0].1.granted, "voted twice in term 5");
+}
+
+/// If the sync never completes (the node crashes first), the vote response never leaves.
+#[test]
+fn a_vote_response_waits_for_its_sync() {
+    let mut voter = Solo::new(0, 3, disk(1, None, &[1]), config());
+    voter.host = Host::SyncsHang;
+    voter.receive(1, vote_request(5, 1, (1, 1)));
+    assert!(
+        voter.vote_responses().is_empty(),
+        "vote left before its sync completed"
+    );
+    voter.crash_and_restart();
+    voter.receive(2, vote_request(5, 2, (1, 1)));
+    assert!(
+        voter.vote_responses()[0].1.granted,
+        "the unsent vote was not binding"
+    );
+}
+
+/// Deliberately broken variant: a host that lets messages leave before their sync, then
+/// loses the unsynced vote in a crash. The double-vote detector below must catch it.
+#[test]
+fn deliberately_broken_host_that_skips_the_sync_is_caught_voting_twice() {
+    let mut voter = Solo::new(0, 3, disk(1, None, &[1]), config());
+    voter.host = Host::IgnoresOrdering;
+    let mut granted_in_term: Vec<(Term, NodeId)> = Vec::new();
+    voter.receive(1, vote_request(5, 1, (1, 1)));
+    for (to, response) in voter.vote_responses() {
+        if response.granted {
+            granted_in_term.push((response.term, to));
+        }
+    }
+    voter.crash_and_restart();
+    voter.receive(2, vote_request(5, 2, (1, 1)));
+    for (to, response) in voter.vote_responses() {
+        if response.granted {
+            granted_in_term.push((response.term, to));
+        }
+    }
+    let double = granted_in_term.iter().any(|(term, to)| {
+        granted_in_term
+            .iter()
+            .any(|(t, other)| t == term && other != to)
+    });
+    assert!(
+        double,
+        "the detector missed a double vote: {granted_in_term:?}"
+    );
+}
+
+/// A storage error means the reply that depended on the write is not sent.
+#[test]
+fn storage_errors_withhold_the_dependent_reply() {
+    let mut voter = Solo::new(0, 3, disk(1, None, &[1]), config());
+    voter.storage.set_faults(StorageFaults {
+        io_error_ppm: 1_000_000,
+        ..StorageFaults::default()
+    });
+    voter.receive(1, vote_request(5, 1, (1, 1)));
+    assert!(
+        voter.vote_responses().is_empty(),
+        "vote sent although it was not written"
+    );
+    assert!(voter
+        .ignored
+        .iter()
+        .any(|reason| reason.contains("I/O error")));
+    voter.storage.set_faults(StorageFaults::default());
+    voter.fire(RaftTimer::StorageRetry);
+    voter.crash_and_restart();
+    assert_eq!(
+        voter.node.voted_for(),
+        Some(NodeId(1)),
+        "the retried write is durable"
+    );
+}
+
+/// Both copies of term/vote unreadable: the node cannot know whether it voted, so it halts.
+#[test]
+fn unreadable_term_and_vote_halt_the_node() {
+    let mut storage = disk(3, Some(1), &[1, 2]);
+    let mut decisions = SeededSource::new(0);
+    for key in META_KEYS {
+        let mut bytes = storage
+            .read(key, &mut decisions)
+            .expect("read")
+            .expect("present");
+        bytes[0] ^= 0x40;
+        storage.write(key, bytes, &mut decisions).expect("write");
+    }
+    storage.complete_sync(storage.last_sequence());
+    let mut node = Solo::new(0, 3, storage, config());
+    assert!(matches!(node.node.status(), Status::Halted(_)));
+    node.receive(1, vote_request(9, 1, (5, 5)));
+    assert!(node.take_sent().is_empty(), "a halted node answered");
+    assert!(node.ignored.iter().any(|reason| reason.contains("halted")));
+}
+
+/// One damaged copy of term/vote is survivable: the other copy holds the same state.
+#[test]
+fn one_damaged_term_copy_is_survivable() {
+    let mut storage = disk(3, Some(1), &[1, 2]);
+    let mut decisions = SeededSource::new(0);
+    let mut bytes = storage
+        .read(META_KEYS[0], &mut decisions)
+        .expect("read")
+        .expect("present");
+    bytes[1] ^= 0x01;
+    storage
+        .write(META_KEYS[0], bytes, &mut decisions)
+        .expect("write");
+    storage.complete_sync(storage.last_sequence());
+    let node = Solo::new(0, 3, storage, config());
+    assert_eq!(node.node.status(), &Status::Running);
+    assert_eq!(node.node.voted_for(), Some(NodeId(1)));
+}
+
+/// A corrupt log entry may have been acknowledged: the node cuts its log there and does not
+/// vote until it has the leader's log up to where its own used to end, durably.
+#[test]
+fn a_corrupt_log_entry_puts_the_node_in_recovery_until_it_catches_up() {
+    let mut storage = disk(2, None, &[1, 1, 2, 2]);
+    let mut decisions = SeededSource::new(0);
+    let key = log_key(LogIndex(3));
+    let mut bytes = storage
+        .read(&key, &mut decisions)
+        .expect("read")
+        .expect("present");
+    bytes[2] ^= 0x10;
+    storage.write(&key, bytes, &mut decisions).expect("write");
+    storage.complete_sync(storage.last_sequence());
+    let mut node = Solo::new(1, 3, storage, config());
+    assert!(node.node.is_recovering(), "damage went unnoticed");
+    assert_eq!(node.log_terms(), vec![1, 1], "log cut at the damaged entry");
+    node.receive(2, vote_request(3, 2, (2, 1)));
+    let refused = node.vote_responses();
+    assert!(
+        !refused.iter().any(|(_, r)| r.granted),
+        "voted for a log that may lack entries"
+    );
+    // A candidate whose log reaches the bound (term 2, index 4) may get its vote.
+    node.receive(2, vote_request(4, 2, (4, 2)));
+    assert!(
+        node.vote_responses().iter().any(|(_, r)| r.granted),
+        "bound-satisfying candidate"
+    );
+    // The leader brings it back to index 4.
+    for (index, term) in [(3u64, 2u64), (4, 2)] {
+        let prev = (index - 1, if index == 3 { 1 } else { 2 });
+        node.receive(0, append(5, prev, vec![entry(index, term, None)], 0));
+    }
+    assert!(
+        node.node.is_recovering(),
+        "recovery must wait for durability"
+    );
+    node.deliver_notes();
+    assert!(
+        !node.node.is_recovering(),
+        "caught up and durable, yet still recovering"
+    );
+    node.receive(2, vote_request(6, 2, (4, 2)));
+    assert!(
+        node.vote_responses().iter().any(|(_, r)| r.granted),
+        "recovered node refuses"
+    );
+}
+
+/// Unsynced writes that stop mid-way (a torn tail) are cut without recovery: nothing after
+/// the break was acknowledged.
+#[test]
+fn a_torn_log_tail_is_cut_cleanly() {
+    let mut storage = disk(2, None, &[1, 1, 2]);
+    let mut decisions = SeededSource::new(0);
+    // Index 4 claims a predecessor of term 1, but index 3 has term 2: a broken chain.
+    let key = log_key(LogIndex(4));
+    let record = LogRecord {
+        entry: entry(4, 2, None),
+        prev_term: Term(1),
+    };
+    storage
+        .write(&key, encode(&key, &record), &mut decisions)
+        .expect("write");
+    storage.complete_sync(storage.last_sequence());
+    let node = Solo::new(1, 3, storage, config());
+    assert_eq!(node.log_terms(), vec![1, 1, 2]);
+    assert!(!node.node.is_recovering());
+}
+
+/// Retries of a request are applied once; the retry is answered from the session table.
+#[test]
+fn a_retried_request_is_applied_once() {
+    let mut leader = Solo::new(0, 1, Storage::new(StorageFaults::default()), config());
+    leader.fire(RaftTimer::Election);
+    assert_eq!(leader.node.role(), Role::Leader);
+    leader.deliver_notes();
+    let request = Request {
+        client: ClientId(0),
+        sequence: 1,
+        command: KvCommand::Append {
+            key: "k".to_string(),
+            value: "a".to_string(),
+        },
+    };
+    for _ in 0..2 {
+        let retry = request.clone();
+        leader.step(|node, ctx| node.on_request(ctx, ClientId(0), retry));
+        leader.deliver_notes();
+    }
+    assert_eq!(
+        leader.node.state().get("k"),
+        Some("a"),
+        "applied twice or never"
+    );
+    let done = leader
+        .replies
+        .iter()
+        .filter(|(_, reply)| matches!(reply, Reply::Done { sequence: 1, .. }))
+        .count();
+    assert!(done >= 1, "no reply: {:?}", leader.replies);
+}
+
+/// A corrupted message that still decodes is rejected by its checksum.
+#[test]
+fn a_message_with_a_bad_checksum_is_ignored() {
+    let mut voter = Solo::new(0, 3, disk(1, None, &[1]), config());
+    let mut msg = RaftMsg::seal(vote_request(5, 1, (1, 1)), true);
+    msg.checksum ^= 1;
+    voter.step(|node, ctx| node.on_message(ctx, NodeId(1), msg));
+    assert!(voter.take_sent().is_empty());
+    assert!(voter.ignored.contains(&"message checksum mismatch"));
+    assert_eq!(
+        voter.node.current_term(),
+        Term(1),
+        "a rejected message changed the term"
+    );
+}
