@@ -3,6 +3,13 @@
 //! Data flows one way: seed -> decisions -> events -> node handlers -> effects ->
 //! observations -> oracles -> verdict.
 
+use dst_checkers::linearizability::CheckConfig;
+use dst_protocols::client::{ClientConfig, SimClient};
+use dst_protocols::harness::{check_kv_run, RunFacts};
+use dst_protocols::kv::{KvCommand, KvOutput, KvStore};
+use dst_protocols::workload::{KvWorkload, KvWorkloadConfig};
+use dst_protocols::Observation;
+use dst_raft::{Raft, RaftConfig};
 use dst_sim::decision::SeededSource;
 use dst_sim::engine::{check_determinism, NoClient};
 use dst_sim::testing::PingPong;
@@ -14,7 +21,7 @@ use dst_sim::{
 use serde::Serialize;
 
 /// The protocols `dst run` knows.
-pub const PROTOCOLS: [&str; 1] = ["pingpong"];
+pub const PROTOCOLS: [&str; 2] = ["raft", "pingpong"];
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -82,7 +89,10 @@ impl RunSpec {
             command.push_str(&format!(" --plan '{plan}'"));
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
-            command.push_str(&format!(" --quiet-at-ms {} --end-ms {}", self.quiet_at_ms, self.end_ms));
+            command.push_str(&format!(
+                " --quiet-at-ms {} --end-ms {}",
+                self.quiet_at_ms, self.end_ms
+            ));
         }
         command
     }
@@ -130,16 +140,23 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     }
     FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
     if spec.nodes == 0 || spec.nodes > 64 {
-        return Err(format!("--nodes must be between 1 and 64, not {}", spec.nodes));
+        return Err(format!(
+            "--nodes must be between 1 and 64, not {}",
+            spec.nodes
+        ));
     }
     if spec.protocol == "pingpong" && spec.nodes < 2 {
         return Err("pingpong needs at least 2 nodes".into());
     }
     if let Some(plan) = &spec.plan {
         let faults = parse_plan(plan)?;
-        let beyond = |f: &&dst_sim::ScriptedFault| f.action.nodes().iter().any(|n| n.0 >= spec.nodes);
+        let beyond =
+            |f: &&dst_sim::ScriptedFault| f.action.nodes().iter().any(|n| n.0 >= spec.nodes);
         if let Some(bad) = faults.iter().find(beyond) {
-            return Err(format!("plan names a node that does not exist: '{}'", bad.action));
+            return Err(format!(
+                "plan names a node that does not exist: '{}'",
+                bad.action
+            ));
         }
     }
     if let Some(trace) = &spec.replay {
@@ -174,7 +191,46 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
             |_| NoClient::<PingPong>::default(),
             |_, _| Vec::new(),
         )),
+        "raft" => Ok(simulate(spec, raft_node(), kv_client(spec), judge_kv(spec))),
         other => Err(format!("unknown protocol '{other}'")),
+    }
+}
+
+type KvRaft = Raft<KvStore>;
+type KvClient<N> = SimClient<N, KvWorkload>;
+
+fn raft_node() -> impl FnMut(NodeId) -> KvRaft + 'static {
+    let config = RaftConfig::default();
+    move |_| Raft::for_service(config.clone(), KvStore::new())
+}
+
+/// Clients share `spec.ops` operations on a few hot keys.
+fn kv_client<N: Node>(spec: &RunSpec) -> impl Fn(u32) -> KvClient<N> {
+    let (clients, ops) = (spec.clients.max(1) as u64, spec.ops);
+    move |client| {
+        let share = ops / clients + u64::from((client as u64) < ops % clients);
+        let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
+        SimClient::new(ClientConfig::default(), workload)
+    }
+}
+
+/// Every oracle over a key-value run: safety, liveness after the quiet phase, and
+/// linearizability of the client history.
+fn judge_kv(
+    spec: &RunSpec,
+) -> impl FnOnce(&RunSummary, &[(u64, Observation<KvCommand, KvOutput>)]) -> Vec<Violation> {
+    let nodes = spec.nodes;
+    move |summary, observations| {
+        let facts = RunFacts::crash_fault_tolerant(nodes, summary.quiet_at_ns, summary.virtual_ns);
+        let verdict = check_kv_run(observations, &facts, &CheckConfig::default());
+        verdict
+            .violations
+            .into_iter()
+            .map(|violation| Violation {
+                property: violation.property.to_string(),
+                detail: violation.detail,
+            })
+            .collect()
     }
 }
 
@@ -183,7 +239,15 @@ pub fn check_run_determinism(spec: &RunSpec) -> Result<Result<u64, String>, Stri
     validate(spec)?;
     match spec.protocol.as_str() {
         "pingpong" => Ok(check_determinism(|| {
-            build_sim(spec, |_| PingPong::new(10), |_| NoClient::<PingPong>::default()).0
+            build_sim(
+                spec,
+                |_| PingPong::new(10),
+                |_| NoClient::<PingPong>::default(),
+            )
+            .0
+        })),
+        "raft" => Ok(check_determinism(|| {
+            build_sim(spec, raft_node(), kv_client(spec)).0
         })),
         other => Err(format!("unknown protocol '{other}'")),
     }
@@ -204,9 +268,17 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     // Swarm knobs are the first decisions of the run, so a replay draws the same ones.
     let profile = FaultProfile::named(&spec.profile, &mut decider).expect("validated profile");
     let knobs = profile.knobs();
-    let clients = if spec.protocol == "pingpong" { 0 } else { spec.clients };
+    let clients = if spec.protocol == "pingpong" {
+        0
+    } else {
+        spec.clients
+    };
     let mut config = SimConfig::new(spec.nodes, clients, profile);
-    config.plan = spec.plan.as_deref().map(|p| parse_plan(p).expect("validated plan")).unwrap_or_default();
+    config.plan = spec
+        .plan
+        .as_deref()
+        .map(|p| parse_plan(p).expect("validated plan"))
+        .unwrap_or_default();
     config.quiet_at_ns = spec.quiet_at_ms * MS;
     config.end_ns = spec.end_ms * MS;
     config.log_events = spec.log_events;
@@ -214,7 +286,10 @@ fn build_sim<N: Node, C: Client<Node = N>>(
         config.events_max = spec.ops.max(1) * 1_000;
     }
     let clients = (0..clients).map(make_client).collect();
-    (Sim::new(config, Box::new(make_node), clients, decider, spec.record), knobs)
+    (
+        Sim::new(config, Box::new(make_node), clients, decider, spec.record),
+        knobs,
+    )
 }
 
 fn simulate<N: Node, C: Client<Node = N>>(
