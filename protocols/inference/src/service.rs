@@ -113,6 +113,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The session a command addresses (`None` for `OpenSession`, whose session is in its
+    /// output): the partition key for per-session linearizability checking.
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            Command::OpenSession => None,
+            Command::Append { session, .. }
+            | Command::AppendTokens { session, .. }
+            | Command::Generate { session, .. }
+            | Command::ReadDigest { session }
+            | Command::Close { session } => Some(*session),
+        }
+    }
+}
+
 /// Why a command was rejected. Identical on every replica that holds the same state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceError {
@@ -226,6 +241,14 @@ impl InferenceService {
             next_session: 0,
             sessions: im::OrdMap::new(),
         }
+    }
+
+    /// The sequential specification's step function (Porcupine style): the state after
+    /// `command` and its output, leaving `self` untouched. Cheap: the clone shares sessions.
+    pub fn step(&self, command: &Command) -> (InferenceService, Output) {
+        let mut next = self.clone();
+        let output = next.apply(command);
+        (next, output)
     }
 
     pub fn config(&self) -> &ServiceConfig {

@@ -552,6 +552,28 @@ fn clone_shares_sessions_and_rollback_restores_the_digest() {
     );
 }
 
+#[test]
+fn step_is_a_pure_sequential_specification() {
+    let replica = busy_service();
+    let before = replica.digest();
+    let command = greedy_command(SessionId(0), 2);
+    let (after, output) = replica.step(&command);
+    assert_eq!(
+        replica.digest(),
+        before,
+        "step must not change the state it starts from"
+    );
+    let (again, same_output) = replica.step(&command);
+    assert_eq!(
+        (again.digest(), same_output),
+        (after.digest(), output.clone())
+    );
+    assert_ne!(after.digest(), before);
+    assert!(matches!(output, Output::Generated { .. }));
+    assert_eq!(command.session(), Some(SessionId(0)));
+    assert_eq!(Command::OpenSession.session(), None);
+}
+
 // ---- error replies ----
 
 #[test]
@@ -753,10 +775,7 @@ fn a_subnormal_corruption_is_absorbed_by_later_tokens_but_the_digest_saw_it() {
         assert!(replica.fault_flip_session_bit(SessionId(0), 5, 20));
     });
     assert_ne!(honest[0], faulty[0]);
-    assert_eq!(
-        honest[2], faulty[2],
-        "absorbed: the state converges again"
-    );
+    assert_eq!(honest[2], faulty[2], "absorbed: the state converges again");
 }
 
 #[test]
