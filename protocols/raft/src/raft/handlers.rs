@@ -607,14 +607,17 @@ impl<S: StateMachine> Raft<S> {
             leader.next_index[peer] = leader.next_index[peer].max(leader.match_index[peer].next());
             resend = leader.next_index[peer] <= last;
         } else {
-            let retry_from = response
-                .match_or_hint
+            let hint = response.match_or_hint;
+            if hint < leader.match_index[peer] {
+                // The follower lost entries it had acknowledged (it found them damaged and
+                // is recovering): stop counting them, and resend from where it now ends.
+                leader.match_index[peer] = hint;
+            }
+            let retry_from = hint
                 .next()
-                .min(leader.next_index[peer].prev());
-            let retry_from = retry_from
-                .max(leader.match_index[peer].next())
+                .min(leader.next_index[peer].prev())
                 .max(LogIndex(1));
-            resend = retry_from != leader.next_index[peer] || retry_from <= last;
+            resend = true;
             leader.next_index[peer] = retry_from;
         }
         self.update_lease();
