@@ -111,6 +111,8 @@ pub struct SimStats {
     pub dropped_loss: u64,
     pub dropped_down: u64,
     pub dropped_inbox_full: u64,
+    /// Sends addressed to a node that does not exist.
+    pub dropped_unknown_destination: u64,
     pub duplicated: u64,
     pub reordered: u64,
     pub corrupted: u64,
@@ -850,7 +852,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn send_message(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
-        assert!(to.0 < self.config.nodes, "{from} sent to unknown node {to}");
+        if to.0 >= self.config.nodes {
+            self.drop_unknown_destination(&from.to_string(), to);
+            return;
+        }
         self.stats.messages_sent += 1;
         self.step_hash = fold(self.step_hash, stable_hash(&(to.0, &msg)));
         if self.config.record_events || self.config.log_events {
@@ -942,6 +947,13 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         }
     }
 
+    /// A process addressed a node that does not exist (for example after believing a corrupted
+    /// leader hint): the message goes nowhere, and the run counts it.
+    fn drop_unknown_destination(&mut self, sender: &str, to: NodeId) {
+        self.stats.dropped_unknown_destination += 1;
+        tracing::debug!(time_ns = self.now_ns, sender, to = to.0, "send to unknown node dropped");
+    }
+
     /// Runs a client handler and applies its effects.
     fn step_client(&mut self, id: ClientId, handler: impl FnOnce(&mut C, &mut ClientCtx<'_, C>)) {
         let cluster_size = self.config.nodes;
@@ -965,7 +977,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn apply_client_effect(&mut self, id: ClientId, effect: ClientEffect<C>) {
         match effect {
             ClientEffect::Send { to, request } => {
-                assert!(to.0 < self.config.nodes, "{id} sent to unknown node {to}");
+                if to.0 >= self.config.nodes {
+                    self.drop_unknown_destination(&id.to_string(), to);
+                    return;
+                }
                 self.step_hash = stable_hash(&(self.step_hash, 2u8, to.0, &request));
                 if self.config.record_events || self.config.log_events {
                     self.step_detail
