@@ -59,6 +59,8 @@ pub struct ClientStats {
     pub redirects: u64,
     /// Replies for requests no longer outstanding.
     pub stale_replies: u64,
+    /// Leader hints naming no replica of the cluster (ignored).
+    pub bad_hints: u64,
 }
 
 /// Timer payload of [`SimClient`].
@@ -270,6 +272,14 @@ where
         };
         outstanding.redirects_in_a_row += 1;
         let first_in_a_row = outstanding.redirects_in_a_row == 1;
+        // A hint is only a replica's belief, possibly garbled: never follow it off the cluster.
+        let leader = match leader {
+            Some(hint) if hint.0 >= ctx.cluster_size() => {
+                self.stats.bad_hints += 1;
+                None
+            }
+            other => other,
+        };
         match leader {
             Some(leader) if leader != from => {
                 self.leader_hint = Some(leader);

@@ -264,3 +264,23 @@ fn an_empty_workload_is_done_at_once() {
     assert!(driver.client.is_done());
     assert!(driver.observations.is_empty());
 }
+
+#[test]
+fn a_leader_hint_outside_the_cluster_is_not_followed() {
+    let mut driver = Driver::new(1, ClientConfig::default());
+    let (first, _) = driver.start()[0].clone();
+    let bogus = driver.reply(
+        first,
+        Reply::Redirect {
+            sequence: 1,
+            leader: Some(NodeId(10)),
+        },
+    );
+    assert!(
+        bogus.is_empty(),
+        "followed a hint off the cluster: {bogus:?}"
+    );
+    assert_eq!(driver.client.stats().bad_hints, 1);
+    let retry = driver.fire_retry();
+    assert!(retry[0].0 .0 < NODES, "retried at {:?}", retry[0].0);
+}
