@@ -61,3 +61,22 @@ impl Node for PingPong {
         ctx.ignore("ping-pong serves no clients");
     }
 }
+
+/// The seeds a seeded test runs: `DST_SEED=s` runs just `s` (to reproduce a failure);
+/// otherwise `DST_SEEDS=n` (default `default_count`) seeds starting at `DST_FIRST_SEED`
+/// (default 1). Malformed values are reported, not silently replaced.
+pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
+    let read = |name: &str| -> Option<u64> {
+        let text = std::env::var(name).ok()?;
+        match text.trim().parse() {
+            Ok(value) => Some(value),
+            Err(_) => panic!("{name}={text:?} is not a non-negative integer"),
+        }
+    };
+    if let Some(seed) = read("DST_SEED") {
+        return vec![seed];
+    }
+    let first = read("DST_FIRST_SEED").unwrap_or(1);
+    let count = read("DST_SEEDS").unwrap_or(default_count);
+    (first..first.saturating_add(count)).collect()
+}
