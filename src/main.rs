@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "dst", version, about = "Deterministic simulation testing for consensus protocols")]
+#[command(
+    name = "dst",
+    version,
+    about = "Deterministic simulation testing for consensus protocols"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

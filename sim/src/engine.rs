@@ -951,7 +951,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     /// leader hint): the message goes nowhere, and the run counts it.
     fn drop_unknown_destination(&mut self, sender: &str, to: NodeId) {
         self.stats.dropped_unknown_destination += 1;
-        tracing::debug!(time_ns = self.now_ns, sender, to = to.0, "send to unknown node dropped");
+        tracing::debug!(
+            time_ns = self.now_ns,
+            sender,
+            to = to.0,
+            "send to unknown node dropped"
+        );
     }
 
     /// Runs a client handler and applies its effects.
