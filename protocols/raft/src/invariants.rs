@@ -161,6 +161,31 @@ pub fn check_cluster<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> 
     check_leader_completeness(nodes)
 }
 
+/// The live nodes of a cluster at one instant, as the invariant registry sees them.
+pub struct ClusterView<'a, S: StateMachine> {
+    pub nodes: Vec<&'a Raft<S>>,
+}
+
+/// Registers Raft's invariants with the checkers' registry, each under its own name
+/// (violations read `invariant:raft-<name>`).
+pub fn register_invariants<S: StateMachine>(
+    registry: &mut dst_checkers::oracles::InvariantRegistry<ClusterView<'_, S>>,
+) {
+    registry
+        .register("raft-local", |view: &ClusterView<'_, S>| {
+            view.nodes.iter().try_for_each(|node| check_local(node))
+        })
+        .register("raft-election-safety", |view: &ClusterView<'_, S>| {
+            check_election_safety(&view.nodes)
+        })
+        .register("raft-log-matching", |view: &ClusterView<'_, S>| {
+            check_log_matching(&view.nodes)
+        })
+        .register("raft-leader-completeness", |view: &ClusterView<'_, S>| {
+            check_leader_completeness(&view.nodes)
+        });
+}
+
 /// Remembers leaders per term and committed entries per index across steps, so violations
 /// spread over time (a leader that crashed before the second one rose) are caught.
 #[derive(Clone, Debug, Default)]

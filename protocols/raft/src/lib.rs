@@ -107,6 +107,6 @@ pub mod invariants;
 pub mod message;
 pub mod raft;
 
-pub use invariants::{check_cluster, ClusterMonitor};
+pub use invariants::{check_cluster, register_invariants, ClusterMonitor, ClusterView};
 pub use message::{Entry, LogIndex, RaftMsg, Term};
 pub use raft::{Raft, RaftConfig, RaftTimer, ReadMode, Role, Status};
