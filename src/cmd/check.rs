@@ -126,6 +126,7 @@ fn print_result(file: &Path, result: &FileCheck, args: &Args) {
                     "unknown_reason": p.unknown_reason,
                     "operations": p.operations.len(),
                     "states": p.states,
+                    "steps": p.steps,
                 })
             })
             .collect();
@@ -173,10 +174,12 @@ fn print_result(file: &Path, result: &FileCheck, args: &Args) {
                 .as_deref()
                 .map_or(String::new(), |r| format!(" ({r})"));
             println!(
-                "  partition {:?}: {}{reason}, {} ops",
+                "  partition {:?}: {}{reason}, {} ops, {} states, {} steps",
                 partition.name,
                 partition.verdict.as_str(),
-                partition.operations.len()
+                partition.operations.len(),
+                partition.states,
+                partition.steps
             );
         }
     }

@@ -119,6 +119,8 @@ pub struct PartitionReport {
     pub longest_partial: Vec<(usize, usize)>,
     /// Distinct model states the search met.
     pub states: usize,
+    /// Search steps taken.
+    pub steps: u64,
 }
 
 /// The result of a check.
@@ -149,19 +151,81 @@ pub fn check<M: Model>(
     #[allow(clippy::disallowed_methods)] // the budget is wall time by definition
     let deadline = config.timeout.map(|timeout| Instant::now() + timeout);
     let groups = partitions(model, history, config.partition);
-    let threads = config.threads.clamp(1, groups.len().max(1));
+    let mut reports: Vec<Option<PartitionReport>> = vec![None; groups.len()];
+    // Rounds of growing step budgets over the undecided partitions: an easy illegal partition
+    // is found before a hard one is finished, and which one is found does not depend on
+    // threads or timing. Restarting costs at most a third more steps (the budget quadruples).
+    let mut budget = if groups.len() > 1 {
+        ROUND_STEPS_FIRST
+    } else {
+        u64::MAX
+    };
+    loop {
+        let round_steps = budget.min(config.steps_max);
+        let todo: Vec<usize> = (0..groups.len())
+            .filter(|&index| reports[index].as_ref().is_none_or(|r| retryable(r, config)))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+        for (index, report) in run_round(
+            model,
+            history,
+            &groups,
+            &todo,
+            round_steps,
+            deadline,
+            config,
+        ) {
+            reports[index] = Some(report);
+        }
+        let illegal = reports
+            .iter()
+            .flatten()
+            .any(|report| report.verdict == Verdict::NotLinearizable);
+        if (illegal && !config.all_partitions) || round_steps >= config.steps_max {
+            break;
+        }
+        budget = budget.saturating_mul(4);
+    }
+    let reports = reports
+        .into_iter()
+        .zip(&groups)
+        .map(|(report, (name, members))| report.unwrap_or_else(|| cancelled(name.clone(), members)))
+        .collect();
+    summarise(reports, config)
+}
+
+/// Step budget of the first round when there are several partitions.
+const ROUND_STEPS_FIRST: u64 = 1 << 14;
+
+/// A partition stopped only by a round's step budget is tried again with a larger one.
+fn retryable(report: &PartitionReport, config: &CheckConfig) -> bool {
+    report.verdict == Verdict::Unknown
+        && report.unknown_reason.as_deref() == Some("steps")
+        && report.steps < config.steps_max
+}
+
+/// Checks the partitions `todo` (indices into `groups`) on up to `config.threads` threads.
+fn run_round<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    groups: &[(String, Vec<usize>)],
+    todo: &[usize],
+    steps_max: u64,
+    deadline: Option<Instant>,
+    config: &CheckConfig,
+) -> Vec<(usize, PartitionReport)> {
+    let threads = config.threads.clamp(1, todo.len().max(1));
     let cancel = AtomicUsize::new(usize::MAX);
     let next = AtomicUsize::new(0);
     let memory = config.memory_bytes_max / threads;
     let run = || {
         let mut done = Vec::new();
-        loop {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some((name, members)) = groups.get(index) else {
-                return done;
-            };
+        while let Some(&index) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (name, members) = &groups[index];
             let limits = Limits {
-                steps_max: config.steps_max,
+                steps_max,
                 memory_bytes_max: memory,
                 deadline,
                 cancel_at_or_below: &cancel,
@@ -176,26 +240,21 @@ pub fn check<M: Model>(
             }
             done.push((index, report));
         }
+        done
     };
-    let mut reports: Vec<(usize, PartitionReport)> = if threads == 1 {
-        run()
-    } else {
-        // Threads are fine here: the checker is tooling, and the result does not depend on
-        // which thread checked which partition.
-        #[allow(clippy::disallowed_methods)]
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().expect("checker thread panicked"))
-                .collect()
-        })
-    };
-    reports.sort_by_key(|(index, _)| *index);
-    summarise(
-        reports.into_iter().map(|(_, report)| report).collect(),
-        config,
-    )
+    if threads == 1 {
+        return run();
+    }
+    // Threads are fine here: the checker is tooling, and the result does not depend on which
+    // thread checked which partition.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("checker thread panicked"))
+            .collect()
+    })
 }
 
 fn summarise(mut partitions: Vec<PartitionReport>, config: &CheckConfig) -> CheckReport {
@@ -244,6 +303,7 @@ fn cancelled(name: String, operations: &[usize]) -> PartitionReport {
         partial_linearizations: Vec::new(),
         longest_partial: Vec::new(),
         states: 0,
+        steps: 0,
     }
 }
 
@@ -296,7 +356,7 @@ fn check_partition<M: Model>(
         .collect();
     let mut interner = intern::Interner::new(model, prepared.len());
     let mut partials = Partials::default();
-    let result = search::search(&prepared, &mut interner, limits, &mut partials);
+    let result = search::search(model, &prepared, &mut interner, limits, &mut partials);
     let global = |local: &[u32]| -> Vec<usize> {
         local
             .iter()
@@ -304,6 +364,7 @@ fn check_partition<M: Model>(
             .collect()
     };
     report.states = interner.state_count();
+    report.steps = partials.steps;
     report.unknown_reason = None;
     match result {
         SearchResult::Linearizable { order } => {
@@ -313,7 +374,7 @@ fn check_partition<M: Model>(
         SearchResult::Illegal { prefix, blocked } => {
             report.verdict = Verdict::NotLinearizable;
             report.longest_prefix = global(&prefix);
-            report.failing_operation = Some(prepared[blocked as usize].index);
+            report.failing_operation = prepared.get(blocked as usize).map(|op| op.index);
         }
         SearchResult::Stopped(reason) => {
             report.verdict = Verdict::Unknown;

@@ -42,6 +42,12 @@ pub trait Model: Sync {
         None
     }
 
+    /// True if the operation never changes the state, whatever the state and output (a read).
+    /// The search linearizes such operations eagerly; saying false is always safe.
+    fn is_read_only(&self, _input: &Self::Input) -> bool {
+        false
+    }
+
     /// A short human-readable rendering of an operation, for witnesses and explanations.
     fn describe(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {
         match output {
@@ -116,6 +122,10 @@ impl Model for Register {
     type Output = RegisterOutput;
     type State = Option<i64>;
 
+    fn is_read_only(&self, input: &RegisterInput) -> bool {
+        *input == RegisterInput::Read
+    }
+
     fn init(&self) -> Option<i64> {
         None
     }
@@ -141,6 +151,10 @@ impl Model for CasRegister {
     type Input = RegisterInput;
     type Output = RegisterOutput;
     type State = Option<i64>;
+
+    fn is_read_only(&self, input: &RegisterInput) -> bool {
+        *input == RegisterInput::Read
+    }
 
     fn init(&self) -> Option<i64> {
         None
@@ -231,6 +245,10 @@ impl Model for KeyValue {
                 }
             }
         }
+    }
+
+    fn is_read_only(&self, input: &KvInput) -> bool {
+        input.op == KvOp::Get
     }
 
     fn partition(&self, input: &KvInput) -> Option<String> {

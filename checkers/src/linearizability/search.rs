@@ -14,7 +14,12 @@
 //! - linearizing an unknown operation that leaves the state unchanged is the same as dropping it,
 //!   so it is skipped (this removes every timed-out read);
 //! - unknown operations with equal inputs are interchangeable once both are called, so the
-//!   later-called one is only tried after its earlier twin is linearized.
+//!   later-called one is only tried after its earlier twin is linearized;
+//! - a definite read-only operation (the model says it never changes the state) that may take
+//!   effect now and is legal in the current state is linearized now, as the only choice: in any
+//!   linearization of the rest it can be moved to the front (everything that must precede it is
+//!   already linearized, and it changes nothing), so no other choice needs trying here, and if
+//!   the configuration after it was already explored the current one fails too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -75,12 +80,16 @@ pub struct Partials {
     pub snapshots: Vec<Vec<u32>>,
     /// Per operation: index into `snapshots`, if it was ever linearized.
     pub best: Vec<Option<usize>>,
+    /// Search steps taken.
+    pub steps: u64,
 }
 
 struct Frame {
     op: u32,
     state_before: u32,
     alternative: usize,
+    /// Linearized as the only choice worth trying (a legal read-only operation).
+    forced: bool,
 }
 
 const HEAD: usize = 0;
@@ -188,10 +197,52 @@ impl Position {
     fn order(&self) -> Vec<u32> {
         self.stack.iter().map(|frame| frame.op).collect()
     }
+
+    fn hash_with(&self, words: &[(u64, u64)], op: u32) -> (u64, u64) {
+        let (a, b) = words[op as usize];
+        (self.hash.0 ^ a, self.hash.1 ^ b)
+    }
+
+    fn push(
+        &mut self,
+        op: u32,
+        next: u32,
+        hash: (u64, u64),
+        alternative: usize,
+        forced: bool,
+        events: &mut Events,
+    ) {
+        self.stack.push(Frame {
+            op,
+            state_before: self.state,
+            alternative,
+            forced,
+        });
+        self.state = next;
+        self.hash = hash;
+        self.linearized[op as usize] = true;
+        if events.return_entry[op as usize].is_some() {
+            self.definite_left -= 1;
+        }
+        events.lift(op);
+    }
+
+    fn pop(&mut self, words: &[(u64, u64)], events: &mut Events) -> Option<Frame> {
+        let frame = self.stack.pop()?;
+        events.unlift(frame.op);
+        self.state = frame.state_before;
+        self.hash = self.hash_with(words, frame.op);
+        self.linearized[frame.op as usize] = false;
+        if events.return_entry[frame.op as usize].is_some() {
+            self.definite_left += 1;
+        }
+        Some(frame)
+    }
 }
 
 /// Searches one partition for a linearization.
 pub fn search<M: Model>(
+    model: &M,
     ops: &[Prepared<'_, M>],
     interner: &mut Interner<'_, M>,
     limits: &Limits<'_>,
@@ -211,59 +262,78 @@ pub fn search<M: Model>(
     if limits.explain {
         partials.best = vec![None; ops.len()];
     }
+    let read_only: Vec<bool> = ops
+        .iter()
+        .map(|op| op.ret.is_some() && model.is_read_only(op.input))
+        .collect();
     let mut deepest_block: Option<(usize, u32, Vec<u32>)> = None;
     let mut entry = events.next[HEAD];
     let mut resume = 0usize;
-    let mut steps = 0u64;
+    let mut fresh = true;
+    let mut backtrack = false;
     loop {
         if at.definite_left == 0 {
             return SearchResult::Linearizable { order: at.order() };
         }
-        steps += 1;
-        if steps % CHECK_EVERY == 0 {
-            if let Some(reason) = over_limits(limits, steps, &memo, interner) {
+        partials.steps += 1;
+        if partials.steps % CHECK_EVERY == 0 {
+            if let Some(reason) = over_limits(limits, partials.steps, &memo, interner) {
                 return SearchResult::Stopped(reason);
             }
         }
+        if fresh {
+            fresh = false;
+            // A definite read-only operation that is legal now can be linearized now without
+            // losing any linearization (see the module doc), so it is the only choice tried.
+            if let Some(op) = legal_read_only(ops, &events, &read_only, interner, at.state) {
+                let hash = at.hash_with(&words, op);
+                if memo.insert(key(hash, at.state)) {
+                    at.push(op, at.state, hash, usize::MAX, true, &mut events);
+                    if limits.explain {
+                        record_partial(&at, partials);
+                    }
+                    entry = events.next[HEAD];
+                    fresh = true;
+                } else {
+                    backtrack = true;
+                }
+                continue;
+            }
+        }
         let (op, is_return) = events.kind[entry];
-        if is_return || entry == events.tail() {
+        if backtrack || is_return || entry == events.tail() {
             let depth = at.stack.len();
-            if deepest_block
-                .as_ref()
-                .is_none_or(|(best, _, _)| depth > *best)
+            if !backtrack
+                && deepest_block
+                    .as_ref()
+                    .is_none_or(|(best, _, _)| depth > *best)
             {
                 deepest_block = Some((depth, op, at.order()));
             }
-            let Some(frame) = at.stack.pop() else {
-                let (_, blocked, prefix) = deepest_block.expect("a block was just recorded");
+            let Some(frame) = at.pop(&words, &mut events) else {
+                let Some((_, blocked, prefix)) = deepest_block else {
+                    return SearchResult::Illegal {
+                        prefix: Vec::new(),
+                        blocked: u32::MAX,
+                    };
+                };
                 return SearchResult::Illegal { prefix, blocked };
             };
-            events.unlift(frame.op);
-            at.state = frame.state_before;
-            at.hash = (
-                at.hash.0 ^ words[frame.op as usize].0,
-                at.hash.1 ^ words[frame.op as usize].1,
-            );
-            at.linearized[frame.op as usize] = false;
-            if ops[frame.op as usize].ret.is_some() {
-                at.definite_left += 1;
-            }
+            // Backtracking out of a forced choice backtracks out of its parent as well.
+            backtrack = frame.forced;
             entry = events.call_entry[frame.op as usize];
-            resume = frame.alternative + 1;
+            resume = frame.alternative.wrapping_add(1);
             continue;
         }
         let from = std::mem::take(&mut resume);
         let prepared = &ops[op as usize];
         let definite = prepared.ret.is_some();
-        if twin[op as usize].is_some_and(|t| !at.linearized[t as usize]) {
+        if read_only[op as usize] || twin[op as usize].is_some_and(|t| !at.linearized[t as usize]) {
             entry = events.next[entry];
             continue;
         }
         let successors = interner.step(op, at.state, prepared.input, prepared.output);
-        let hash = (
-            at.hash.0 ^ words[op as usize].0,
-            at.hash.1 ^ words[op as usize].1,
-        );
+        let hash = at.hash_with(&words, op);
         let mut chosen = None;
         for (alternative, &next) in successors.iter().enumerate().skip(from) {
             if !definite && next == at.state {
@@ -278,23 +348,41 @@ pub fn search<M: Model>(
             entry = events.next[entry];
             continue;
         };
-        at.stack.push(Frame {
-            op,
-            state_before: at.state,
-            alternative,
-        });
-        at.state = next;
-        at.hash = hash;
-        at.linearized[op as usize] = true;
-        if definite {
-            at.definite_left -= 1;
-        }
-        events.lift(op);
+        at.push(op, next, hash, alternative, false, &mut events);
         if limits.explain {
             record_partial(&at, partials);
         }
         entry = events.next[HEAD];
+        fresh = true;
     }
+}
+
+/// The first definite read-only operation that may take effect now and is legal in `state`.
+fn legal_read_only<M: Model>(
+    ops: &[Prepared<'_, M>],
+    events: &Events,
+    read_only: &[bool],
+    interner: &mut Interner<'_, M>,
+    state: u32,
+) -> Option<u32> {
+    let mut entry = events.next[HEAD];
+    while entry != events.tail() {
+        let (op, is_return) = events.kind[entry];
+        if is_return {
+            return None;
+        }
+        if read_only[op as usize] {
+            let prepared = &ops[op as usize];
+            if interner
+                .step(op, state, prepared.input, prepared.output)
+                .contains(&state)
+            {
+                return Some(op);
+            }
+        }
+        entry = events.next[entry];
+    }
+    None
 }
 
 fn over_limits<M: Model>(
