@@ -8,6 +8,7 @@
 //!   service; [`service`]: read-only commands; [`digest`]: stable digests (every protocol
 //!   reports commits with [`digest::command_digest`]).
 //! - [`client`]: the simulated client; [`workload`]: command generators.
+//! - `strategies` (feature `proptest`): proptest strategies for workloads and fault plans.
 //! - [`harness`]: observations to client histories and oracle records; all oracles in one call.
 
 pub mod api;
@@ -17,6 +18,8 @@ pub mod harness;
 pub mod kv;
 pub mod service;
 pub mod sessions;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies;
 pub mod workload;
 
 pub use api::{Observation, Reply, Request};
@@ -25,4 +28,4 @@ pub use digest::command_digest;
 pub use kv::{KvCommand, KvOutput, KvStore};
 pub use service::Service;
 pub use sessions::{SessionOutput, Sessions, SESSIONS_MAX};
-pub use workload::{Burst, Draw, KvWorkload, KvWorkloadConfig, Step, Workload};
+pub use workload::{Burst, Draw, KvWorkload, KvWorkloadConfig, ScriptedWorkload, Step, Workload};

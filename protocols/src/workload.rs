@@ -10,7 +10,8 @@
 //! few keys for high contention, a read share, a register variant (one key, get and put
 //! only), and bursts (back-to-back requests, then a pause).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
 
 use dst_sim::decision::{Decide, DecisionKind};
 use dst_sim::{Client, ClientCtx, SeededSource};
@@ -230,6 +231,38 @@ impl Workload for KvWorkload {
             _ => return,
         };
         self.seen.insert(command.key().to_string(), seen);
+    }
+}
+
+/// A fixed list of commands, sent in order with fixed think times: what property tests
+/// generate and shrink. `O` is the output type of the service it drives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptedWorkload<C, O> {
+    steps: VecDeque<Step<C>>,
+    _output: PhantomData<fn(O)>,
+}
+
+impl<C, O> ScriptedWorkload<C, O> {
+    /// A workload sending `steps` in order.
+    pub fn new(steps: Vec<Step<C>>) -> Self {
+        ScriptedWorkload {
+            steps: steps.into(),
+            _output: PhantomData,
+        }
+    }
+
+    /// Steps not sent yet.
+    pub fn remaining(&self) -> usize {
+        self.steps.len()
+    }
+}
+
+impl<C: 'static, O: 'static> Workload for ScriptedWorkload<C, O> {
+    type Command = C;
+    type Output = O;
+
+    fn next_step(&mut self, _draw: &mut dyn Draw) -> Option<Step<C>> {
+        self.steps.pop_front()
     }
 }
 
