@@ -803,3 +803,72 @@ fn restore_rebuilds_the_canonical_model_undoing_local_faults() {
     assert_eq!(repaired.digest(), honest.digest());
     assert_eq!(repaired.model().kernel, Kernel::Canonical);
 }
+
+#[test]
+fn batch_variant_kernel_equals_canonical_only_at_batch_one() {
+    let canonical = Model::new(ModelConfig::hybrid(SEED));
+    let mut variant = Model::new(ModelConfig::hybrid(SEED));
+    variant.kernel = Kernel::BatchVariant;
+    let text = pseudo_text(20, 8);
+    let (mut a, mut b) = (
+        SessionState::new(&canonical.config),
+        SessionState::new(&canonical.config),
+    );
+    canonical.prefill(&mut a, &text);
+    variant.prefill(&mut b, &text);
+    assert_eq!(a, b, "batch of one: no split");
+    let mut c = SessionState::new(&canonical.config);
+    let mut other = SessionState::new(&canonical.config);
+    for &byte in &text {
+        variant.step_batch(&mut [&mut c, &mut other], &[byte, b'z']);
+    }
+    assert_ne!(a, c, "batch of two: the bits depend on the batch");
+}
+
+#[test]
+fn random_command_streams_never_panic_and_replicas_agree() {
+    let mut random = SeededSource::new(99);
+    let mut below = |bound: u64| random.choose(DecisionKind::NodeRandom, bound);
+    let mut config = ServiceConfig::new(ModelConfig::full_attention(SEED, 48));
+    config.sessions_max = 3;
+    config.append_tokens_max = 12;
+    config.generate_tokens_max = 6;
+    let mut replicas = [
+        InferenceService::new(config.clone()),
+        InferenceService::new(config),
+    ];
+    let mut errors = 0;
+    for _ in 0..150 {
+        let session = SessionId(below(6));
+        let command = match below(7) {
+            0 => Command::OpenSession,
+            1 => Command::Append {
+                session,
+                text: (0..below(16)).map(|_| below(256) as u8).collect(),
+            },
+            2 => Command::AppendTokens {
+                session,
+                tokens: (0..below(6)).map(|_| below(300) as u32).collect(),
+            },
+            3 => Command::Generate {
+                session,
+                tokens: below(8) as u32,
+                sampling: Sampling::Sampled {
+                    seed: below(4),
+                    temperature_milli: below(12_000) as u32,
+                },
+            },
+            4 => greedy_command(session, below(8) as u32),
+            5 => Command::ReadDigest { session },
+            _ => Command::Close { session },
+        };
+        let outputs = [replicas[0].apply(&command), replicas[1].apply(&command)];
+        assert_eq!(outputs[0], outputs[1], "{command:?}");
+        errors += matches!(outputs[0], Output::Error(_)) as u32;
+        assert_eq!(replicas[0].digest(), replicas[1].digest());
+    }
+    assert!(
+        errors > 10 && errors < 140,
+        "the stream must exercise both paths: {errors} errors"
+    );
+}
