@@ -14,8 +14,14 @@
 //!   client spin). Upon `Redirect { leader: None }`: back off, then try the next replica.
 //! - Upon the attempt's timeout: resend to the believed leader if it was not the silent one,
 //!   else to the next replica in id order.
-//! - After `attempts_max` sends, or `give_up_ns` since the first send: record `Abandon` (the
-//!   request may or may not take effect) and move on.
+//! - After `timeouts_max` unanswered attempts, or `give_up_ns` since the first send: record
+//!   `Abandon` (the request may or may not take effect) and move on. Redirects do not count
+//!   as timeouts: a cluster electing a leader answers quickly, and giving up then would only
+//!   blur the history.
+//!
+//! Patience, `min(give_up_ns, timeouts_max * attempt_timeout_ns)` (10 s by default), should be
+//! at least the liveness oracle's bound: a request abandoned before its liveness deadline is
+//! left unjudged.
 //! - Replies for other sequences and timers of earlier attempts are ignored.
 
 use std::marker::PhantomData;
@@ -30,8 +36,8 @@ use crate::workload::Workload;
 pub struct ClientConfig {
     /// How long one attempt waits for a reply.
     pub attempt_timeout_ns: u64,
-    /// Sends of one request (first send included) before abandoning it.
-    pub attempts_max: u32,
+    /// Unanswered attempts of one request before abandoning it.
+    pub timeouts_max: u32,
     /// Time since the first send after which the request is abandoned.
     pub give_up_ns: u64,
     /// Wait before retrying after a redirect that does not help.
@@ -42,7 +48,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             attempt_timeout_ns: 100 * MS,
-            attempts_max: 50,
+            timeouts_max: 100,
             give_up_ns: 10 * SEC,
             redirect_backoff_ns: 10 * MS,
         }
@@ -68,8 +74,10 @@ pub struct ClientStats {
 pub enum ClientTimer {
     /// Think time is over: send the queued command.
     Think,
-    /// Attempt `attempt` of request `sequence` timed out (or its back-off ended).
+    /// Attempt `attempt` of request `sequence` timed out.
     Retry { sequence: u64, attempt: u32 },
+    /// The back-off after a redirect of attempt `attempt` of request `sequence` ended.
+    Backoff { sequence: u64, attempt: u32 },
 }
 
 /// The request in flight.
@@ -78,9 +86,11 @@ struct Outstanding<C> {
     sequence: u64,
     command: C,
     first_sent_ns: u64,
-    /// Sends so far (first send included).
-    // invariant: 1 <= attempts <= attempts_max
+    /// Sends so far (first send included); names the live timer.
     attempts: u32,
+    /// Attempts that timed out.
+    // invariant: timeouts <= timeouts_max
+    timeouts: u32,
     target: NodeId,
     timer: TimerId,
     redirects_in_a_row: u32,
@@ -103,7 +113,10 @@ pub struct SimClient<N, W: Workload> {
 impl<N, W: Workload> SimClient<N, W> {
     /// A client running `workload` with retry policy `config`.
     pub fn new(config: ClientConfig, workload: W) -> Self {
-        assert!(config.attempts_max >= 1, "a client must send at least once");
+        assert!(
+            config.timeouts_max >= 1,
+            "a client must wait for at least one attempt"
+        );
         assert!(
             config.attempt_timeout_ns > 0,
             "attempt timeout must be positive"
@@ -190,6 +203,7 @@ where
             command,
             first_sent_ns: ctx.now_ns(),
             attempts: 1,
+            timeouts: 0,
             target,
             timer,
             redirects_in_a_row: 0,
@@ -203,7 +217,7 @@ where
         };
         ctx.cancel_timer(outstanding.timer);
         let elapsed_ns = ctx.now_ns().saturating_sub(outstanding.first_sent_ns);
-        if outstanding.attempts >= self.config.attempts_max || elapsed_ns >= self.config.give_up_ns
+        if outstanding.timeouts >= self.config.timeouts_max || elapsed_ns >= self.config.give_up_ns
         {
             self.stats.abandoned += 1;
             ctx.observe(Observation::Abandon {
@@ -241,7 +255,7 @@ where
             ctx.cancel_timer(outstanding.timer);
             outstanding.timer = ctx.set_timer(
                 backoff_ns,
-                ClientTimer::Retry {
+                ClientTimer::Backoff {
                     sequence: outstanding.sequence,
                     attempt: outstanding.attempts,
                 },
@@ -294,6 +308,26 @@ where
                 self.back_off(ctx);
             }
         }
+    }
+
+    /// True when a timer names the attempt in flight (older timers are ignored).
+    fn is_live(&self, sequence: u64, attempt: u32) -> bool {
+        self.outstanding.as_ref().is_some_and(|outstanding| {
+            outstanding.sequence == sequence && outstanding.attempts == attempt
+        })
+    }
+
+    /// Sends the outstanding request again, where [`Self::retry_target`] says.
+    fn retry(&mut self, ctx: &mut ClientCtx<'_, Self>) {
+        let Some(failed) = self
+            .outstanding
+            .as_ref()
+            .map(|outstanding| outstanding.target)
+        else {
+            return;
+        };
+        let target = self.retry_target(ctx, failed);
+        self.resend(ctx, target);
     }
 
     /// Where a retry goes: the believed leader unless it is the one that just failed us,
@@ -351,15 +385,17 @@ where
                 }
             }
             ClientTimer::Retry { sequence, attempt } => {
-                let Some(outstanding) = self.outstanding.as_ref() else {
-                    return;
-                };
-                if outstanding.sequence != sequence || outstanding.attempts != attempt {
-                    return;
+                if self.is_live(sequence, attempt) {
+                    if let Some(outstanding) = self.outstanding.as_mut() {
+                        outstanding.timeouts += 1;
+                    }
+                    self.retry(ctx);
                 }
-                let failed = outstanding.target;
-                let target = self.retry_target(ctx, failed);
-                self.resend(ctx, target);
+            }
+            ClientTimer::Backoff { sequence, attempt } => {
+                if self.is_live(sequence, attempt) {
+                    self.retry(ctx);
+                }
             }
         }
     }

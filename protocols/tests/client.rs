@@ -43,6 +43,7 @@ struct Driver {
     /// Timers set and not cancelled, with their payloads.
     timers: Vec<(TimerId, ClientTimer)>,
     observations: Vec<Observation<KvCommand, KvOutput>>,
+    last_target: Option<NodeId>,
 }
 
 const NODES: u32 = 3;
@@ -63,6 +64,7 @@ impl Driver {
             now_ns: 0,
             timers: Vec::new(),
             observations: Vec::new(),
+            last_target: None,
         }
     }
 
@@ -83,7 +85,10 @@ impl Driver {
         let mut sent = Vec::new();
         for effect in effects {
             match effect {
-                ClientEffect::Send { to, request } => sent.push((to, request)),
+                ClientEffect::Send { to, request } => {
+                    self.last_target = Some(to);
+                    sent.push((to, request))
+                }
                 ClientEffect::SetTimer { id, timer, .. } => self.timers.push((id, timer)),
                 ClientEffect::CancelTimer { id } => self.timers.retain(|(known, _)| *known != id),
                 ClientEffect::Observe(observation) => self.observations.push(observation),
@@ -105,7 +110,12 @@ impl Driver {
         let retries: Vec<ClientTimer> = self
             .timers
             .iter()
-            .filter(|(_, timer)| matches!(timer, ClientTimer::Retry { .. }))
+            .filter(|(_, timer)| {
+                matches!(
+                    timer,
+                    ClientTimer::Retry { .. } | ClientTimer::Backoff { .. }
+                )
+            })
             .map(|(_, timer)| timer.clone())
             .collect();
         assert_eq!(
@@ -117,6 +127,11 @@ impl Driver {
         self.now_ns += 100 * MS;
         let timer = retries[0].clone();
         self.step(|client, ctx| client.on_timer(ctx, timer))
+    }
+
+    /// Where the last request went.
+    fn client_target(&self) -> NodeId {
+        self.last_target.expect("something was sent")
     }
 
     fn invokes(&self) -> Vec<u64> {
@@ -222,14 +237,26 @@ fn a_redirect_without_a_leader_backs_off_then_tries_the_next_replica() {
 }
 
 #[test]
-fn the_client_abandons_after_its_attempts_and_moves_on() {
+fn the_client_abandons_after_its_timeouts_and_moves_on() {
     let config = ClientConfig {
-        attempts_max: 3,
+        timeouts_max: 3,
         ..ClientConfig::default()
     };
     let mut driver = Driver::new(2, config);
     driver.start();
     assert_eq!(driver.fire_retry()[0].1.sequence, 1);
+    // Redirects in between do not use up the client's patience.
+    for _ in 0..5 {
+        let target = driver.client_target();
+        driver.reply(
+            target,
+            Reply::Redirect {
+                sequence: 1,
+                leader: None,
+            },
+        );
+        assert_eq!(driver.fire_retry()[0].1.sequence, 1);
+    }
     assert_eq!(driver.fire_retry()[0].1.sequence, 1);
     let next = driver.fire_retry();
     assert!(driver.observations.contains(&Observation::Abandon {

@@ -22,7 +22,8 @@ use super::{Collector, Property, Violation};
 pub struct LivenessInput {
     /// When faults stopped (the network healed, crashed nodes restarted).
     pub quiet_start_ns: u64,
-    /// Time a request has, from `max(invoke, quiet_start)`, to complete.
+    /// Time a request has, from `max(invoke, quiet_start)`, to complete. Keep it at most the
+    /// clients' patience: a request its client abandons before the deadline is unjudged.
     pub bound_ns: u64,
     /// When the run ended.
     pub end_ns: u64,
