@@ -246,3 +246,66 @@ pub fn state_hash(state: &SessionState) -> u64 {
     state.encode(&mut hasher);
     hasher.finish()
 }
+
+/// How a silent bit flip in session state shows: at once in the digest, and in the generated
+/// tokens only after some tokens, or never.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptionReport {
+    pub trials: u32,
+    /// Trials whose flip changed the service digest immediately.
+    pub digest_detected: u32,
+    /// For trials whose greedy output diverged within the horizon: tokens until it did
+    /// (1 = the very next token).
+    pub tokens_to_visible: Vec<u32>,
+    /// Trials whose output never diverged within `horizon_tokens`.
+    pub never_visible: u32,
+    pub horizon_tokens: u32,
+}
+
+/// Flips one random bit of one random float of a session's state after a prompt, then decodes
+/// `horizon_tokens` greedy tokens on the corrupted and an honest copy, one at a time.
+pub fn corruption_visibility(
+    config: &ModelConfig,
+    trials: u32,
+    horizon_tokens: u32,
+    seed: u64,
+) -> CorruptionReport {
+    use crate::service::{Command, InferenceService, Output, ServiceConfig, SessionId};
+    use dst_sim::StateMachine;
+    let mut honest = InferenceService::new(ServiceConfig::new(config.clone()));
+    let session = SessionId(0);
+    honest.apply(&Command::OpenSession);
+    honest.apply(&Command::Append {
+        session,
+        text: pseudo_text(64, seed),
+    });
+    let mut random = SeededSource::new(seed);
+    let mut report = CorruptionReport {
+        trials,
+        digest_detected: 0,
+        tokens_to_visible: Vec::new(),
+        never_visible: 0,
+        horizon_tokens,
+    };
+    let next = |replica: &mut InferenceService| match replica.apply(&Command::Generate {
+        session,
+        tokens: 1,
+        sampling: Sampling::Greedy,
+    }) {
+        Output::Generated { tokens, .. } => tokens,
+        other => panic!("corruption_visibility: generate failed: {other:?}"),
+    };
+    for _ in 0..trials {
+        let (mut clean, mut corrupted) = (honest.clone(), honest.clone());
+        let float = below(&mut random, u64::MAX);
+        let bit = below(&mut random, 32) as u8;
+        corrupted.fault_flip_session_bit(session, float, bit);
+        report.digest_detected += (corrupted.digest() != clean.digest()) as u32;
+        let visible = (1..=horizon_tokens).find(|_| next(&mut clean) != next(&mut corrupted));
+        match visible {
+            Some(tokens) => report.tokens_to_visible.push(tokens),
+            None => report.never_visible += 1,
+        }
+    }
+    report
+}

@@ -872,3 +872,21 @@ fn random_command_streams_never_panic_and_replicas_agree() {
         "the stream must exercise both paths: {errors} errors"
     );
 }
+
+#[test]
+fn corruption_visibility_counts_digest_detection_and_token_lag() {
+    let report = crate::experiment::corruption_visibility(&ModelConfig::hybrid(SEED), 12, 8, 5);
+    assert_eq!(report.trials, 12);
+    assert_eq!(
+        report.tokens_to_visible.len() as u32 + report.never_visible,
+        12
+    );
+    assert!(
+        report.digest_detected >= 11,
+        "a flip changes the state bytes: {report:?}"
+    );
+    assert!(
+        report.never_visible > 0,
+        "low mantissa flips do not reach the tokens: {report:?}"
+    );
+}
