@@ -25,6 +25,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Run many seeds and summarise the violations found.
     Explore(cmd::explore::Args),
+    /// Shrink a failing seed to a minimal decision trace.
+    Shrink(cmd::shrink::Args),
     /// Check histories for linearizability.
     Check(cmd::check::Args),
     /// Benchmarks.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::main(args),
         Command::Explore(args) => cmd::explore::main(args),
         Command::Check(args) => cmd::check::main(args),
+        Command::Shrink(args) => cmd::shrink::main(args),
         Command::Bench(BenchCommand::Pingpong(args)) => cmd::bench_pingpong::main(args),
         Command::Bench(BenchCommand::Check(args)) => cmd::bench_check::main(args),
         Command::Bench(BenchCommand::Inference(args)) => cmd::bench_inference::main(args),

@@ -8,6 +8,7 @@ pub mod bench_pingpong;
 pub mod check;
 pub mod explore;
 pub mod run;
+pub mod shrink;
 
 /// Exit code for a run where every check passed.
 pub const EXIT_OK: u8 = 0;

@@ -1,0 +1,80 @@
+//! `dst shrink`: minimise a failing seed's decision trace and save it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dst::runner::{self, RunSpec};
+use dst::shrink::{event_summary, shrink};
+
+/// Arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, default_value = "raft")]
+    protocol: String,
+    #[arg(long, env = "DST_SEED")]
+    seed: u64,
+    #[arg(long, default_value = "light")]
+    profile: String,
+    #[arg(long, default_value_t = 5)]
+    nodes: u32,
+    #[arg(long, default_value_t = 3)]
+    clients: u32,
+    #[arg(long, default_value_t = 200)]
+    ops: u64,
+    /// Replays to try at most.
+    #[arg(long, default_value_t = 400)]
+    attempts: u32,
+    /// Where to write the shrunk trace.
+    #[arg(long, default_value = "shrunk.trace")]
+    out: PathBuf,
+    /// Also keep the shrunk failure as an entry of this corpus folder (e.g. seeds/).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// A note for the corpus entry.
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+/// Entry point.
+pub fn main(args: Args) -> ExitCode {
+    let mut spec = RunSpec::new(&args.protocol, args.seed, &args.profile);
+    spec.nodes = args.nodes;
+    spec.clients = args.clients;
+    spec.ops = args.ops;
+    if let Err(error) = runner::validate(&spec) {
+        return super::bad_input(error);
+    }
+    let shrunk = match shrink(&spec, args.attempts) {
+        Ok(shrunk) => shrunk,
+        Err(error) => return super::bad_input(error),
+    };
+    if let Err(error) = shrunk.trace.write_atomic(&args.out) {
+        return super::bad_input(error);
+    }
+    println!(
+        "shrunk [{}] in {} replays: events {} -> {}, decisions {} -> {} ({} -> {} non-zero), faults {} -> {}",
+        shrunk.signature,
+        shrunk.attempts,
+        shrunk.events_before,
+        shrunk.events_after,
+        shrunk.decisions_before,
+        shrunk.decisions_after,
+        shrunk.nonzero_before,
+        shrunk.nonzero_after,
+        shrunk.faults_before,
+        shrunk.faults_after
+    );
+    println!("{}", event_summary(&shrunk.outcome));
+    println!(
+        "replay: {} --replay {}",
+        shrunk.outcome.spec.command(),
+        args.out.display()
+    );
+    if let Some(dir) = &args.corpus {
+        match dst::corpus::save(dir, &shrunk.outcome, &shrunk.trace, &args.note) {
+            Ok(path) => println!("kept: {}", path.display()),
+            Err(error) => return super::bad_input(error),
+        }
+    }
+    ExitCode::from(super::EXIT_VIOLATION)
+}

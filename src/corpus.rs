@@ -1,0 +1,150 @@
+//! The failing-seed corpus in `seeds/`: one JSON entry per kept failure, beside its shrunk
+//! decision trace. `cargo test` replays every entry (tests/corpus.rs). An entry whose bug was
+//! fixed stays as a regression: its `expected` turns to "ok" and it must then pass.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{self, RunOutcome, RunSpec};
+use dst_sim::trace::write_atomic;
+use dst_sim::Trace;
+
+/// One corpus entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub protocol: String,
+    pub profile: String,
+    pub nodes: u32,
+    pub clients: u32,
+    pub ops: u64,
+    pub seed: u64,
+    pub plan: Option<String>,
+    pub quiet_at_ms: u64,
+    pub end_ms: u64,
+    /// The property the failure broke when it was found.
+    pub signature: String,
+    /// "violation" while the bug is open; "ok" once fixed (a regression that must pass).
+    pub expected: String,
+    /// What the failure is, and what fixed it.
+    pub note: String,
+    /// The dst version that recorded the entry.
+    pub dst_version: String,
+    /// The shrunk trace, relative to the entry's folder.
+    pub trace: String,
+}
+
+impl Entry {
+    /// The run this entry replays.
+    pub fn spec(&self, trace: Trace) -> RunSpec {
+        let mut spec = RunSpec::new(&self.protocol, self.seed, &self.profile);
+        spec.nodes = self.nodes;
+        spec.clients = self.clients;
+        spec.ops = self.ops;
+        spec.plan = self.plan.clone();
+        spec.quiet_at_ms = self.quiet_at_ms;
+        spec.end_ms = self.end_ms;
+        spec.replay = Some(trace);
+        spec
+    }
+}
+
+/// Saves a shrunk failure as `<dir>/<name>.json` and `<dir>/<name>.trace`, atomically.
+pub fn save(
+    dir: &Path,
+    outcome: &RunOutcome,
+    trace: &Trace,
+    note: &str,
+) -> Result<PathBuf, String> {
+    let spec = &outcome.spec;
+    let signature = outcome
+        .violations
+        .first()
+        .map(|v| v.property.clone())
+        .ok_or("the run did not fail: nothing to keep")?;
+    let name = format!(
+        "{}-{}-{}-seed{}",
+        spec.protocol,
+        spec.profile,
+        signature.replace(':', "_"),
+        spec.seed
+    );
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let entry = Entry {
+        protocol: spec.protocol.clone(),
+        profile: spec.profile.clone(),
+        nodes: spec.nodes,
+        clients: spec.clients,
+        ops: spec.ops,
+        seed: spec.seed,
+        plan: spec.plan.clone(),
+        quiet_at_ms: spec.quiet_at_ms,
+        end_ms: spec.end_ms,
+        signature,
+        expected: "violation".into(),
+        note: note.to_string(),
+        dst_version: env!("CARGO_PKG_VERSION").to_string(),
+        trace: format!("{name}.trace"),
+    };
+    // The trace first: an entry never points at a missing trace, even if killed in between.
+    trace.write_atomic(&dir.join(&entry.trace))?;
+    let json = serde_json::to_string_pretty(&entry).expect("entry serialises");
+    let path = dir.join(format!("{name}.json"));
+    write_atomic(&path, format!("{json}\n").as_bytes())?;
+    Ok(path)
+}
+
+/// Every `*.json` entry in `dir`, in name order; each either parsed or an error naming it.
+pub fn load_all(dir: &Path) -> Vec<(PathBuf, Result<(Entry, Trace), String>)> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(read) => read
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let loaded = load(&path);
+            (path, loaded)
+        })
+        .collect()
+}
+
+fn load(path: &Path) -> Result<(Entry, Trace), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entry: Entry = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: malformed entry: {e}", path.display()))?;
+    let trace_path = path.parent().unwrap_or(Path::new(".")).join(&entry.trace);
+    let trace = Trace::read(&trace_path)?;
+    Ok((entry, trace))
+}
+
+/// Replays an entry; Ok(description) if it behaves as expected, Err(why) otherwise.
+pub fn check(entry: &Entry, trace: Trace) -> Result<String, String> {
+    let spec = entry.spec(trace);
+    let outcome = runner::run(&spec)?;
+    let broke = outcome
+        .violations
+        .iter()
+        .any(|v| v.property == entry.signature);
+    match (
+        entry.expected.as_str(),
+        broke,
+        outcome.violations.is_empty(),
+    ) {
+        ("violation", true, _) => Ok(format!("still fails with [{}] (open)", entry.signature)),
+        ("ok", _, true) => Ok("passes (fixed; kept as a regression)".into()),
+        ("violation", false, _) => {
+            Err(format!(
+            "expected [{}] but the replay gave {:?}: if the bug is fixed, set \"expected\": \"ok\"",
+            entry.signature,
+            outcome.violations.iter().map(|v| &v.property).collect::<Vec<_>>()
+        ))
+        }
+        ("ok", _, false) => Err(format!("regression: {:?}", outcome.violations)),
+        (other, _, _) => Err(format!("unknown expected verdict '{other}'")),
+    }
+}
