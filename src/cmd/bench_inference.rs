@@ -15,6 +15,10 @@
 //! at 16K; `--prefill-real-max 16384` uses a real prefill, about 75 s of CPU). Which contexts
 //! were synthetic is reported.
 //!
+//! Last, silent state corruption: a random bit flip in a session's state, after which an honest
+//! and a corrupted copy decode side by side: the digest differs at once, the tokens later or
+//! never (why replicas compare state digests, not only outputs).
+//!
 //! Decode tokens/s is `1 / median per-token latency` (the machine is shared; a mean over all
 //! steps is reported too as `decode_tokens_per_sec_mean`).
 //!
@@ -24,7 +28,9 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dst_inference::experiment::{pseudo_text, reproducibility, state_bytes, synthetic_state};
+use dst_inference::experiment::{
+    corruption_visibility, pseudo_text, reproducibility, state_bytes, synthetic_state,
+};
 use dst_inference::{Kernel, Model, ModelConfig, Sampling, SessionState};
 use serde_json::{json, Value};
 
@@ -161,7 +167,10 @@ pub fn main(args: Args) -> ExitCode {
         elapsed(|| reproducibility(&config, Kernel::Canonical, &prompt, 16, runs, args.seed));
     let (control, _) =
         elapsed(|| reproducibility(&config, Kernel::BatchVariant, &prompt, 16, runs, args.seed));
-    let report = report_json(&points, &contexts, &canonical, &control, canonical_time);
+    let trials = if args.quick { 50 } else { 200 };
+    let corruption = corruption_visibility(&config, trials, 64, args.seed);
+    let mut report = report_json(&points, &contexts, &canonical, &control, canonical_time);
+    report["silent_state_corruption"] = corruption_json(&corruption);
     if args.json {
         println!(
             "{}",
@@ -231,6 +240,22 @@ fn report_json(
     })
 }
 
+/// A random bit flip in session state: caught by the digest at once; how long until the
+/// greedy tokens differ, if ever within the horizon.
+fn corruption_json(report: &dst_inference::experiment::CorruptionReport) -> Value {
+    let mut lags = report.tokens_to_visible.clone();
+    lags.sort_unstable();
+    json!({
+        "trials": report.trials,
+        "digest_detected_at_once": report.digest_detected,
+        "visible_in_tokens_within_horizon": lags.len(),
+        "never_visible_within_horizon": report.never_visible,
+        "horizon_tokens": report.horizon_tokens,
+        "tokens_to_visible_p50": lags.get(lags.len() / 2),
+        "tokens_to_visible_max": lags.last(),
+    })
+}
+
 fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
@@ -246,6 +271,10 @@ fn print_point(name: &str, context: u64, point: &Point) {
 }
 
 fn print_summary(report: &Value) {
+    println!(
+        "silent state corruption: {}",
+        report["silent_state_corruption"]
+    );
     println!(
         "hybrid vs full attention: {}x at 4K, {}x at 16K; hybrid state constant beyond the window: {}",
         report["speedup_vs_full_attention_4k"],
