@@ -188,6 +188,17 @@ impl RunFacts {
     }
 }
 
+impl RunFacts {
+    /// The facts of an engine run of a crash-fault-tolerant cluster of `nodes` that healed at
+    /// the summary's quiet start, with the invariant failures the engine collected.
+    pub fn from_summary(nodes: u32, summary: &dst_sim::RunSummary) -> Self {
+        RunFacts {
+            engine_invariant_failures: summary.invariant_failures.clone(),
+            ..RunFacts::crash_fault_tolerant(nodes, summary.quiet_at_ns, summary.virtual_ns)
+        }
+    }
+}
+
 /// Everything the oracles found.
 #[derive(Clone, Debug, Default)]
 pub struct RunVerdict {

@@ -12,7 +12,7 @@ use dst_protocols::{
 };
 use dst_sim::{
     parse_plan, ClientId, FaultProfile, Node, NodeCtx, NodeId, SeededSource, Sim, SimConfig,
-    StateMachine, SEC,
+    StateMachine, MS, SEC,
 };
 
 /// How the replica misbehaves, if at all.
@@ -21,6 +21,8 @@ enum Flaw {
     None,
     /// Non-primary replicas answer reads from their own (empty) store.
     LocalReads,
+    /// The primary stops serving after the quiet phase starts.
+    Silent,
 }
 
 /// Node 0 executes every request at once (its log is in memory, so it does not survive a
@@ -90,6 +92,9 @@ impl Node for Primary {
             "a request comes from its own client"
         );
         if ctx.id() == NodeId(0) {
+            if self.flaw == Flaw::Silent && ctx.now_ns() >= QUIET_AT_NS {
+                return ctx.ignore("deliberately silent primary");
+            }
             return self.execute(ctx, request);
         }
         let sequence = request.sequence;
@@ -108,6 +113,7 @@ type KvClient = SimClient<Primary, KvWorkload>;
 
 const NODES: u32 = 3;
 const CLIENTS: u32 = 3;
+const QUIET_AT_NS: u64 = 50 * MS;
 
 /// The oracles' verdict, requests still open per client, and retries over all clients.
 fn run(seed: u64, flaw: Flaw, plan: &str, requests: u64) -> (RunVerdict, Vec<usize>, u64) {
@@ -115,7 +121,7 @@ fn run(seed: u64, flaw: Flaw, plan: &str, requests: u64) -> (RunVerdict, Vec<usi
     let profile = FaultProfile::named("none", &mut decisions).expect("known profile");
     let mut config = SimConfig::new(NODES, CLIENTS, profile);
     config.plan = parse_plan(plan).expect("valid plan");
-    config.quiet_at_ns = SEC;
+    config.quiet_at_ns = QUIET_AT_NS;
     config.end_ns = 20 * SEC;
     let clients: Vec<KvClient> = (0..CLIENTS)
         .map(|client| {
@@ -129,8 +135,7 @@ fn run(seed: u64, flaw: Flaw, plan: &str, requests: u64) -> (RunVerdict, Vec<usi
     let observations = sim.take_observations();
     let facts = RunFacts {
         liveness_bound_ns: 5 * SEC,
-        engine_invariant_failures: summary.invariant_failures.clone(),
-        ..RunFacts::crash_fault_tolerant(NODES, summary.quiet_at_ns, summary.virtual_ns)
+        ..RunFacts::from_summary(NODES, &summary)
     };
     let verdict = check_kv_run(&observations, &facts, &CheckConfig::default());
     let retries = (0..CLIENTS)
@@ -169,7 +174,7 @@ fn a_correct_replica_passes_every_oracle() {
 
 #[test]
 fn a_crashed_secondary_costs_retries_not_requests() {
-    let (verdict, pending, retries) = run(5, Flaw::None, "at 1ms crash 1; at 1500ms restart 1", 20);
+    let (verdict, pending, retries) = run(5, Flaw::None, "at 1ms crash 1; at 40ms restart 1", 20);
     assert!(verdict.is_clean(), "{:#?}", verdict.violations);
     assert_eq!(pending, [0, 0, 0]);
     assert!(retries > 0, "no client ever met the crashed replica");
@@ -187,11 +192,28 @@ fn local_reads_from_a_stale_replica_are_caught() {
 #[test]
 fn a_primary_that_forgets_its_log_on_crash_is_caught() {
     // Node 0 loses its in-memory log at the crash and reuses slot numbers after the restart.
-    let (verdict, _, _) = run(3, Flaw::None, "at 200ms crash 0; at 300ms restart 0", 40);
+    let (verdict, _, _) = run(3, Flaw::None, "at 40ms crash 0; at 45ms restart 0", 40);
+    assert!(verdict.linearizability.is_some());
     let kinds = kinds(&verdict);
     assert!(
         kinds.contains(&Property::Agreement),
         "{:#?}",
+        verdict.violations
+    );
+}
+
+#[test]
+fn a_primary_that_stops_serving_in_the_quiet_phase_is_caught() {
+    let (verdict, _, _) = run(1, Flaw::Silent, "", 40);
+    assert!(
+        kinds(&verdict).contains(&Property::Liveness),
+        "{:#?} {:#?}",
+        verdict.violations,
+        verdict.liveness
+    );
+    assert!(
+        !kinds(&verdict).contains(&Property::Agreement),
+        "a silent primary breaks no safety property: {:#?}",
         verdict.violations
     );
 }
