@@ -59,3 +59,15 @@ fn raft_clocks() {
 fn raft_storage() {
     run_profile("raft", "storage", 8);
 }
+
+#[test]
+fn raft_runs_are_deterministic_on_a_sample_of_seeds() {
+    for seed in seeds_from_env(3) {
+        for profile in ["heavy", "swarm"] {
+            let mut spec = RunSpec::new("raft", seed, profile);
+            spec.ops = 60;
+            let result = runner::check_run_determinism(&spec).expect("valid spec");
+            assert!(result.is_ok(), "seed {seed} under {profile}: {}", result.unwrap_err());
+        }
+    }
+}
