@@ -223,13 +223,31 @@ impl Session {
 }
 
 /// The replicated inference service.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct InferenceService {
     pub(crate) config: ServiceConfig,
     /// Local, not replicated: weights and kernel (faults may change them).
     pub(crate) model: Arc<Model>,
     pub(crate) next_session: u64,
     pub(crate) sessions: im::OrdMap<SessionId, Arc<Session>>,
+}
+
+/// Short on purpose: sessions hold tens of KiB of floats each, so traces show ids and digests.
+impl std::fmt::Debug for InferenceService {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sessions: Vec<(u64, u64, String)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (id.0, s.state.position, format!("{:016x}", s.digest)))
+            .collect();
+        formatter
+            .debug_struct("InferenceService")
+            .field("config", &self.config)
+            .field("kernel", &self.model.kernel)
+            .field("next_session", &self.next_session)
+            .field("sessions (id, position, digest)", &sessions)
+            .finish()
+    }
 }
 
 impl InferenceService {

@@ -544,6 +544,12 @@ fn clone_shares_sessions_and_rollback_restores_the_digest() {
         Arc::ptr_eq(untouched.0.unwrap(), untouched.1.unwrap()),
         "only the touched session is copied"
     );
+    let shown = format!("{speculative:?}");
+    assert!(
+        shown.len() < 1000,
+        "Debug must stay short: {} bytes",
+        shown.len()
+    );
     let rolled_back = speculative;
     assert_eq!(
         rolled_back.digest(),
