@@ -29,7 +29,7 @@ impl<S: StateMachine> Raft<S> {
                         Out::Reply(client, reply) => ctx.reply(client, reply),
                     }
                 }
-                if wrote {
+                if wrote && self.wants_persisted_note() {
                     // Leaves only once the sync completed: when it arrives, the writes are
                     // durable.
                     let note = Persisted {
@@ -54,6 +54,15 @@ impl<S: StateMachine> Raft<S> {
                 }
             }
         }
+    }
+
+    /// Who needs to learn what is durable: a leader (it counts itself towards commits only up
+    /// to its durable log), a recovering node (it may vote freely once its rebuilt log is
+    /// durable), and a node with a new snapshot (it deletes the log below it once durable).
+    fn wants_persisted_note(&self) -> bool {
+        self.role == Role::Leader
+            || self.recovery_exit_at.is_some()
+            || self.written_snapshot.0 > self.durable_snapshot.0
     }
 
     /// Writes whatever is dirty. Returns whether anything was written.
