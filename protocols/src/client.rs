@@ -388,6 +388,7 @@ where
                 if self.is_live(sequence, attempt) {
                     if let Some(outstanding) = self.outstanding.as_mut() {
                         outstanding.timeouts += 1;
+                        outstanding.redirects_in_a_row = 0;
                     }
                     self.retry(ctx);
                 }
