@@ -143,6 +143,9 @@ fn measure(model: &Model, context: u64, real: bool, steps: usize) -> Point {
 
 /// Entry point.
 pub fn main(args: Args) -> ExitCode {
+    if args.runs == Some(0) {
+        return super::bad_input("--runs must be at least 1");
+    }
     let contexts: Vec<u64> = if args.quick {
         vec![64, 1024, 4096, 16_384]
     } else {
