@@ -308,7 +308,9 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     config: SimConfig,
     now_ns: u64,
     sequence: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    // invariant: each key is `pack_key(time, sequence, slot)`; ordering keys orders events by
+    // (time, sequence), and sequences are unique.
+    queue: BinaryHeap<Reverse<u128>>,
     slab: Vec<Option<Event<N, C>>>,
     free_slots: Vec<u32>,
     nodes: Vec<NodeSlot<N, C>>,
@@ -1033,12 +1035,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse((time_ns, self.sequence, slot)));
+        self.queue.push(Reverse(pack_key(time_ns, self.sequence, slot)));
         self.sequence += 1;
     }
 
     fn pop(&mut self) -> Option<(u64, Event<N, C>)> {
-        let Reverse((time_ns, sequence, slot)) = self.queue.pop()?;
+        let (time_ns, sequence, slot) = unpack_key(self.queue.pop()?.0);
         let slot = match self.config.tie_break {
             TieBreak::Fifo => slot,
             TieBreak::Decide => self.choose_among_ties(time_ns, sequence, slot),
@@ -1054,7 +1056,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     /// The others go back with their original sequence numbers, so their order is kept.
     fn choose_among_ties(&mut self, time_ns: u64, sequence: u64, first: u32) -> u32 {
         let mut ties = vec![(sequence, first)];
-        while let Some(Reverse((next_ns, next_sequence, slot))) = self.queue.peek().copied() {
+        while let Some(&Reverse(key)) = self.queue.peek() {
+            let (next_ns, next_sequence, slot) = unpack_key(key);
             if next_ns != time_ns {
                 break;
             }
@@ -1064,7 +1067,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         let chosen = self.decider.below(DecisionKind::Tie, ties.len() as u64) as usize;
         let (_, slot) = ties.remove(chosen);
         for (other_sequence, other) in ties {
-            self.queue.push(Reverse((time_ns, other_sequence, other)));
+            self.queue.push(Reverse(pack_key(time_ns, other_sequence, other)));
         }
         slot
     }
@@ -1419,6 +1422,23 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             delta_ns: delta,
         });
     }
+}
+
+const SLOT_BITS: u32 = 24;
+const SEQUENCE_BITS: u32 = 40;
+
+/// Packs an event's queue key into one integer, so the heap compares and moves 16 bytes.
+#[inline]
+fn pack_key(time_ns: u64, sequence: u64, slot: u32) -> u128 {
+    assert!(slot < 1 << SLOT_BITS, "more than 2^24 events pending at once");
+    assert!(sequence < 1 << SEQUENCE_BITS, "more than 2^40 events scheduled in one run");
+    ((time_ns as u128) << 64) | ((sequence as u128) << SLOT_BITS) | slot as u128
+}
+
+#[inline]
+fn unpack_key(key: u128) -> (u64, u64, u32) {
+    let low = key as u64;
+    ((key >> 64) as u64, low >> SLOT_BITS, (low & ((1 << SLOT_BITS) - 1)) as u32)
 }
 
 /// One step of the hash chain: cheap, and stable across runs and platforms.
