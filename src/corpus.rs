@@ -94,8 +94,11 @@ pub fn save(
     Ok(path)
 }
 
+/// An entry and its trace, or why it could not be read.
+pub type Loaded = Result<(Entry, Trace), String>;
+
 /// Every `*.json` entry in `dir`, in name order; each either parsed or an error naming it.
-pub fn load_all(dir: &Path) -> Vec<(PathBuf, Result<(Entry, Trace), String>)> {
+pub fn load_all(dir: &Path) -> Vec<(PathBuf, Loaded)> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(read) => read
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -113,7 +116,7 @@ pub fn load_all(dir: &Path) -> Vec<(PathBuf, Result<(Entry, Trace), String>)> {
         .collect()
 }
 
-fn load(path: &Path) -> Result<(Entry, Trace), String> {
+fn load(path: &Path) -> Loaded {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let entry: Entry = serde_json::from_str(&text)
         .map_err(|e| format!("{}: malformed entry: {e}", path.display()))?;

@@ -216,9 +216,9 @@ fn kv_client<N: Node>(spec: &RunSpec) -> impl Fn(u32) -> KvClient<N> {
 
 /// Every oracle over a key-value run: safety, liveness after the quiet phase, and
 /// linearizability of the client history.
-fn judge_kv(
-    spec: &RunSpec,
-) -> impl FnOnce(&RunSummary, &[(u64, Observation<KvCommand, KvOutput>)]) -> Vec<Violation> {
+type KvObserved = (u64, Observation<KvCommand, KvOutput>);
+
+fn judge_kv(spec: &RunSpec) -> impl FnOnce(&RunSummary, &[KvObserved]) -> Vec<Violation> {
     let nodes = spec.nodes;
     move |summary, observations| {
         let facts = RunFacts::crash_fault_tolerant(nodes, summary.quiet_at_ns, summary.virtual_ns);
