@@ -212,6 +212,8 @@ pub struct Raft<S: StateMachine> {
     last_leader_contact_ns: Option<u64>,
     /// Highest index known durable on this node's disk (learned from `Persisted`).
     persisted_index: LogIndex,
+    /// Send a `Persisted` note at the end of this handler even if nothing was written.
+    note_wanted: bool,
     /// Recovery may end once the log is durable up to here.
     recovery_exit_at: Option<LogIndex>,
     /// Latest snapshot known durable, as (index, slot); new snapshots go to the other slot.
@@ -269,6 +271,7 @@ impl<S: StateMachine> Raft<S> {
             retry_timer: None,
             last_leader_contact_ns: None,
             persisted_index: LogIndex(0),
+            note_wanted: false,
             recovery_exit_at: None,
             durable_snapshot: (LogIndex(0), 1),
             written_snapshot: (LogIndex(0), 1),

@@ -491,6 +491,9 @@ impl<S: StateMachine> Raft<S> {
             self.become_follower(ctx, None);
             return;
         }
+        if self.persisted_index < self.last_index() {
+            self.note_wanted = true;
+        }
         self.new_round(ctx);
         self.set_heartbeat_timer(ctx);
     }

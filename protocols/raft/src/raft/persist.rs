@@ -18,6 +18,10 @@ impl<S: StateMachine> Raft<S> {
         let outbox = std::mem::take(&mut self.outbox);
         match self.persist(ctx) {
             Ok(wrote) => {
+                // A lost note would leave a leader unsure of its own log: heartbeats ask
+                // for another (a sync with nothing new to write is cheap).
+                let note = (wrote && self.wants_persisted_note()) || self.note_wanted;
+                self.note_wanted = false;
                 if wrote {
                     ctx.sync();
                 }
@@ -29,7 +33,11 @@ impl<S: StateMachine> Raft<S> {
                         Out::Reply(client, reply) => ctx.reply(client, reply),
                     }
                 }
-                if wrote && self.wants_persisted_note() {
+                if note {
+                    if !wrote {
+                        // Nothing new: the outbox did not wait, only the note does.
+                        ctx.sync();
+                    }
                     // Leaves only once the sync completed: when it arrives, the writes are
                     // durable.
                     let note = Persisted {
@@ -140,10 +148,8 @@ impl<S: StateMachine> Raft<S> {
         self.dirty.meta = true;
         self.dirty.snapshot = self.snapshot.last_index > LogIndex(0);
         self.dirty.log_from = Some(self.snapshot.last_index.next());
-        self.disk_last_index = self
-            .disk_last_index
-            .max(self.last_index())
-            .max(LogIndex(u64::MAX / 2));
+        // The clobbered key is unknown: make the rewrite scan every log key for strays.
+        self.disk_last_index = LogIndex(u64::MAX);
         Err(PersistError::Mismatch)
     }
 
