@@ -5,6 +5,8 @@
 //! values, earlier times. Plans are produced in the simulator's plan syntax
 //! (`dst_sim::parse_plan`), so a shrunk counterexample can be pasted into `dst run --plan`.
 
+use std::ops::Range;
+
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -70,8 +72,18 @@ pub fn kv_workload_config(requests_max: u64) -> impl Strategy<Value = KvWorkload
 
 /// One scripted fault, in plan syntax, for a cluster of `nodes`.
 pub fn fault_action(nodes: u32) -> impl Strategy<Value = String> {
+    fault_action_on(nodes, 0..nodes.max(2))
+}
+
+/// One scripted fault in a cluster of `nodes` whose crashes and pauses hit only `targets`
+/// (partitions may split any nodes).
+pub fn fault_action_on(nodes: u32, targets: Range<u32>) -> impl Strategy<Value = String> {
     let nodes = nodes.max(2);
-    let node = 0..nodes;
+    assert!(
+        targets.start < targets.end && targets.end <= nodes,
+        "fault targets {targets:?} must be a non-empty range of the {nodes} nodes"
+    );
+    let node = targets;
     // A proper, non-empty subset of the nodes: one side of a partition.
     let side = 1u64..((1u64 << nodes.min(16)) - 1);
     prop_oneof![
@@ -98,7 +110,18 @@ fn partition(nodes: u32, mask: u64) -> String {
 
 /// A plan of up to `faults_max` faults at times below `horizon_ms`, in time order.
 pub fn fault_plan(nodes: u32, horizon_ms: u64, faults_max: usize) -> impl Strategy<Value = String> {
-    vec((0..horizon_ms.max(1), fault_action(nodes)), 0..=faults_max).prop_map(|mut faults| {
+    fault_plan_on(nodes, 0..nodes.max(2), horizon_ms, faults_max)
+}
+
+/// [`fault_plan`] whose crashes and pauses hit only `targets`.
+pub fn fault_plan_on(
+    nodes: u32,
+    targets: Range<u32>,
+    horizon_ms: u64,
+    faults_max: usize,
+) -> impl Strategy<Value = String> {
+    let fault = (0..horizon_ms.max(1), fault_action_on(nodes, targets));
+    vec(fault, 0..=faults_max).prop_map(|mut faults| {
         faults.sort_by_key(|(time_ms, _)| *time_ms);
         faults
             .iter()

@@ -6,14 +6,16 @@
 use dst_checkers::linearizability::{CheckConfig, Verdict};
 use dst_checkers::oracles::Property;
 use dst_protocols::harness::{check_kv_run, RunFacts, RunVerdict};
+use dst_protocols::strategies::{fault_plan_on, kv_script};
 use dst_protocols::{
     command_digest, ClientConfig, KvCommand, KvOutput, KvStore, KvWorkload, KvWorkloadConfig,
-    Observation, Reply, Request, Sessions, SimClient,
+    Observation, Reply, Request, ScriptedWorkload, Sessions, SimClient, Workload,
 };
 use dst_sim::{
     parse_plan, ClientId, FaultProfile, Node, NodeCtx, NodeId, SeededSource, Sim, SimConfig,
     StateMachine, MS, SEC,
 };
+use proptest::prelude::*;
 
 /// How the replica misbehaves, if at all.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,18 +119,30 @@ const QUIET_AT_NS: u64 = 50 * MS;
 
 /// The oracles' verdict, requests still open per client, and retries over all clients.
 fn run(seed: u64, flaw: Flaw, plan: &str, requests: u64) -> (RunVerdict, Vec<usize>, u64) {
-    let mut decisions = SeededSource::new(seed);
-    let profile = FaultProfile::named("none", &mut decisions).expect("known profile");
-    let mut config = SimConfig::new(NODES, CLIENTS, profile);
-    config.plan = parse_plan(plan).expect("valid plan");
-    config.quiet_at_ns = QUIET_AT_NS;
-    config.end_ns = 20 * SEC;
     let clients: Vec<KvClient> = (0..CLIENTS)
         .map(|client| {
             let workload = KvWorkload::new(client, KvWorkloadConfig::contention(requests));
             SimClient::new(ClientConfig::default(), workload)
         })
         .collect();
+    run_clients(seed, flaw, plan, clients)
+}
+
+fn run_clients<W>(
+    seed: u64,
+    flaw: Flaw,
+    plan: &str,
+    clients: Vec<SimClient<Primary, W>>,
+) -> (RunVerdict, Vec<usize>, u64)
+where
+    W: Workload<Command = KvCommand, Output = KvOutput>,
+{
+    let mut decisions = SeededSource::new(seed);
+    let profile = FaultProfile::named("none", &mut decisions).expect("known profile");
+    let mut config = SimConfig::new(NODES, CLIENTS, profile);
+    config.plan = parse_plan(plan).expect("valid plan");
+    config.quiet_at_ns = QUIET_AT_NS;
+    config.end_ns = 20 * SEC;
     let factory = Box::new(move |_id: NodeId| Primary::new(flaw));
     let mut sim = Sim::new(config, factory, clients, SeededSource::new(seed), false);
     let summary = sim.run();
@@ -216,4 +230,25 @@ fn a_primary_that_stops_serving_in_the_quiet_phase_is_caught() {
         "a silent primary breaks no safety property: {:#?}",
         verdict.violations
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any scripts, any faults that spare the primary: every oracle passes and every request
+    /// completes. A failure shrinks to a short script and plan.
+    #[test]
+    fn any_script_with_faults_sparing_the_primary_passes(
+        scripts in proptest::collection::vec(kv_script(2, 12, 3 * MS), CLIENTS as usize),
+        plan in fault_plan_on(NODES, 1..NODES, 45, 6),
+        seed in 0u64..1_000,
+    ) {
+        let clients = scripts
+            .into_iter()
+            .map(|script| SimClient::new(ClientConfig::default(), ScriptedWorkload::new(script)))
+            .collect();
+        let (verdict, pending, _) = run_clients(seed, Flaw::None, &plan, clients);
+        prop_assert!(verdict.is_clean(), "plan {:?}: {:#?}", plan, verdict.violations);
+        prop_assert_eq!(pending, vec![0, 0, 0]);
+    }
 }
