@@ -41,6 +41,8 @@ pub struct RunSpec {
     /// Keep the decisions so they can be written as a trace.
     pub record: bool,
     pub log_events: bool,
+    /// Measure bytes per message (for the performance metrics of `dst run`).
+    pub measure: bool,
 }
 
 impl RunSpec {
@@ -59,6 +61,7 @@ impl RunSpec {
             replay: None,
             record: false,
             log_events: false,
+            measure: false,
         }
     }
 
@@ -116,6 +119,28 @@ pub struct RunOutcome {
     pub knobs: Vec<(String, String)>,
     /// The recorded trace, when recording was asked for.
     pub trace: Option<Trace>,
+    /// Measured protocol behaviour.
+    pub metrics: Metrics,
+}
+
+/// Protocol behaviour measured over one run (the keys `dst run --json` reports).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    /// Distinct log slots committed by any replica.
+    pub commits: u64,
+    /// Client latency from first send to accepted reply.
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    /// The median latency in units of the mean one-way network delay.
+    pub latency_delays_p50: Option<f64>,
+    pub messages_per_commit: Option<f64>,
+    pub bytes_per_commit: Option<f64>,
+    /// Not yet reported by the CFT protocols.
+    pub view_changes: Option<u64>,
+    /// FastBFT only.
+    pub fast_path_share: Option<f64>,
+    /// Not yet measured.
+    pub replica_memory_bytes_max: Option<u64>,
 }
 
 impl RunOutcome {
@@ -189,7 +214,7 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
             spec,
             |_| PingPong::new(10),
             |_| NoClient::<PingPong>::default(),
-            |_, _| Vec::new(),
+            |_, _| (Vec::new(), Metrics::default()),
         )),
         "raft" => Ok(simulate(spec, raft_node(), kv_client(spec), judge_kv(spec))),
         other => Err(format!("unknown protocol '{other}'")),
@@ -218,19 +243,35 @@ fn kv_client<N: Node>(spec: &RunSpec) -> impl Fn(u32) -> KvClient<N> {
 /// linearizability of the client history.
 type KvObserved = (u64, Observation<KvCommand, KvOutput>);
 
-fn judge_kv(spec: &RunSpec) -> impl FnOnce(&RunSummary, &[KvObserved]) -> Vec<Violation> {
+fn judge_kv(
+    spec: &RunSpec,
+) -> impl FnOnce(&RunSummary, &[KvObserved]) -> (Vec<Violation>, Metrics) {
     let nodes = spec.nodes;
+    let profile = FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed));
+    let mean_delay_ns = profile.map_or(1, |p| mean_latency_ns(&p.link.latency));
     move |summary, observations| {
+        let metrics = measure(summary, observations, mean_delay_ns);
         let facts = RunFacts::crash_fault_tolerant(nodes, summary.quiet_at_ns, summary.virtual_ns);
         let verdict = check_kv_run(observations, &facts, &CheckConfig::default());
-        verdict
+        let violations = verdict
             .violations
             .into_iter()
             .map(|violation| Violation {
                 property: violation.property.to_string(),
                 detail: violation.detail,
             })
-            .collect()
+            .collect();
+        (violations, metrics)
+    }
+}
+
+fn mean_latency_ns(latency: &dst_sim::Latency) -> u64 {
+    match *latency {
+        dst_sim::Latency::Constant { latency_ns } => latency_ns,
+        dst_sim::Latency::Uniform { min_ns, max_ns } => (min_ns + max_ns) / 2,
+        dst_sim::Latency::Exponential {
+            min_ns, mean_ns, ..
+        } => min_ns + mean_ns,
     }
 }
 
@@ -282,6 +323,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     config.quiet_at_ns = spec.quiet_at_ms * MS;
     config.end_ns = spec.end_ms * MS;
     config.log_events = spec.log_events;
+    config.measure_bytes = spec.measure;
     if spec.protocol == "pingpong" {
         config.events_max = spec.ops.max(1) * 1_000;
     }
@@ -296,7 +338,7 @@ fn simulate<N: Node, C: Client<Node = N>>(
     spec: &RunSpec,
     make_node: impl FnMut(NodeId) -> N + 'static,
     make_client: impl Fn(u32) -> C,
-    judge: impl FnOnce(&RunSummary, &[(u64, N::Obs)]) -> Vec<Violation>,
+    judge: impl FnOnce(&RunSummary, &[(u64, N::Obs)]) -> (Vec<Violation>, Metrics),
 ) -> RunOutcome {
     let (mut sim, knobs) = build_sim(spec, make_node, make_client);
     let summary = sim.run();
@@ -309,7 +351,8 @@ fn simulate<N: Node, C: Client<Node = N>>(
             detail: failure.clone(),
         })
         .collect();
-    violations.extend(judge(&summary, &observations));
+    let (judged, metrics) = judge(&summary, &observations);
+    violations.extend(judged);
     let trace = spec.record.then(|| {
         let mut header = spec.trace_header();
         header.trace_hash = format!("{:016x}", summary.trace_hash);
@@ -324,5 +367,57 @@ fn simulate<N: Node, C: Client<Node = N>>(
         violations,
         knobs,
         trace,
+        metrics,
+    }
+}
+
+/// Measures commits, client latency and message cost from a run's observations.
+pub fn measure<C, O>(
+    summary: &RunSummary,
+    observations: &[(u64, Observation<C, O>)],
+    mean_delay_ns: u64,
+) -> Metrics {
+    let mut slots = std::collections::BTreeSet::new();
+    let mut invoked = std::collections::BTreeMap::new();
+    let mut latencies_ns = Vec::new();
+    for (time_ns, observation) in observations {
+        match observation {
+            Observation::Commit { slot, .. } => {
+                slots.insert(*slot);
+            }
+            Observation::Invoke {
+                client, sequence, ..
+            } => {
+                invoked.insert((*client, *sequence), *time_ns);
+            }
+            Observation::Complete {
+                client, sequence, ..
+            } => {
+                if let Some(start) = invoked.remove(&(*client, *sequence)) {
+                    latencies_ns.push(time_ns - start);
+                }
+            }
+            _ => {}
+        }
+    }
+    latencies_ns.sort_unstable();
+    let percentile = |p: usize| {
+        (!latencies_ns.is_empty()).then(|| latencies_ns[(latencies_ns.len() - 1) * p / 100] as f64)
+    };
+    let commits = slots.len() as u64;
+    let per_commit = |total: u64| (commits > 0).then(|| total as f64 / commits as f64);
+    let stats = &summary.stats;
+    Metrics {
+        commits,
+        latency_ms_p50: percentile(50).map(|ns| ns / 1e6),
+        latency_ms_p99: percentile(99).map(|ns| ns / 1e6),
+        latency_delays_p50: percentile(50).map(|ns| ns / mean_delay_ns.max(1) as f64),
+        messages_per_commit: per_commit(
+            stats.messages_sent + stats.requests_delivered + stats.replies_delivered,
+        ),
+        bytes_per_commit: (stats.bytes_sent > 0)
+            .then(|| per_commit(stats.bytes_sent))
+            .flatten(),
+        ..Metrics::default()
     }
 }

@@ -73,6 +73,9 @@ pub struct SimConfig {
     pub record_events: bool,
     /// Print one line per event to stderr.
     pub log_events: bool,
+    /// Count the encoded size of every message sent (costs an encoding per send when
+    /// messages are not encoded anyway).
+    pub measure_bytes: bool,
 }
 
 impl SimConfig {
@@ -95,6 +98,7 @@ impl SimConfig {
             down_max: nodes.saturating_sub(1) / 2,
             record_events: false,
             log_events: false,
+            measure_bytes: false,
         }
     }
 }
@@ -104,6 +108,8 @@ impl SimConfig {
 pub struct SimStats {
     pub events: u64,
     pub messages_sent: u64,
+    /// Encoded bytes of the messages sent (replica to replica), when measured or encoded.
+    pub bytes_sent: u64,
     pub messages_delivered: u64,
     pub requests_delivered: u64,
     pub replies_delivered: u64,
@@ -859,6 +865,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         }
         self.stats.messages_sent += 1;
+        if self.config.measure_bytes {
+            self.stats.bytes_sent += postcard::to_allocvec(&msg).map_or(0, |b| b.len() as u64);
+        }
         self.step_hash = fold(self.step_hash, stable_hash(&(to.0, &msg)));
         if self.config.record_events || self.config.log_events {
             self.step_detail.push_str(&format!("send {to} {msg:?}; "));
@@ -1035,7 +1044,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse(pack_key(time_ns, self.sequence, slot)));
+        self.queue
+            .push(Reverse(pack_key(time_ns, self.sequence, slot)));
         self.sequence += 1;
     }
 
@@ -1067,7 +1077,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         let chosen = self.decider.below(DecisionKind::Tie, ties.len() as u64) as usize;
         let (_, slot) = ties.remove(chosen);
         for (other_sequence, other) in ties {
-            self.queue.push(Reverse(pack_key(time_ns, other_sequence, other)));
+            self.queue
+                .push(Reverse(pack_key(time_ns, other_sequence, other)));
         }
         slot
     }
@@ -1430,15 +1441,25 @@ const SEQUENCE_BITS: u32 = 40;
 /// Packs an event's queue key into one integer, so the heap compares and moves 16 bytes.
 #[inline]
 fn pack_key(time_ns: u64, sequence: u64, slot: u32) -> u128 {
-    assert!(slot < 1 << SLOT_BITS, "more than 2^24 events pending at once");
-    assert!(sequence < 1 << SEQUENCE_BITS, "more than 2^40 events scheduled in one run");
+    assert!(
+        slot < 1 << SLOT_BITS,
+        "more than 2^24 events pending at once"
+    );
+    assert!(
+        sequence < 1 << SEQUENCE_BITS,
+        "more than 2^40 events scheduled in one run"
+    );
     ((time_ns as u128) << 64) | ((sequence as u128) << SLOT_BITS) | slot as u128
 }
 
 #[inline]
 fn unpack_key(key: u128) -> (u64, u64, u32) {
     let low = key as u64;
-    ((key >> 64) as u64, low >> SLOT_BITS, (low & ((1 << SLOT_BITS) - 1)) as u32)
+    (
+        (key >> 64) as u64,
+        low >> SLOT_BITS,
+        (low & ((1 << SLOT_BITS) - 1)) as u32,
+    )
 }
 
 /// One step of the hash chain: cheap, and stable across runs and platforms.

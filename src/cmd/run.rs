@@ -95,6 +95,7 @@ fn spec_from(args: &Args) -> Result<RunSpec, String> {
     spec.end_ms = args.end_ms;
     spec.record = args.record.is_some();
     spec.log_events = args.log_events;
+    spec.measure = true;
     spec.plan = match &args.plan {
         Some(plan) => match plan.strip_prefix('@') {
             Some(path) => Some(
@@ -173,6 +174,13 @@ fn report(outcome: &RunOutcome, json: bool) {
             "faults": summary.fault_log.len(),
             "reproduce": spec.command(),
         });
+        let mut object = object;
+        if let (Some(map), Ok(serde_json::Value::Object(metrics))) = (
+            object.as_object_mut(),
+            serde_json::to_value(&outcome.metrics),
+        ) {
+            map.extend(metrics);
+        }
         println!("{object}");
         return;
     }
