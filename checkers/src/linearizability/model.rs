@@ -48,6 +48,19 @@ pub trait Model: Sync {
         false
     }
 
+    /// Orderings every linearization must have, as far as the model can prove them from the
+    /// operations alone: `(a, b)` means `a` takes effect before `b`. `operations` are one
+    /// partition's operations that may have happened, with their output (`None` = unknown).
+    /// The search treats these as extra real-time edges, so they must be implied by the
+    /// model's semantics (a wrong edge makes a linearizable history look illegal). Operations
+    /// in an edge must not have an equal-input unknown twin outside it. Saying nothing is safe.
+    fn precedences(
+        &self,
+        _operations: &[(&Self::Input, Option<&Self::Output>)],
+    ) -> Vec<(usize, usize)> {
+        Vec::new()
+    }
+
     /// A short human-readable rendering of an operation, for witnesses and explanations.
     fn describe(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {
         match output {
@@ -255,6 +268,10 @@ impl Model for KeyValue {
         Some(input.key.clone())
     }
 
+    fn precedences(&self, operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<(usize, usize)> {
+        kv_precedences(operations)
+    }
+
     fn describe(&self, input: &KvInput, output: Option<&KvOutput>) -> String {
         let key = &input.key;
         match (&input.op, output) {
@@ -265,4 +282,141 @@ impl Model for KeyValue {
             (KvOp::Cas { from, to }, _) => format!("cas({key}, {from:?}, {to:?})"),
         }
     }
+}
+
+/// Orderings a get's value proves. A key's value is the value of the last put (or successful
+/// compare-and-set) followed by the appends after it, in order. If a get's value splits into
+/// "optional reset value, then append values" in exactly one way (as strings), every
+/// linearization has writes of exactly those values, in that order, before the get. A piece
+/// written by exactly one operation names that operation, so the uniquely named pieces are
+/// ordered among themselves and the last of them precedes the get. (A get whose value cannot
+/// be split is left to the search, which will find it illegal.)
+fn kv_precedences(operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<(usize, usize)> {
+    let mut keys: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, (input, _)) in operations.iter().enumerate() {
+        keys.entry(input.key.as_str()).or_default().push(index);
+    }
+    let mut edges = std::collections::BTreeSet::new();
+    for members in keys.values() {
+        key_precedences(operations, members, &mut edges);
+    }
+    edges.into_iter().collect()
+}
+
+/// The writers of each value written to one key: (operation, resets the key?).
+struct Writes<'v> {
+    by_value: BTreeMap<&'v str, Vec<(usize, bool)>>,
+    lengths: Vec<usize>,
+}
+
+impl Writes<'_> {
+    /// The one operation that can have written `piece` at a start (`first`) or after it.
+    fn only_writer(&self, piece: &str, first: bool) -> Option<usize> {
+        let mut writers = self
+            .by_value
+            .get(piece)?
+            .iter()
+            .filter(|(_, resets)| first || !resets);
+        let (writer, _) = writers.next()?;
+        writers.next().is_none().then_some(*writer)
+    }
+
+    fn can_write(&self, piece: &str, first: bool) -> bool {
+        self.by_value
+            .get(piece)
+            .is_some_and(|writers| writers.iter().any(|(_, resets)| first || !resets))
+    }
+}
+
+fn writes<'v>(operations: &[(&'v KvInput, Option<&KvOutput>)], members: &[usize]) -> Writes<'v> {
+    let mut by_value: BTreeMap<&str, Vec<(usize, bool)>> = BTreeMap::new();
+    for &index in members {
+        let (value, resets) = match &operations[index].0.op {
+            KvOp::Get => continue,
+            KvOp::Put(value) => (value.as_str(), true),
+            KvOp::Cas { to, .. } => (to.as_str(), true),
+            KvOp::Append(value) => (value.as_str(), false),
+        };
+        by_value.entry(value).or_default().push((index, resets));
+    }
+    let mut lengths: Vec<usize> = by_value.keys().map(|value| value.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    Writes { by_value, lengths }
+}
+
+fn key_precedences(
+    operations: &[(&KvInput, Option<&KvOutput>)],
+    members: &[usize],
+    edges: &mut std::collections::BTreeSet<(usize, usize)>,
+) {
+    let writes = writes(operations, members);
+    // An empty write splits nothing and could hide anywhere: no claims.
+    if writes.lengths.first().is_none_or(|&length| length == 0) {
+        return;
+    }
+    for &get in members {
+        let (input, Some(Some(value))) = operations[get] else {
+            continue;
+        };
+        if input.op != KvOp::Get || value.is_empty() {
+            continue;
+        }
+        let Some(pieces) = unique_split(value, &writes) else {
+            continue;
+        };
+        let named: Vec<usize> = pieces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, piece)| writes.only_writer(piece, i == 0))
+            .collect();
+        let mut distinct = named.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != named.len() {
+            continue; // one write used twice: the get is impossible, the search will say so
+        }
+        for pair in named.windows(2) {
+            edges.insert((pair[0], pair[1]));
+        }
+        if let Some(&last) = named.last() {
+            edges.insert((last, get));
+        }
+    }
+}
+
+/// The pieces `value` is made of, if it splits into written values in exactly one way.
+fn unique_split<'a>(value: &'a str, writes: &Writes<'_>) -> Option<Vec<&'a str>> {
+    let bytes = value.len();
+    // ways[i]: number of splits of value[..i] (capped at 2); from[i]: where the last piece starts.
+    let mut ways = vec![0u8; bytes + 1];
+    let mut from = vec![0usize; bytes + 1];
+    ways[0] = 1;
+    for end in 1..=bytes {
+        for &length in writes.lengths.iter().take_while(|&&length| length <= end) {
+            let start = end - length;
+            if ways[start] == 0 {
+                continue;
+            }
+            let Some(piece) = value.get(start..end) else {
+                continue;
+            };
+            if writes.can_write(piece, start == 0) {
+                ways[end] = (ways[end] + ways[start]).min(2);
+                from[end] = start;
+            }
+        }
+    }
+    if ways[bytes] != 1 {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut end = bytes;
+    while end > 0 {
+        let start = from[end];
+        pieces.push(&value[start..end]);
+        end = start;
+    }
+    pieces.reverse();
+    Some(pieces)
 }

@@ -169,6 +169,20 @@ impl Events {
     }
 }
 
+/// Model-proven orderings: per operation, its successors and the number of its predecessors.
+fn precedences<M: Model>(model: &M, ops: &[Prepared<'_, M>]) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let view: Vec<_> = ops.iter().map(|op| (op.input, op.output)).collect();
+    let mut successors = vec![Vec::new(); ops.len()];
+    let mut predecessors = vec![0u32; ops.len()];
+    for (before, after) in model.precedences(&view) {
+        if before < ops.len() && after < ops.len() && before != after {
+            successors[before].push(after as u32);
+            predecessors[after] += 1;
+        }
+    }
+    (successors, predecessors)
+}
+
 /// For each unknown operation, the latest earlier-called unknown operation with an equal input.
 fn twins<M: Model>(ops: &[Prepared<'_, M>]) -> Vec<Option<u32>> {
     let mut order: Vec<u32> = (0..ops.len() as u32).collect();
@@ -182,6 +196,30 @@ fn twins<M: Model>(ops: &[Prepared<'_, M>]) -> Vec<Option<u32>> {
         }
     }
     twin
+}
+
+/// Model-proven orderings, tracked as the number of unlinearized predecessors per operation.
+struct Order {
+    successors: Vec<Vec<u32>>,
+    missing: Vec<u32>,
+}
+
+impl Order {
+    fn ready(&self, op: u32) -> bool {
+        self.missing[op as usize] == 0
+    }
+
+    fn lift(&mut self, op: u32) {
+        for &after in &self.successors[op as usize] {
+            self.missing[after as usize] -= 1;
+        }
+    }
+
+    fn unlift(&mut self, op: u32) {
+        for &after in &self.successors[op as usize] {
+            self.missing[after as usize] += 1;
+        }
+    }
 }
 
 /// Mutable search position: the stack and everything derived from it.
@@ -203,6 +241,7 @@ impl Position {
         (self.hash.0 ^ a, self.hash.1 ^ b)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         op: u32,
@@ -211,7 +250,9 @@ impl Position {
         alternative: usize,
         forced: bool,
         events: &mut Events,
+        order: &mut Order,
     ) {
+        order.lift(op);
         self.stack.push(Frame {
             op,
             state_before: self.state,
@@ -227,8 +268,14 @@ impl Position {
         events.lift(op);
     }
 
-    fn pop(&mut self, words: &[(u64, u64)], events: &mut Events) -> Option<Frame> {
+    fn pop(
+        &mut self,
+        words: &[(u64, u64)],
+        events: &mut Events,
+        order: &mut Order,
+    ) -> Option<Frame> {
         let frame = self.stack.pop()?;
+        order.unlift(frame.op);
         events.unlift(frame.op);
         self.state = frame.state_before;
         self.hash = self.hash_with(words, frame.op);
@@ -249,7 +296,18 @@ pub fn search<M: Model>(
     partials: &mut Partials,
 ) -> SearchResult {
     let mut events = Events::new(ops);
-    let twin = twins(ops);
+    let (successors, missing) = precedences(model, ops);
+    let mut twin = twins(ops);
+    for (op, twin_of) in twin.iter_mut().enumerate() {
+        let ordered = |op: usize| missing[op] > 0 || !successors[op].is_empty();
+        if ordered(op) || twin_of.is_some_and(|t| ordered(t as usize)) {
+            *twin_of = None;
+        }
+    }
+    let mut order = Order {
+        successors,
+        missing,
+    };
     let words: Vec<(u64, u64)> = (0..ops.len()).map(zobrist).collect();
     let mut memo = Memo::new(limits.memory_bytes_max / 2);
     let mut at = Position {
@@ -285,10 +343,19 @@ pub fn search<M: Model>(
             fresh = false;
             // A definite read-only operation that is legal now can be linearized now without
             // losing any linearization (see the module doc), so it is the only choice tried.
-            if let Some(op) = legal_read_only(ops, &events, &read_only, interner, at.state) {
+            if let Some(op) = legal_read_only(ops, &events, &read_only, &order, interner, at.state)
+            {
                 let hash = at.hash_with(&words, op);
                 if memo.insert(key(hash, at.state)) {
-                    at.push(op, at.state, hash, usize::MAX, true, &mut events);
+                    at.push(
+                        op,
+                        at.state,
+                        hash,
+                        usize::MAX,
+                        true,
+                        &mut events,
+                        &mut order,
+                    );
                     if limits.explain {
                         record_partial(&at, partials);
                     }
@@ -310,7 +377,7 @@ pub fn search<M: Model>(
             {
                 deepest_block = Some((depth, op, at.order()));
             }
-            let Some(frame) = at.pop(&words, &mut events) else {
+            let Some(frame) = at.pop(&words, &mut events, &mut order) else {
                 let Some((_, blocked, prefix)) = deepest_block else {
                     return SearchResult::Illegal {
                         prefix: Vec::new(),
@@ -328,7 +395,10 @@ pub fn search<M: Model>(
         let from = std::mem::take(&mut resume);
         let prepared = &ops[op as usize];
         let definite = prepared.ret.is_some();
-        if read_only[op as usize] || twin[op as usize].is_some_and(|t| !at.linearized[t as usize]) {
+        if read_only[op as usize]
+            || !order.ready(op)
+            || twin[op as usize].is_some_and(|t| !at.linearized[t as usize])
+        {
             entry = events.next[entry];
             continue;
         }
@@ -348,7 +418,7 @@ pub fn search<M: Model>(
             entry = events.next[entry];
             continue;
         };
-        at.push(op, next, hash, alternative, false, &mut events);
+        at.push(op, next, hash, alternative, false, &mut events, &mut order);
         if limits.explain {
             record_partial(&at, partials);
         }
@@ -362,6 +432,7 @@ fn legal_read_only<M: Model>(
     ops: &[Prepared<'_, M>],
     events: &Events,
     read_only: &[bool],
+    order: &Order,
     interner: &mut Interner<'_, M>,
     state: u32,
 ) -> Option<u32> {
@@ -371,7 +442,7 @@ fn legal_read_only<M: Model>(
         if is_return {
             return None;
         }
-        if read_only[op as usize] {
+        if read_only[op as usize] && order.ready(op) {
             let prepared = &ops[op as usize];
             if interner
                 .step(op, state, prepared.input, prepared.output)
