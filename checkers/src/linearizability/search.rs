@@ -334,8 +334,11 @@ pub fn search<M: Model>(
             return SearchResult::Linearizable { order: at.order() };
         }
         partials.steps += 1;
+        if partials.steps >= limits.steps_max {
+            return SearchResult::Stopped(StopReason::Steps);
+        }
         if partials.steps % CHECK_EVERY == 0 {
-            if let Some(reason) = over_limits(limits, partials.steps, &memo, interner) {
+            if let Some(reason) = over_limits(limits, &memo, interner) {
                 return SearchResult::Stopped(reason);
             }
         }
@@ -458,13 +461,9 @@ fn legal_read_only<M: Model>(
 
 fn over_limits<M: Model>(
     limits: &Limits<'_>,
-    steps: u64,
     memo: &Memo,
     interner: &Interner<'_, M>,
 ) -> Option<StopReason> {
-    if steps >= limits.steps_max {
-        return Some(StopReason::Steps);
-    }
     if limits.cancel_at_or_below.load(Ordering::Relaxed) <= limits.partition {
         return Some(StopReason::Cancelled);
     }
