@@ -55,17 +55,24 @@
 //!   leader counts itself only up to what it knows durable on its own disk;
 //! - CheckQuorum (thesis 6.2): step down if no majority answered within an election timeout.
 //!
-//! Reads (a command is a read if the classifier set by [`Raft::with_read_classifier`] says
-//! so; without one every command goes through the log): ReadIndex records the commit index,
+//! Reads (for a [`dst_protocols::Service`], built with [`Raft::for_service`], a command is a
+//! read if `Service::is_read_only` says so and is answered by `Service::query`; without
+//! that, or with [`ReadMode::Log`], every command goes through the log): ReadIndex records the commit index,
 //! starts a heartbeat round and answers once a majority acknowledged the round, this term's
 //! no-op is applied and the state has caught up with the read index. With
 //! [`ReadMode::Lease`] a read arriving while the lease holds skips the round; the lease lasts
 //! the minimum election timeout shrunk by twice the drift bound from the send time of the
 //! last majority-acknowledged round, and is only as safe as the clock bound.
 //!
-//! Exactly once: the apply path keeps a session per client (last sequence, cached output).
-//! A request whose sequence the session already holds is not applied again; its cached output
-//! is returned. Sessions are part of snapshots.
+//! Exactly once: the service runs inside [`dst_protocols::Sessions`], which keeps per client
+//! the last sequence applied and its output. A retry of that request is appended again but
+//! not applied again (it is answered from the cache); an older one is ignored. Sessions are
+//! part of the state, so of snapshots.
+//!
+//! Durability notes: after a sync, a node that needs to know what is durable (a leader,
+//! which counts itself towards a commit only up to its durable log; a recovering node; a
+//! node with a new snapshot) sends itself a `Persisted` message, which by the host's
+//! ordering duty arrives only after the sync completed.
 //!
 //! ## Durability and damaged storage
 //!

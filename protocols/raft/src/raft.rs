@@ -232,8 +232,8 @@ mod handlers;
 mod persist;
 
 impl<S: StateMachine> Raft<S> {
-    /// A replica whose service starts as `initial`. All commands go through the log unless a
-    /// read classifier is set with [`Raft::with_read_classifier`].
+    /// A replica whose service starts as `initial`. All commands go through the log unless
+    /// read functions are set with [`Raft::with_reads`] (or built by [`Raft::for_service`]).
     pub fn new(config: RaftConfig, initial: S) -> Self {
         assert!(
             config.election_timeout_min_ns < config.election_timeout_max_ns,
