@@ -393,7 +393,7 @@ fn recorded_register(seed: u64, flaw: Flaw, clients: u64, events: u64) -> Regist
                     }
                     Read => Outcome::Ok(register),
                     Write(value) => {
-                        if !(flaw == Flaw::LostWrites && splitmix64(&mut rng) % 4 == 0) {
+                        if !(flaw == Flaw::LostWrites && splitmix64(&mut rng).is_multiple_of(4)) {
                             register = Some(value);
                             replica.push(register);
                         }
@@ -411,7 +411,7 @@ fn recorded_register(seed: u64, flaw: Flaw, clients: u64, events: u64) -> Regist
             Some((index, true)) => {
                 let operation = &mut h.operations[index];
                 // Now and then the client times out: the result becomes unknown.
-                if splitmix64(&mut rng) % 10 == 0 && operation.outcome != Outcome::Fail {
+                if splitmix64(&mut rng).is_multiple_of(10) && operation.outcome != Outcome::Fail {
                     operation.outcome = Outcome::Unknown;
                 } else {
                     operation.ret = time;

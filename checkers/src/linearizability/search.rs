@@ -337,7 +337,7 @@ pub fn search<M: Model>(
         if partials.steps >= limits.steps_max {
             return SearchResult::Stopped(StopReason::Steps);
         }
-        if partials.steps % CHECK_EVERY == 0 {
+        if partials.steps.is_multiple_of(CHECK_EVERY) {
             if let Some(reason) = over_limits(limits, &memo, interner) {
                 return SearchResult::Stopped(reason);
             }
