@@ -114,11 +114,13 @@ pub fn run_raft(run: &Run) -> Outcome<KvRaft> {
     })
 }
 
+/// The first commit seen of a slot: request, command digest, reporting node.
+type FirstCommit = (Option<(dst_sim::ClientId, u64)>, u64, NodeId);
+
 /// Agreement: every `Commit` of a slot names the same request and command digest, every
 /// `Apply` of a slot leaves the same state digest, and no node reported a broken invariant.
 pub fn check_agreement(observations: &[(u64, KvObs)]) -> Result<(), String> {
-    let mut committed: BTreeMap<u64, (Option<(dst_sim::ClientId, u64)>, u64, NodeId)> =
-        BTreeMap::new();
+    let mut committed: BTreeMap<u64, FirstCommit> = BTreeMap::new();
     let mut applied: BTreeMap<u64, (u64, NodeId)> = BTreeMap::new();
     for (time_ns, observation) in observations {
         match observation {
