@@ -99,6 +99,8 @@ pub struct Persisted {
     pub last_term: Term,
     pub snapshot_index: LogIndex,
     pub snapshot_slot: u8,
+    /// Version of the term/vote record written last.
+    pub meta_version: u64,
 }
 
 /// Every message kind.

@@ -212,6 +212,8 @@ pub struct Raft<S: StateMachine> {
     last_leader_contact_ns: Option<u64>,
     /// Highest index known durable on this node's disk (learned from `Persisted`).
     persisted_index: LogIndex,
+    /// Meta version that must be durable before a recovering node stores entries.
+    recovery_unconfirmed: Option<u64>,
     /// Send a `Persisted` note at the end of this handler even if nothing was written.
     note_wanted: bool,
     /// Recovery may end once the log is durable up to here.
@@ -272,6 +274,7 @@ impl<S: StateMachine> Raft<S> {
             last_leader_contact_ns: None,
             persisted_index: LogIndex(0),
             note_wanted: false,
+            recovery_unconfirmed: None,
             recovery_exit_at: None,
             durable_snapshot: (LogIndex(0), 1),
             written_snapshot: (LogIndex(0), 1),
@@ -570,6 +573,14 @@ impl<S: StateMachine> Raft<S> {
         if snapshot_damaged || log_damaged {
             self.begin_recovery();
         }
+        // Entries of a newer term whose term record was lost in the same unsynced batch:
+        // nothing of that term was acknowledged, so adopting it without a vote is safe.
+        let newest = self.last_term().max(self.snapshot.last_term);
+        if newest > self.meta.current_term {
+            self.meta.current_term = newest;
+            self.meta.voted_for = None;
+            self.dirty.meta = true;
+        }
         self.commit_index = self.snapshot.last_index;
         self.last_applied = self.snapshot.last_index;
         self.persisted_index = self.last_index();
@@ -681,8 +692,10 @@ impl<S: StateMachine> Raft<S> {
         self.recovery_bound(self.disk_last_index.max(self.last_index()));
         tracing::warn!(node = %self.id, recovery = ?self.meta.recovery, "damaged log: recovering");
         self.dirty.meta = true;
-        // Rewrite what we kept so the damaged keys are overwritten or deleted.
-        self.dirty.log_from = Some(self.snapshot.last_index.next());
+        // The damaged keys are the only evidence of what this node may have acknowledged:
+        // until the recovery bound is durable (a `Persisted` note for the next meta version
+        // arrives), the node stores no entries, so nothing overwrites that evidence.
+        self.recovery_unconfirmed = Some(self.meta.version + 1);
     }
 
     fn restore_snapshot(&mut self, record: &SnapshotRecord) -> Result<(), String> {

@@ -524,6 +524,14 @@ fn a_corrupt_log_entry_puts_the_node_in_recovery_until_it_catches_up() {
     storage.complete_sync(storage.last_sequence());
     let mut node = Solo::new(1, 3, storage, config());
     assert!(node.node.is_recovering(), "damage went unnoticed");
+    // Until the recovery bound is durable, nothing may overwrite the damaged entry.
+    node.receive(0, append(3, (2, 1), vec![entry(3, 2, None)], 0));
+    assert!(
+        node.append_responses().is_empty(),
+        "stored entries before the bound was durable"
+    );
+    assert_eq!(node.log_terms(), vec![1, 1]);
+    node.deliver_notes();
     assert_eq!(node.log_terms(), vec![1, 1], "log cut at the damaged entry");
     node.receive(2, vote_request(3, 2, (2, 1)));
     let refused = node.vote_responses();

@@ -314,6 +314,11 @@ impl<S: StateMachine> Raft<S> {
             self.reply_append(from, false, self.last_index(), append.round);
             return;
         }
+        if self.recovery_unconfirmed.is_some() {
+            self.note_wanted = true;
+            ctx.ignore("append-entries: recovery bound not yet durable");
+            return;
+        }
         let end = LogIndex(append.prev_log_index.0 + append.entries.len() as u64);
         if !self.entries_well_formed(&append) {
             ctx.ignore("append-entries: malformed entries");
@@ -433,6 +438,11 @@ impl<S: StateMachine> Raft<S> {
         if !self.accept_leader(ctx, install.term, from) {
             ctx.ignore("install-snapshot: stale term");
             self.reply_append(from, false, self.last_index(), install.round);
+            return;
+        }
+        if self.recovery_unconfirmed.is_some() {
+            self.note_wanted = true;
+            ctx.ignore("install-snapshot: recovery bound not yet durable");
             return;
         }
         let index = install.last_included_index;

@@ -45,6 +45,7 @@ impl<S: StateMachine> Raft<S> {
                         last_term: self.last_term(),
                         snapshot_index: self.written_snapshot.0,
                         snapshot_slot: self.written_snapshot.1 as u8,
+                        meta_version: self.meta.version,
                     };
                     ctx.send(self.id, RaftMsg::seal(Body::Persisted(note), checksums));
                 }
@@ -70,6 +71,7 @@ impl<S: StateMachine> Raft<S> {
     fn wants_persisted_note(&self) -> bool {
         self.role == Role::Leader
             || self.recovery_exit_at.is_some()
+            || self.recovery_unconfirmed.is_some()
             || self.written_snapshot.0 > self.durable_snapshot.0
     }
 
@@ -169,6 +171,12 @@ impl<S: StateMachine> Raft<S> {
         if note.snapshot_index > self.durable_snapshot.0 && slot < SNAPSHOT_KEYS.len() {
             self.durable_snapshot = (note.snapshot_index, slot);
             self.compact_disk(ctx, note.snapshot_index);
+        }
+        if self
+            .recovery_unconfirmed
+            .is_some_and(|version| note.meta_version >= version)
+        {
+            self.recovery_unconfirmed = None;
         }
         if let Some(exit_at) = self.recovery_exit_at {
             if self.persisted_index >= exit_at || self.snapshot.last_index >= exit_at {
