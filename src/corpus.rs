@@ -129,6 +129,13 @@ fn load(path: &Path) -> Loaded {
 pub fn check(entry: &Entry, trace: Trace) -> Result<String, String> {
     let spec = entry.spec(trace);
     let outcome = runner::run(&spec)?;
+    if let Some(divergence) = &outcome.summary.divergence {
+        return Err(format!(
+            "the trace no longer matches the code (decision {} wanted {:?}, the trace has {:?}): \
+             the entry's meaning changed; re-record it with `dst shrink` and review the change",
+            divergence.index, divergence.wanted, divergence.found
+        ));
+    }
     let broke = outcome
         .violations
         .iter()
