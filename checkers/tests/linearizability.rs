@@ -467,3 +467,36 @@ fn histories_of_a_write_losing_register_are_caught() {
         "only {caught} of 40 lost-write histories caught"
     );
 }
+
+#[test]
+fn explanations_name_the_failing_operation_in_json_and_html() {
+    let h = history(vec![
+        op(0, Write(1), Outcome::Ok(None), 1, 2),
+        op(0, Write(2), Outcome::Ok(None), 3, 4),
+        op(1, Read, Outcome::Ok(Some(1)), 5, 6),
+    ]);
+    let config = CheckConfig {
+        explain: true,
+        ..CheckConfig::default()
+    };
+    let report = check(&Register, &h, &config);
+    let json = serde_json::to_value(&report).expect("serialisable");
+    assert_eq!(json["verdict"], "not_linearizable");
+    assert_eq!(json["partitions"][0]["failing_operation"], 2);
+    // Each linearized operation points at the longest partial linearization containing it.
+    let partition = &report.partitions[0];
+    let (_, best) = partition
+        .longest_partial
+        .iter()
+        .find(|(op, _)| *op == 1)
+        .expect("op 1 was linearized");
+    assert_eq!(partition.partial_linearizations[*best], vec![0, 1]);
+    let annotations = [dst_checkers::readers::Annotation {
+        position: 4,
+        label: "partition starts".into(),
+    }];
+    let html =
+        dst_checkers::linearizability::explain::html(&Register, &h, &report, "stale", &annotations);
+    assert!(html.contains("class=\"failing\"") && html.contains("op 2 (client 1): read() -&gt; 1"));
+    assert!(html.contains("partition starts"));
+}

@@ -14,6 +14,7 @@ const STEP_PX: usize = 14;
 const ROW_PX: usize = 24;
 const LEFT_PX: usize = 70;
 const TOP_PX: usize = 40;
+const LABEL_FITS_PX: usize = 90;
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -130,9 +131,15 @@ pub fn html<M: Model>(
         let number = rank
             .get(&index)
             .map_or(String::new(), |r| format!("#{} ", r + 1));
+        // Labels that do not fit stay in the tooltip.
+        let shown_label = if x1 - x0 >= LABEL_FITS_PX {
+            label.as_str()
+        } else {
+            ""
+        };
         let _ = write!(
             svg,
-            r#"<g class="{class}"><title>op {index} (client {}): {label}</title><rect x="{x0}" y="{y}" width="{}" height="{}" rx="3"/><text x="{}" y="{}">{number}{label}</text></g>"#,
+            r#"<g class="{class}"><title>op {index} (client {}): {label}</title><rect x="{x0}" y="{y}" width="{}" height="{}" rx="3"/><text x="{}" y="{}">{number}{shown_label}</text></g>"#,
             operation.client,
             (x1 - x0).max(4),
             ROW_PX - 4,
@@ -161,6 +168,22 @@ pub fn html<M: Model>(
         )
     })
     .collect();
+    let partial = illegal
+        .and_then(|partition| {
+            let failing = failing?;
+            let (_, snapshot) = partition
+                .longest_partial
+                .iter()
+                .find(|(op, _)| *op == failing)?;
+            partition.partial_linearizations.get(*snapshot)
+        })
+        .map_or(String::new(), |order| {
+            let ops: Vec<String> = order.iter().map(|op| format!("op {op}")).collect();
+            format!(
+                "<h4>Longest partial linearization containing the failing operation</h4><p>{}</p>",
+                ops.join(" &rarr; ")
+            )
+        });
     let summary = match (report.verdict, illegal) {
         (Verdict::NotLinearizable, Some(partition)) => format!(
             "Not linearizable (partition {:?}). The longest linearizable prefix is numbered; op {} (red) cannot be placed after it.",
@@ -177,7 +200,7 @@ g rect{{stroke:#555;fill:#ddd}} .linearized rect{{fill:#b9e3b0}} .failing rect{{
 .unknown rect{{fill:#eee;stroke-dasharray:4 2}} .failed rect{{fill:#fafafa;stroke:#bbb}} .pending rect{{fill:#f3e2a9}}
 line.fault{{stroke:#c60;stroke-dasharray:3 3}} text.fault{{fill:#c60}}
 </style></head><body><h3>{title}</h3><p>{summary}</p><div style="overflow-x:auto"><svg width="{}" height="{height}">{svg}</svg></div>
-<h4>Order</h4><ol>{}</ol></body></html>
+<h4>Order</h4><ol>{}</ol>{partial}</body></html>
 "#,
         end_x + 200,
         order.join("")
