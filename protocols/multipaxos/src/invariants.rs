@@ -1,0 +1,100 @@
+//! Invariants: local ones checked after every step, and the cross-node "a chosen value never
+//! changes" check over a cluster's nodes through time.
+
+use std::collections::BTreeMap;
+
+use dst_sim::{NodeId, StateMachine};
+
+use crate::message::{Slot, Value};
+use crate::paxos::{MultiPaxos, Role};
+
+/// Local invariants of one replica.
+pub fn check_local<S: StateMachine>(node: &MultiPaxos<S>) -> Result<(), String> {
+    let id = node.id();
+    if node.applied_below() > node.chosen_below() {
+        return Err(format!(
+            "{id}: applied up to {:?} beyond chosen prefix {:?}",
+            node.applied_below(),
+            node.chosen_below()
+        ));
+    }
+    if let Some((slot, _)) = node.chosen().iter().next_back() {
+        if *slot >= node.chosen_below() {
+            // Gaps are allowed above the prefix; below it every slot must be known.
+            if node.chosen().range(..node.chosen_below()).count() as u64
+                != node.chosen_below().0 - 1
+            {
+                return Err(format!("{id}: hole in the chosen prefix"));
+            }
+        }
+    }
+    if let Some((slot, record)) = node
+        .accepted()
+        .iter()
+        .find(|(_, record)| !record.chosen && record.ballot > node.promised())
+    {
+        return Err(format!(
+            "{id}: slot {} accepted at {} above the promise {}",
+            slot.0,
+            record.ballot,
+            node.promised()
+        ));
+    }
+    if node.role() != Role::Follower && node.ballot().node != id {
+        return Err(format!(
+            "{id}: proposes with {}'s ballot",
+            node.ballot().node
+        ));
+    }
+    if node.role() == Role::Leader && node.ballot() < node.promised() {
+        return Err(format!(
+            "{id}: leads with {} below its promise {}",
+            node.ballot(),
+            node.promised()
+        ));
+    }
+    Ok(())
+}
+
+/// "A chosen value never changes": remembers the first value any node reported chosen in
+/// each slot and fails if any node, now or later, knows a different one.
+pub struct ChosenMonitor<C> {
+    first: BTreeMap<Slot, (Value<C>, NodeId)>,
+}
+
+impl<C: PartialEq + Clone + std::fmt::Debug> Default for ChosenMonitor<C> {
+    fn default() -> Self {
+        ChosenMonitor {
+            first: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C: PartialEq + Clone + std::fmt::Debug> ChosenMonitor<C> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the nodes' current knowledge against everything seen so far.
+    pub fn observe<S: StateMachine<Command = C>>(
+        &mut self,
+        nodes: &[&MultiPaxos<S>],
+    ) -> Result<(), String> {
+        for node in nodes {
+            for (slot, value) in node.chosen() {
+                let (first, by) = self
+                    .first
+                    .entry(*slot)
+                    .or_insert_with(|| (value.clone(), node.id()));
+                if first != value {
+                    return Err(format!(
+                        "slot {} chosen as {first:?} (seen at {by}) and {value:?} at {}",
+                        slot.0,
+                        node.id()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! Ballots, slots, values and the messages replicas exchange.
+
+use dst_protocols::digest::hash_bytes;
+use dst_protocols::Request;
+use dst_sim::NodeId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A ballot: `(round, node)`, ordered lexicographically, so two proposers never share one.
+/// `Ballot::ZERO` (round 0) is below every ballot a proposer uses.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+impl Ballot {
+    pub const ZERO: Ballot = Ballot {
+        round: 0,
+        node: NodeId(0),
+    };
+}
+
+impl std::fmt::Display for Ballot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}.{}", self.round, self.node.0)
+    }
+}
+
+/// A position in the replicated log, starting at 1.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Slot(pub u64);
+
+impl Slot {
+    pub const FIRST: Slot = Slot(1);
+    pub fn next(self) -> Slot {
+        Slot(self.0 + 1)
+    }
+}
+
+/// What a slot holds: a client request, or `None` for a no-op that fills a gap.
+pub type Value<C> = Option<Request<C>>;
+
+/// What an acceptor reports for one slot in a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Report<C> {
+    pub slot: Slot,
+    /// The ballot of the latest accept (meaningless when `chosen`).
+    pub ballot: Ballot,
+    pub value: Value<C>,
+    /// The acceptor knows this value is chosen: a proposer takes it as is.
+    pub chosen: bool,
+}
+
+/// Every message kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Body<C> {
+    /// Phase 1a for every slot from `from` on.
+    Prepare { ballot: Ballot, from: Slot },
+    /// Phase 1b: the acceptor promised `ballot` and reports its accepts at or after `from`.
+    Promise {
+        ballot: Ballot,
+        from: Slot,
+        accepted: Vec<Report<C>>,
+    },
+    /// Phase 2a for one slot.
+    Accept {
+        ballot: Ballot,
+        slot: Slot,
+        value: Value<C>,
+    },
+    /// Phase 2b.
+    Accepted { ballot: Ballot, slot: Slot },
+    /// A prepare or accept below the acceptor's promise; tells the proposer what to beat.
+    Nack { ballot: Ballot, promised: Ballot },
+    /// The leader learned `slot` is chosen with `value`.
+    Chosen { slot: Slot, value: Value<C> },
+    /// Leader liveness and catch-up: `chosen_below` is the leader's first slot not known
+    /// chosen.
+    Heartbeat { ballot: Ballot, chosen_below: Slot },
+    /// A follower's first slot not known chosen, so the leader can send what it misses.
+    HeartbeatAck { ballot: Ballot, chosen_below: Slot },
+    /// A note a node sends itself after a sync: every slot up to `bound` is durably stored
+    /// as chosen, so recovery may end.
+    RecoveryDurable { bound: Slot },
+}
+
+/// A message on the wire: the body and (if enabled) a checksum of its encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PaxosMsg<C> {
+    pub body: Body<C>,
+    /// 0 when checksums are off.
+    pub checksum: u64,
+}
+
+const MESSAGE_SEED: u64 = 0x7061_786f_735f_6d73;
+
+impl<C: Serialize + DeserializeOwned> PaxosMsg<C> {
+    /// Wraps a body, computing its checksum when `with_checksum`.
+    pub fn seal(body: Body<C>, with_checksum: bool) -> Self {
+        let checksum = if with_checksum {
+            body_checksum(&body)
+        } else {
+            0
+        };
+        PaxosMsg { body, checksum }
+    }
+
+    /// True if the checksum matches the body (or checksums are off).
+    pub fn verify(&self, with_checksum: bool) -> bool {
+        !with_checksum || self.checksum == body_checksum(&self.body)
+    }
+}
+
+fn body_checksum<C: Serialize>(body: &Body<C>) -> u64 {
+    // Never 0 for an encodable body, so a zeroed checksum field never verifies.
+    match postcard::to_allocvec(body) {
+        Ok(bytes) => hash_bytes(MESSAGE_SEED, &bytes) | 1,
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ballots_order_by_round_then_node() {
+        let low = Ballot {
+            round: 1,
+            node: NodeId(2),
+        };
+        let high = Ballot {
+            round: 2,
+            node: NodeId(0),
+        };
+        assert!(low < high);
+        assert!(Ballot::ZERO < low);
+        assert!(
+            Ballot {
+                round: 2,
+                node: NodeId(1)
+            } > high
+        );
+    }
+
+    #[test]
+    fn a_corrupted_body_fails_verification() {
+        let msg: PaxosMsg<u8> = PaxosMsg::seal(
+            Body::Accepted {
+                ballot: Ballot {
+                    round: 3,
+                    node: NodeId(1),
+                },
+                slot: Slot(4),
+            },
+            true,
+        );
+        assert!(msg.verify(true));
+        let mut bad = msg.clone();
+        bad.body = Body::Accepted {
+            ballot: Ballot {
+                round: 3,
+                node: NodeId(1),
+            },
+            slot: Slot(5),
+        };
+        assert!(!bad.verify(true), "changed slot not detected");
+        assert!(bad.verify(false), "checksums off accepts anything");
+    }
+}

@@ -1,0 +1,142 @@
+//! Shared helpers: run Multi-Paxos replicating the KV store in the real simulator, and judge
+//! the run with every oracle (mirrors the `dst` runner's `raft_node`, `kv_client`,
+//! `judge_kv`).
+
+#![allow(dead_code)]
+
+use dst_checkers::linearizability::CheckConfig;
+use dst_multipaxos::{ChosenMonitor, MultiPaxos, PaxosConfig};
+use dst_protocols::harness::{check_kv_run, RunFacts};
+use dst_protocols::{
+    ClientConfig, KvCommand, KvOutput, KvStore, KvWorkload, KvWorkloadConfig, Observation,
+    SimClient,
+};
+use dst_sim::{parse_plan, FaultProfile, Node, NodeId, RunSummary, SeededSource, Sim, SimConfig};
+
+pub type KvPaxos = MultiPaxos<KvStore>;
+pub type KvObs = Observation<KvCommand, KvOutput>;
+
+/// One run's knobs.
+pub struct Run {
+    pub seed: u64,
+    pub profile: &'static str,
+    pub nodes: u32,
+    pub clients: u32,
+    pub requests_per_client: u64,
+    pub plan: &'static str,
+    pub quiet_at_ns: u64,
+    pub end_ns: u64,
+}
+
+impl Run {
+    pub fn new(seed: u64, profile: &'static str) -> Self {
+        Run {
+            seed,
+            profile,
+            nodes: 3,
+            clients: 2,
+            requests_per_client: 30,
+            plan: "",
+            quiet_at_ns: 5 * dst_sim::SEC,
+            end_ns: 20 * dst_sim::SEC,
+        }
+    }
+}
+
+/// The node types the KV clients can talk to.
+pub trait KvNode:
+    Node<
+    Request = dst_protocols::Request<KvCommand>,
+    Reply = dst_protocols::Reply<KvOutput>,
+    Obs = KvObs,
+>
+{
+}
+impl<N> KvNode for N where
+    N: Node<
+        Request = dst_protocols::Request<KvCommand>,
+        Reply = dst_protocols::Reply<KvOutput>,
+        Obs = KvObs,
+    >
+{
+}
+
+/// What a run left behind.
+pub struct Outcome<N: KvNode> {
+    pub summary: RunSummary,
+    pub observations: Vec<(u64, KvObs)>,
+    pub sim: Sim<N, SimClient<N, KvWorkload>>,
+}
+
+/// Runs nodes built by `make` under the run's profile and plan.
+pub fn run_with<N: KvNode>(run: &Run, make: impl FnMut(NodeId) -> N + 'static) -> Outcome<N> {
+    let mut knobs = SeededSource::new(run.seed ^ 0x5eed);
+    let profile = FaultProfile::named(run.profile, &mut knobs).expect("known profile");
+    let mut config = SimConfig::new(run.nodes, run.clients, profile);
+    config.plan = parse_plan(run.plan).expect("valid plan");
+    config.quiet_at_ns = run.quiet_at_ns;
+    config.end_ns = run.end_ns;
+    config.stop_when_clients_done = true;
+    let clients = (0..run.clients)
+        .map(|client| {
+            let workload = KvWorkloadConfig::contention(run.requests_per_client);
+            SimClient::new(ClientConfig::default(), KvWorkload::new(client, workload))
+        })
+        .collect();
+    let mut sim = Sim::new(
+        config,
+        Box::new(make),
+        clients,
+        SeededSource::new(run.seed),
+        false,
+    );
+    let summary = sim.run();
+    let observations = sim.take_observations();
+    Outcome {
+        summary,
+        observations,
+        sim,
+    }
+}
+
+/// Runs Multi-Paxos over the KV store.
+pub fn run_paxos(run: &Run) -> Outcome<KvPaxos> {
+    run_with(run, |_| {
+        MultiPaxos::for_service(PaxosConfig::default(), KvStore::new())
+    })
+}
+
+/// Every oracle over the run: safety, the engine's invariant failures, liveness after the
+/// quiet phase, linearizability. Returns the violations as text.
+pub fn judge<N: KvNode>(run: &Run, outcome: &Outcome<N>) -> Vec<String> {
+    let facts = RunFacts::from_summary(run.nodes, &outcome.summary);
+    let verdict = check_kv_run(&outcome.observations, &facts, &CheckConfig::default());
+    verdict
+        .violations
+        .iter()
+        .map(|violation| format!("{}: {}", violation.property, violation.detail))
+        .collect()
+}
+
+/// The cross-node check over the nodes still up at the end.
+pub fn chosen_never_changes(outcome: &Outcome<KvPaxos>, nodes: u32) -> Result<(), String> {
+    let live: Vec<&KvPaxos> = (0..nodes)
+        .filter_map(|id| outcome.sim.node(NodeId(id)))
+        .collect();
+    ChosenMonitor::new().observe(&live)
+}
+
+/// Requests completed by clients.
+pub fn completed(observations: &[(u64, KvObs)]) -> usize {
+    observations
+        .iter()
+        .filter(|(_, obs)| matches!(obs, Observation::Complete { .. }))
+        .count()
+}
+
+pub fn seeds(default: u64) -> u64 {
+    std::env::var("DST_SEEDS")
+        .ok()
+        .and_then(|seeds| seeds.parse().ok())
+        .unwrap_or(default)
+}
