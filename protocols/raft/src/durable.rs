@@ -60,7 +60,7 @@ pub struct LogRecord<C> {
 pub struct SnapshotRecord {
     pub last_index: LogIndex,
     pub last_term: Term,
-    /// Encoded [`crate::raft::SnapshotData`].
+    /// The service state with its session table (`Sessions::snapshot`).
     pub data: Vec<u8>,
 }
 

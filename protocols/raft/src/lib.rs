@@ -92,8 +92,11 @@
 //!   (no acknowledged entry has a higher term) and the highest log index found on disk. It
 //!   does not stand for election, and it votes only for candidates whose log is at least as
 //!   up-to-date as that bound (such a candidate holds every entry this node may have helped
-//!   commit). It accepts entries as usual and leaves recovery once its log matches a
-//!   leader's up to the bound (or the leader's whole log) and that is durable.
+//!   commit). Once the bound is durable (before that it stores nothing, so the damaged keys
+//!   stay as evidence) it accepts entries as usual, and it leaves recovery once its log
+//!   matches a leader's up to the bound (or the leader's whole log) and that is durable.
+//! - a log entry or snapshot of a term above the stored term (the term record of that batch
+//!   was lost, unsynced): the node adopts that term without a vote.
 //!
 //! Log compaction: after `snapshot_threshold_entries` applied entries the node snapshots the
 //! service and session table into one of two slots (never the one holding the latest durable
@@ -101,7 +104,7 @@
 //!
 //! ## Invariants
 //!
-//! Local ([`Raft::check_invariants`]): `lastApplied <= commitIndex <= lastIndex`, the log is
+//! Local (`Node::check_invariants`, [`invariants::check_local`]): `lastApplied <= commitIndex <= lastIndex`, the log is
 //! contiguous after the snapshot with non-decreasing terms, no entry's term exceeds
 //! `currentTerm`, a leader voted for itself. Cross-node ([`invariants`]): election safety,
 //! log matching, leader completeness, state machine safety.

@@ -1,7 +1,7 @@
 //! The Raft replica: state, handlers and the persist-then-send discipline.
 //!
 //! Every handler mutates in-memory state, marks what must be written (`Dirty`) and queues its
-//! outgoing messages in `outbox`. [`Raft::finish`] then applies committed entries, writes the
+//! outgoing messages in `outbox`. `Raft::finish` then applies committed entries, writes the
 //! dirty state, syncs, and only then releases the outbox: by the host's ordering duty, no
 //! message that depends on a write leaves before the write is durable. If a write fails
 //! (I/O error, full disk, a misdirected write caught by read-back) the outbox is dropped and
