@@ -23,6 +23,7 @@
 //! - **invariant:NAME**: protocol-specific checks registered in an [`InvariantRegistry`], or
 //!   reported by nodes themselves.
 
+mod index;
 pub mod invariants;
 pub mod liveness;
 pub mod record;
