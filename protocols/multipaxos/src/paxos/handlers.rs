@@ -333,7 +333,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
         let majority = self.majority();
         let Some(proposal) = self.proposals.get_mut(&slot) else {
-            ctx.ignore("accepted for a slot not open");
+            ctx.ignore("accepted for a slot already chosen");
             return;
         };
         proposal.accepted_by.insert(from);

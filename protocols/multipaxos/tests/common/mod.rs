@@ -135,8 +135,13 @@ pub fn completed(observations: &[(u64, KvObs)]) -> usize {
 }
 
 pub fn seeds(default: u64) -> u64 {
-    std::env::var("DST_SEEDS")
+    env_or("DST_SEEDS", default)
+}
+
+/// A number from the environment, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
-        .and_then(|seeds| seeds.parse().ok())
+        .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
