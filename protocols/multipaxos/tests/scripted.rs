@@ -1,0 +1,265 @@
+//! Scripted scenarios driving replicas by hand (every delivery chosen by the test), and the
+//! same scenario with a deliberately broken phase 1 that the chosen-value check catches.
+//!
+//! Scenario (the classic one for Paxos recovery): leader n0 gets a value accepted by itself
+//! and n1 (a majority: the value is chosen), learns it, and crashes before telling anyone.
+//! n2 then runs phase 1 with n1; n1's promise reports the accepted value, so n2 must propose
+//! that value again in the same slot, never a no-op or something else.
+
+use dst_multipaxos::{
+    Body, ChosenMonitor, MultiPaxos, PaxosConfig, PaxosMsg, PaxosTimer, Role, Slot,
+};
+use dst_protocols::{KvCommand, KvStore, Request};
+use dst_sim::{ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
+
+type KvPaxos = MultiPaxos<KvStore>;
+type Msg = PaxosMsg<KvCommand>;
+
+struct Cluster {
+    nodes: Vec<KvPaxos>,
+    disks: Vec<Storage>,
+    decisions: SeededSource,
+    next_timer_id: u64,
+    /// Messages in flight: (from, to, message).
+    wire: Vec<(NodeId, NodeId, Msg)>,
+}
+
+impl Cluster {
+    fn new(size: u32) -> Self {
+        let mut cluster = Cluster {
+            nodes: (0..size).map(|_| fresh()).collect(),
+            disks: (0..size)
+                .map(|_| Storage::new(StorageFaults::default()))
+                .collect(),
+            decisions: SeededSource::new(7),
+            next_timer_id: 0,
+            wire: Vec::new(),
+        };
+        for id in 0..size {
+            cluster.step(NodeId(id), |node, ctx| node.on_start(ctx));
+        }
+        cluster
+    }
+
+    /// Runs one handler; its sends go on the wire, its syncs complete at once.
+    fn step(&mut self, id: NodeId, handler: impl FnOnce(&mut KvPaxos, &mut NodeCtx<'_, KvPaxos>)) {
+        let size = self.nodes.len() as u32;
+        let mut effects = Vec::new();
+        let mut ignored = Vec::new();
+        {
+            let mut ctx = NodeCtx::new(
+                id,
+                size,
+                0,
+                &mut effects,
+                &mut self.disks[id.0 as usize],
+                &mut self.decisions,
+                &mut self.next_timer_id,
+                &mut ignored,
+            );
+            handler(&mut self.nodes[id.0 as usize], &mut ctx);
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => self.wire.push((id, to, msg)),
+                Effect::Sync { up_to } => self.disks[id.0 as usize].complete_sync(up_to),
+                _ => {}
+            }
+        }
+    }
+
+    /// Delivers messages until none is left that `pass` lets through (the rest are lost).
+    fn deliver(&mut self, pass: impl Fn(NodeId, NodeId, &Body<KvCommand>) -> bool) {
+        // Bounded: a handful of handlers per message in a three-node cluster.
+        for _ in 0..1_000 {
+            let Some((from, to, msg)) = self.wire.pop() else {
+                return;
+            };
+            if pass(from, to, &msg.body) {
+                self.step(to, |node, ctx| node.on_message(ctx, from, msg));
+            }
+        }
+        panic!("messages kept flowing");
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.disks[id.0 as usize].crash(&mut self.decisions);
+        self.nodes[id.0 as usize] = fresh();
+        self.wire.retain(|(from, to, _)| *from != id && *to != id);
+    }
+
+    fn node(&self, id: u32) -> &KvPaxos {
+        &self.nodes[id as usize]
+    }
+}
+
+fn fresh() -> KvPaxos {
+    MultiPaxos::for_service(PaxosConfig::default(), KvStore::new())
+}
+
+fn put() -> Request<KvCommand> {
+    Request {
+        client: ClientId(0),
+        sequence: 1,
+        command: KvCommand::Put {
+            key: "k".to_string(),
+            value: "v".to_string(),
+        },
+    }
+}
+
+fn other_put() -> Request<KvCommand> {
+    Request {
+        client: ClientId(1),
+        sequence: 1,
+        command: KvCommand::Put {
+            key: "k".to_string(),
+            value: "w".to_string(),
+        },
+    }
+}
+
+/// Strips every report from promises in flight: a proposer that ignores accepted values.
+fn forget_reports(cluster: &mut Cluster) {
+    for (_, _, msg) in cluster.wire.iter_mut() {
+        if let Body::Promise { accepted, .. } = &mut msg.body {
+            accepted.clear();
+            *msg = PaxosMsg::seal(msg.body.clone(), true);
+        }
+    }
+}
+
+/// Runs the scenario; `broken` makes the new leader's phase 1 ignore accepted values.
+/// Returns the cross-node check's verdict and the cluster.
+fn leader_crash_after_choosing(broken: bool) -> (Result<(), String>, Cluster) {
+    let (n0, n2) = (NodeId(0), NodeId(2));
+    let mut cluster = Cluster::new(3);
+    let mut monitor = ChosenMonitor::new();
+    cluster.step(n0, |node, ctx| node.on_timer(ctx, PaxosTimer::Election));
+    cluster.deliver(|_, _, _| true);
+    assert_eq!(cluster.node(0).role(), Role::Leader, "n0 won phase 1");
+
+    cluster.step(n0, |node, ctx| node.on_request(ctx, ClientId(0), put()));
+    // n2 hears nothing, and nobody hears that the slot is chosen.
+    cluster.deliver(|_, to, body| to != n2 && !matches!(body, Body::Chosen { .. }));
+    assert_eq!(
+        cluster.node(0).chosen().get(&Slot(1)),
+        Some(&Some(put())),
+        "n0 learned it"
+    );
+    assert!(cluster.node(1).chosen().is_empty(), "n1 must not know yet");
+    monitor
+        .observe(&[cluster.node(0), cluster.node(1), cluster.node(2)])
+        .expect("one leader so far");
+    cluster.crash(n0);
+
+    cluster.step(n2, |node, ctx| node.on_timer(ctx, PaxosTimer::Election));
+    for _ in 0..10 {
+        if broken {
+            forget_reports(&mut cluster);
+        }
+        let Some(next) = cluster.wire.pop() else {
+            break;
+        };
+        cluster.wire.push(next);
+        cluster.deliver_one_round(n0);
+    }
+    assert_eq!(cluster.node(2).role(), Role::Leader, "n2 won phase 1");
+    // A new request must land after the recovered slot, never in it.
+    cluster.step(n2, |node, ctx| {
+        node.on_request(ctx, ClientId(1), other_put())
+    });
+    cluster.deliver(|from, to, _| from != n0 && to != n0);
+    let verdict = monitor.observe(&[cluster.node(1), cluster.node(2)]);
+    (verdict, cluster)
+}
+
+impl Cluster {
+    /// Delivers what is on the wire now (not what it causes), skipping `down`.
+    fn deliver_one_round(&mut self, down: NodeId) {
+        for (from, to, msg) in std::mem::take(&mut self.wire) {
+            if to != down && from != down {
+                self.step(to, |node, ctx| node.on_message(ctx, from, msg));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_new_leader_recovers_the_value_chosen_by_the_crashed_one() {
+    let (verdict, mut cluster) = leader_crash_after_choosing(false);
+    verdict.unwrap_or_else(|error| panic!("{error}"));
+    for id in [1, 2] {
+        assert_eq!(
+            cluster.node(id).chosen().get(&Slot(1)),
+            Some(&Some(put())),
+            "n{id} learned the recovered value"
+        );
+        assert_eq!(
+            cluster.node(id).chosen().get(&Slot(2)),
+            Some(&Some(other_put())),
+            "n{id} learned the new request after it"
+        );
+    }
+    // n0 comes back with its accept on disk, and catches up through heartbeats.
+    cluster.step(NodeId(0), |node, ctx| node.on_restart(ctx));
+    let record = cluster
+        .node(0)
+        .accepted()
+        .get(&Slot(1))
+        .expect("accept survived the crash");
+    assert_eq!(record.value, Some(put()));
+    cluster.step(NodeId(2), |node, ctx| node.on_timer(ctx, PaxosTimer::Tick));
+    cluster.deliver(|_, _, _| true);
+    assert_eq!(cluster.node(0).chosen().get(&Slot(1)), Some(&Some(put())));
+    assert_eq!(
+        cluster.node(0).applied_below(),
+        Slot(3),
+        "n0 applied both slots"
+    );
+    assert_eq!(cluster.node(0).state().get("k"), Some("w"));
+}
+
+#[test]
+fn a_proposer_ignoring_accepted_values_is_caught_by_the_chosen_value_check() {
+    let (verdict, _) = leader_crash_after_choosing(true);
+    let error = verdict.expect_err("the broken phase 1 chose another value in slot 1");
+    assert!(error.contains("slot 1"), "unexpected report: {error}");
+}
+
+#[test]
+fn a_prepare_below_the_promise_is_refused() {
+    let mut cluster = Cluster::new(3);
+    cluster.step(NodeId(2), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    cluster.deliver(|_, _, _| true);
+    let promised = cluster.node(1).promised();
+    assert_eq!(promised.node, NodeId(2));
+    cluster.wire.clear();
+    let low = dst_multipaxos::Ballot {
+        round: promised.round,
+        node: NodeId(0),
+    };
+    let prepare = PaxosMsg::seal(
+        Body::Prepare {
+            ballot: low,
+            from: Slot(1),
+        },
+        true,
+    );
+    cluster.step(NodeId(1), |node, ctx| {
+        node.on_message(ctx, NodeId(0), prepare)
+    });
+    assert!(
+        matches!(cluster.wire.as_slice(), [(_, to, msg)] if *to == NodeId(0)
+            && matches!(msg.body, Body::Nack { promised: p, .. } if p == promised)),
+        "expected one nack, got {:?}",
+        cluster.wire
+    );
+    assert_eq!(
+        cluster.node(1).promised(),
+        promised,
+        "the promise went down"
+    );
+}
