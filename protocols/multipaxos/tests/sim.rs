@@ -101,7 +101,7 @@ fn no_violations_under_fault_profiles() {
                 .get("message checksum mismatch")
                 .copied()
                 .unwrap_or(0);
-            if stats.corrupt_delivered > rejected as u64 {
+            if stats.corrupt_delivered > rejected {
                 let client_side = ["validity", "linearizability", "durability"];
                 violations.retain(|violation| {
                     !client_side
