@@ -263,3 +263,111 @@ fn a_prepare_below_the_promise_is_refused() {
         "the promise went down"
     );
 }
+
+impl Cluster {
+    /// Replaces a durable value on `id`'s disk with garbage (a latent corruption).
+    fn damage(&mut self, id: NodeId, key: &str) {
+        let disk = &mut self.disks[id.0 as usize];
+        disk.write(
+            key,
+            vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5],
+            &mut self.decisions,
+        )
+        .expect("no storage faults configured");
+        let up_to = disk.last_sequence();
+        disk.complete_sync(up_to);
+    }
+}
+
+/// n0 leads and gets `put()` chosen in slot 1; everyone learns it.
+fn cluster_with_one_chosen_slot() -> Cluster {
+    let mut cluster = Cluster::new(3);
+    cluster.step(NodeId(0), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    cluster.deliver(|_, _, _| true);
+    cluster.step(NodeId(0), |node, ctx| {
+        node.on_request(ctx, ClientId(0), put())
+    });
+    cluster.deliver(|_, _, _| true);
+    for id in 0..3 {
+        assert_eq!(cluster.node(id).chosen().get(&Slot(1)), Some(&Some(put())));
+    }
+    cluster
+}
+
+#[test]
+fn a_damaged_accept_record_keeps_the_node_out_of_phase_1_until_relearned() {
+    let mut cluster = cluster_with_one_chosen_slot();
+    let n1 = NodeId(1);
+    cluster.crash(n1);
+    cluster.damage(n1, &dst_multipaxos::durable::accept_key(Slot(1)));
+    cluster.step(n1, |node, ctx| node.on_restart(ctx));
+    assert!(
+        cluster.node(1).is_recovering(),
+        "damage must not be trusted"
+    );
+    assert!(cluster.node(1).accepted().is_empty());
+
+    // A candidate asks n1 for a promise: n1 stays silent.
+    cluster.step(NodeId(2), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    let prepare = cluster
+        .wire
+        .iter()
+        .position(|(_, to, _)| *to == n1)
+        .expect("a prepare for n1");
+    let (from, _, msg) = cluster.wire.remove(prepare);
+    cluster.wire.clear();
+    cluster.step(n1, |node, ctx| node.on_message(ctx, from, msg));
+    assert!(
+        cluster.wire.is_empty(),
+        "a recovering node promised: {:?}",
+        cluster.wire
+    );
+
+    // n2 finishes phase 1 with n0, then its heartbeat lets n1 relearn slot 1.
+    cluster.step(NodeId(2), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    cluster.deliver(|from, to, _| from != n1 && to != n1);
+    assert_eq!(cluster.node(2).role(), Role::Leader);
+    cluster.step(NodeId(2), |node, ctx| node.on_timer(ctx, PaxosTimer::Tick));
+    cluster.deliver(|_, _, _| true);
+    assert!(
+        !cluster.node(1).is_recovering(),
+        "relearned everything, still recovering"
+    );
+    let record = &cluster.node(1).accepted()[&Slot(1)];
+    assert!(record.chosen && record.value == Some(put()), "{record:?}");
+
+    // The end of recovery is durable too.
+    cluster.crash(n1);
+    cluster.step(n1, |node, ctx| node.on_restart(ctx));
+    assert!(!cluster.node(1).is_recovering());
+    assert_eq!(cluster.node(1).chosen().get(&Slot(1)), Some(&Some(put())));
+}
+
+#[test]
+fn unreadable_promise_copies_halt_the_node() {
+    let mut cluster = cluster_with_one_chosen_slot();
+    let n1 = NodeId(1);
+    cluster.crash(n1);
+    for key in dst_multipaxos::durable::META_KEYS {
+        cluster.damage(n1, key);
+    }
+    cluster.step(n1, |node, ctx| node.on_restart(ctx));
+    assert!(
+        matches!(cluster.node(1).status(), dst_multipaxos::Status::Halted(_)),
+        "{:?}",
+        cluster.node(1).status()
+    );
+    // One good copy is enough.
+    let mut cluster = cluster_with_one_chosen_slot();
+    cluster.crash(n1);
+    cluster.damage(n1, dst_multipaxos::durable::META_KEYS[0]);
+    cluster.step(n1, |node, ctx| node.on_restart(ctx));
+    assert_eq!(cluster.node(1).status(), &dst_multipaxos::Status::Running);
+    assert_eq!(cluster.node(1).promised().node, NodeId(0));
+}
