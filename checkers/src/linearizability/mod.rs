@@ -351,6 +351,7 @@ fn check_partition<M: Model>(
                 ret,
                 input: &operation.input,
                 output,
+                hint: operation.hint,
             })
         })
         .collect();

@@ -37,6 +37,8 @@ pub struct Prepared<'h, M: Model> {
     pub ret: Option<u64>,
     pub input: &'h M::Input,
     pub output: Option<&'h M::Output>,
+    /// Ordering hint: hinted operations are tried first, in hint order.
+    pub hint: Option<u64>,
 }
 
 /// Why a search stopped without a verdict.
@@ -87,6 +89,8 @@ pub struct Partials {
 struct Frame {
     op: u32,
     state_before: u32,
+    /// Index of the choice in its node's candidates.
+    position: usize,
     alternative: usize,
     /// Linearized as the only choice worth trying (a legal read-only operation).
     forced: bool,
@@ -247,7 +251,7 @@ impl Position {
         op: u32,
         next: u32,
         hash: (u64, u64),
-        alternative: usize,
+        (position, alternative): (usize, usize),
         forced: bool,
         events: &mut Events,
         order: &mut Order,
@@ -256,6 +260,7 @@ impl Position {
         self.stack.push(Frame {
             op,
             state_before: self.state,
+            position,
             alternative,
             forced,
         });
@@ -325,8 +330,7 @@ pub fn search<M: Model>(
         .map(|op| op.ret.is_some() && model.is_read_only(op.input))
         .collect();
     let mut deepest_block: Option<(usize, u32, Vec<u32>)> = None;
-    let mut entry = events.next[HEAD];
-    let mut resume = 0usize;
+    let mut node = Node::default();
     let mut fresh = true;
     let mut backtrack = false;
     loop {
@@ -342,6 +346,25 @@ pub fn search<M: Model>(
                 return SearchResult::Stopped(reason);
             }
         }
+        if backtrack {
+            let Some(frame) = at.pop(&words, &mut events, &mut order) else {
+                let Some((_, blocked, prefix)) = deepest_block else {
+                    return SearchResult::Illegal {
+                        prefix: Vec::new(),
+                        blocked: u32::MAX,
+                    };
+                };
+                return SearchResult::Illegal { prefix, blocked };
+            };
+            // Backtracking out of a forced choice backtracks out of its parent as well.
+            backtrack = frame.forced;
+            if !frame.forced {
+                node.candidates(ops, &events, &read_only, &order, &twin, &at.linearized);
+                node.position = frame.position;
+                node.resume = frame.alternative + 1;
+            }
+            continue;
+        }
         if fresh {
             fresh = false;
             // A definite read-only operation that is legal now can be linearized now without
@@ -354,7 +377,7 @@ pub fn search<M: Model>(
                         op,
                         at.state,
                         hash,
-                        usize::MAX,
+                        (0, usize::MAX),
                         true,
                         &mut events,
                         &mut order,
@@ -362,49 +385,29 @@ pub fn search<M: Model>(
                     if limits.explain {
                         record_partial(&at, partials);
                     }
-                    entry = events.next[HEAD];
                     fresh = true;
                 } else {
                     backtrack = true;
                 }
                 continue;
             }
+            node.candidates(ops, &events, &read_only, &order, &twin, &at.linearized);
         }
-        let (op, is_return) = events.kind[entry];
-        if backtrack || is_return || entry == events.tail() {
+        let Some(&op) = node.ops.get(node.position) else {
+            // Nothing left to try here: the first pending return cannot be passed.
             let depth = at.stack.len();
-            if !backtrack
-                && deepest_block
-                    .as_ref()
-                    .is_none_or(|(best, _, _)| depth > *best)
+            if deepest_block
+                .as_ref()
+                .is_none_or(|(best, _, _)| depth > *best)
             {
-                deepest_block = Some((depth, op, at.order()));
+                deepest_block = Some((depth, node.barrier, at.order()));
             }
-            let Some(frame) = at.pop(&words, &mut events, &mut order) else {
-                let Some((_, blocked, prefix)) = deepest_block else {
-                    return SearchResult::Illegal {
-                        prefix: Vec::new(),
-                        blocked: u32::MAX,
-                    };
-                };
-                return SearchResult::Illegal { prefix, blocked };
-            };
-            // Backtracking out of a forced choice backtracks out of its parent as well.
-            backtrack = frame.forced;
-            entry = events.call_entry[frame.op as usize];
-            resume = frame.alternative.wrapping_add(1);
+            backtrack = true;
             continue;
-        }
-        let from = std::mem::take(&mut resume);
+        };
+        let from = std::mem::take(&mut node.resume);
         let prepared = &ops[op as usize];
         let definite = prepared.ret.is_some();
-        if read_only[op as usize]
-            || !order.ready(op)
-            || twin[op as usize].is_some_and(|t| !at.linearized[t as usize])
-        {
-            entry = events.next[entry];
-            continue;
-        }
         let successors = interner.step(op, at.state, prepared.input, prepared.output);
         let hash = at.hash_with(&words, op);
         let mut chosen = None;
@@ -418,15 +421,74 @@ pub fn search<M: Model>(
             }
         }
         let Some((alternative, next)) = chosen else {
-            entry = events.next[entry];
+            node.position += 1;
             continue;
         };
-        at.push(op, next, hash, alternative, false, &mut events, &mut order);
+        at.push(
+            op,
+            next,
+            hash,
+            (node.position, alternative),
+            false,
+            &mut events,
+            &mut order,
+        );
         if limits.explain {
             record_partial(&at, partials);
         }
-        entry = events.next[HEAD];
         fresh = true;
+    }
+}
+
+/// The choices at the current search node, in the order they are tried.
+#[derive(Default)]
+struct Node {
+    ops: Vec<u32>,
+    /// Next choice to try, and its first alternative successor state.
+    position: usize,
+    resume: usize,
+    /// The operation of the first return still in the list.
+    barrier: u32,
+}
+
+impl Node {
+    /// The operations that may take effect next (called before the first pending return),
+    /// minus those handled elsewhere, ordered by hint, then return (the most urgent first: a
+    /// long-running operation is not linearized before it has to be), then call.
+    fn candidates<M: Model>(
+        &mut self,
+        ops: &[Prepared<'_, M>],
+        events: &Events,
+        read_only: &[bool],
+        order: &Order,
+        twin: &[Option<u32>],
+        linearized: &[bool],
+    ) {
+        self.ops.clear();
+        self.position = 0;
+        self.resume = 0;
+        self.barrier = u32::MAX;
+        let mut entry = events.next[HEAD];
+        while entry != events.tail() {
+            let (op, is_return) = events.kind[entry];
+            if is_return {
+                self.barrier = op;
+                break;
+            }
+            let twin_waits = twin[op as usize].is_some_and(|t| !linearized[t as usize]);
+            if !read_only[op as usize] && order.ready(op) && !twin_waits {
+                self.ops.push(op);
+            }
+            entry = events.next[entry];
+        }
+        self.ops.sort_by_key(|&op| {
+            let op = &ops[op as usize];
+            (
+                op.hint.unwrap_or(u64::MAX),
+                op.ret.unwrap_or(u64::MAX),
+                op.call,
+            )
+        });
     }
 }
 
