@@ -83,7 +83,9 @@
 //! unknown key, so everything is rewritten. Records carry a checksum bound to their key (see
 //! [`durable`]). On restart:
 //! - term/vote are kept in two copies; the newest valid copy wins. If none is readable the
-//!   node halts ([`Status::Halted`]): it cannot know whether it already voted.
+//!   node halts ([`Status::Halted`]): it cannot know whether it already voted. The first
+//!   boot writes a term record at once, so a disk found empty on restart was wiped: that
+//!   node halts too (a replaced machine must rejoin by a membership change, not built).
 //! - the log is read as the longest chain of valid entries after the snapshot, each entry
 //!   naming its predecessor's term. A missing key or a broken chain is where unsynced writes
 //!   stopped: cut there (nothing after it was acknowledged).

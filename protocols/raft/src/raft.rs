@@ -214,6 +214,8 @@ pub struct Raft<S: StateMachine> {
     persisted_index: LogIndex,
     /// Meta version that must be durable before a recovering node stores entries.
     recovery_unconfirmed: Option<u64>,
+    /// Booted by `on_restart` (an empty disk then means it was wiped).
+    restarted: bool,
     /// Send a `Persisted` note at the end of this handler even if nothing was written.
     note_wanted: bool,
     /// Recovery may end once the log is durable up to here.
@@ -275,6 +277,7 @@ impl<S: StateMachine> Raft<S> {
             persisted_index: LogIndex(0),
             note_wanted: false,
             recovery_unconfirmed: None,
+            restarted: false,
             recovery_exit_at: None,
             durable_snapshot: (LogIndex(0), 1),
             written_snapshot: (LogIndex(0), 1),
@@ -410,6 +413,7 @@ impl<S: StateMachine> Node for Raft<S> {
     }
 
     fn on_restart(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.restarted = true;
         self.boot(ctx);
     }
 
@@ -511,7 +515,7 @@ impl<S: StateMachine> Raft<S> {
                 false
             }
             Status::Halted(_) => {
-                ctx.ignore("halted: term/vote record unreadable");
+                ctx.ignore("halted: term/vote state lost");
                 false
             }
         }
@@ -552,6 +556,7 @@ impl<S: StateMachine> Raft<S> {
             reads: self.reads,
             state: self.initial.clone(),
             initial: self.initial.clone(),
+            restarted: self.restarted,
             ..Raft::new(self.config.clone(), self.initial.service().clone())
         }
         .with_identity(self.id, self.cluster_size);
@@ -561,6 +566,15 @@ impl<S: StateMachine> Raft<S> {
         self.reset();
         self.status = Status::Running;
         if ctx.keys_with_prefix(ALL_PREFIX).is_empty() {
+            if self.restarted {
+                // First boot writes a term record before anything else: an empty disk
+                // after a restart was wiped. This node may have voted and acknowledged
+                // entries it no longer knows of; rejoining safely needs a membership change.
+                let reason = "storage empty after a restart (wiped disk)";
+                self.status = Status::Halted(reason.to_string());
+            } else {
+                self.dirty.meta = true;
+            }
             return Ok(());
         }
         let Some(meta) = self.load_meta(ctx)? else {

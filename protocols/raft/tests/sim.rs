@@ -259,3 +259,24 @@ fn lease_reads_are_linearizable_when_clocks_only_drift() {
         }
     }
 }
+
+/// A wiped disk forgets votes and acknowledged entries: the node halts instead of rejoining
+/// with amnesia, and the remaining majority carries on.
+#[test]
+fn a_node_with_a_wiped_disk_halts_and_the_majority_carries_on() {
+    let mut run = Run::new(5, "none");
+    run.plan = "at 500ms wipe 1";
+    let outcome = run_raft(&run);
+    check_agreement(&outcome.observations).unwrap_or_else(|error| panic!("{error}"));
+    let wiped = outcome.sim.node(NodeId(1)).expect("node 1 restarted");
+    assert!(
+        matches!(wiped.status(), dst_raft::Status::Halted(_)),
+        "wiped node rejoined: {:?}",
+        wiped.status()
+    );
+    assert_eq!(
+        completed(&outcome.observations),
+        60,
+        "the majority served every request"
+    );
+}
