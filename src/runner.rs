@@ -4,6 +4,7 @@
 //! observations -> oracles -> verdict.
 
 use dst_checkers::linearizability::CheckConfig;
+use dst_multipaxos::{MultiPaxos, PaxosConfig};
 use dst_protocols::client::{ClientConfig, SimClient};
 use dst_protocols::harness::{check_kv_run, RunFacts};
 use dst_protocols::kv::{KvCommand, KvOutput, KvStore};
@@ -21,7 +22,7 @@ use dst_sim::{
 use serde::Serialize;
 
 /// The protocols `dst run` knows.
-pub const PROTOCOLS: [&str; 2] = ["raft", "pingpong"];
+pub const PROTOCOLS: [&str; 3] = ["raft", "multipaxos", "pingpong"];
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -217,6 +218,12 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
             |_, _| (Vec::new(), Metrics::default()),
         )),
         "raft" => Ok(simulate(spec, raft_node(), kv_client(spec), judge_kv(spec))),
+        "multipaxos" => Ok(simulate(
+            spec,
+            paxos_node(),
+            kv_client(spec),
+            judge_kv(spec),
+        )),
         other => Err(format!("unknown protocol '{other}'")),
     }
 }
@@ -227,6 +234,11 @@ type KvClient<N> = SimClient<N, KvWorkload>;
 fn raft_node() -> impl FnMut(NodeId) -> KvRaft + 'static {
     let config = RaftConfig::default();
     move |_| Raft::for_service(config.clone(), KvStore::new())
+}
+
+fn paxos_node() -> impl FnMut(NodeId) -> MultiPaxos<KvStore> + 'static {
+    let config = PaxosConfig::default();
+    move |_| MultiPaxos::for_service(config.clone(), KvStore::new())
 }
 
 /// Clients share `spec.ops` operations on a few hot keys.

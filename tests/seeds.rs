@@ -67,7 +67,51 @@ fn raft_runs_are_deterministic_on_a_sample_of_seeds() {
             let mut spec = RunSpec::new("raft", seed, profile);
             spec.ops = 60;
             let result = runner::check_run_determinism(&spec).expect("valid spec");
-            assert!(result.is_ok(), "seed {seed} under {profile}: {}", result.unwrap_err());
+            assert!(
+                result.is_ok(),
+                "seed {seed} under {profile}: {}",
+                result.unwrap_err()
+            );
         }
     }
+}
+
+#[test]
+fn multipaxos_light() {
+    run_profile("multipaxos", "light", 8);
+}
+
+#[test]
+fn multipaxos_heavy() {
+    run_profile("multipaxos", "heavy", 8);
+}
+
+#[test]
+fn multipaxos_partitions() {
+    run_profile("multipaxos", "partitions", 8);
+}
+
+#[test]
+fn multipaxos_clocks() {
+    run_profile("multipaxos", "clocks", 8);
+}
+
+#[test]
+fn multipaxos_storage() {
+    run_profile("multipaxos", "storage", 8);
+}
+
+#[test]
+fn raft_corruption() {
+    run_profile("raft", "corruption", 8);
+}
+
+#[test]
+fn raft_swarm() {
+    run_profile("raft", "swarm", 8);
+}
+
+#[test]
+fn multipaxos_corruption() {
+    run_profile("multipaxos", "corruption", 8);
 }

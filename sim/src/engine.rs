@@ -73,6 +73,10 @@ pub struct SimConfig {
     pub record_events: bool,
     /// Print one line per event to stderr.
     pub log_events: bool,
+    /// Client sessions carry an end-to-end checksum (as a TLS-like client library would): a
+    /// corrupted request or reply is detected and dropped, never delivered as another
+    /// well-formed message. Replica-to-replica links are the protocol's responsibility.
+    pub client_checksums: bool,
     /// Count the encoded size of every message sent (costs an encoding per send when
     /// messages are not encoded anyway).
     pub measure_bytes: bool,
@@ -99,6 +103,7 @@ impl SimConfig {
             record_events: false,
             log_events: false,
             measure_bytes: false,
+            client_checksums: true,
         }
     }
 }
@@ -850,10 +855,13 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                     self.step_detail
                         .push_str(&format!("reply {client} {reply:?}; "));
                 }
-                self.transmit(from_endpoint, to_endpoint, reply, |reply| Event::Reply {
-                    from,
-                    to: client,
-                    reply,
+                let checked = self.config.client_checksums;
+                self.transmit(from_endpoint, to_endpoint, reply, checked, |reply| {
+                    Event::Reply {
+                        from,
+                        to: client,
+                        reply,
+                    }
                 });
             }
         }
@@ -872,20 +880,20 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         if self.config.record_events || self.config.log_events {
             self.step_detail.push_str(&format!("send {to} {msg:?}; "));
         }
-        self.transmit(from.0 as usize, to.0 as usize, msg, |msg| Event::Message {
-            from,
-            to,
-            msg,
+        self.transmit(from.0 as usize, to.0 as usize, msg, false, |msg| {
+            Event::Message { from, to, msg }
         });
     }
 
     /// Puts one payload on the wire: partitions, loss, corruption, latency, reordering,
     /// clogs, bandwidth and duplication. Schedules each copy that arrives as `wrap(payload)`.
+    /// On a `checked` link corruption is detected at the receiver and the message dropped.
     fn transmit<P: Payload>(
         &mut self,
         from: usize,
         to: usize,
         payload: P,
+        checked: bool,
         wrap: impl Fn(P) -> Event<N, C>,
     ) {
         if self.network.is_blocked(from, to) {
@@ -901,7 +909,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             .decider
             .chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM);
         let (payload, size_bytes) = if self.encode {
-            match self.encode_hop(payload, link.corrupt_ppm) {
+            match self.encode_hop(payload, link.corrupt_ppm, checked) {
                 Some(decoded) => decoded,
                 None => return,
             }
@@ -932,7 +940,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
-    fn encode_hop<P: Payload>(&mut self, payload: P, corrupt_ppm: u64) -> Option<(P, usize)> {
+    fn encode_hop<P: Payload>(
+        &mut self,
+        payload: P,
+        corrupt_ppm: u64,
+        checked: bool,
+    ) -> Option<(P, usize)> {
         let mut bytes = match postcard::to_allocvec(&payload) {
             Ok(bytes) => bytes,
             Err(error) => panic!("message {payload:?} does not encode: {error}"),
@@ -942,6 +955,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         if corrupted {
             self.stats.corrupted += 1;
             corrupt_bytes(&mut bytes, &mut self.decider);
+            if checked {
+                self.stats.corrupt_rejected += 1;
+                return None;
+            }
         }
         match postcard::from_bytes::<P>(&bytes) {
             Ok(decoded) => {
@@ -1003,7 +1020,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                         .push_str(&format!("request {to} {request:?}; "));
                 }
                 let from_endpoint = (self.config.nodes + id.0) as usize;
-                self.transmit(from_endpoint, to.0 as usize, request, |request| {
+                let checked = self.config.client_checksums;
+                self.transmit(from_endpoint, to.0 as usize, request, checked, |request| {
                     Event::Request {
                         from: id,
                         to,
