@@ -45,6 +45,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => cmd::run::main(args),
@@ -54,5 +55,16 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Pingpong(args)) => cmd::bench_pingpong::main(args),
         Command::Bench(BenchCommand::Check(args)) => cmd::bench_check::main(args),
         Command::Bench(BenchCommand::Inference(args)) => cmd::bench_inference::main(args),
+    }
+}
+
+/// `dst ... | head` should end quietly when the reader goes away, as command-line tools do,
+/// instead of panicking on a failed write to stdout.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at startup before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
