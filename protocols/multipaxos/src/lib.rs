@@ -43,7 +43,16 @@
 //! apply chosen slots in order (observe `Apply`); the proposer of a request replies `Done`
 //! once it is applied. Exactly once: the service sits behind [`dst_protocols::Sessions`],
 //! so a request chosen in two slots (a client retry through a new leader) applies once and
-//! the second copy answers from the session cache. Reads go through the log.
+//! the second copy answers from the session cache. Reads go through the log by default.
+//!
+//! Leader leases (option `leader_lease`, off by default): a node that heard from a leader
+//! within `election_timeout_min_ns` (or leads, or just booted) refuses to promise a new
+//! ballot, so no other leader can arise meanwhile. Heartbeats carry a round number echoed
+//! in the acknowledgement; once a majority (the leader included) acknowledged round `r`,
+//! the leader holds a lease until `sent(r) + election_timeout_min_ns * (1 - 2 * drift)` on
+//! its own clock. Under a lease, once every slot below its first proposal of this
+//! leadership is applied (all values chosen before it), the leader answers read-only
+//! commands from its state without the log. Only as safe as the clock-drift bound.
 //!
 //! ## Durability and damaged storage
 //!
@@ -65,8 +74,8 @@
 //! prefix, no accept above the promise, a leader's ballot is its own and at least its
 //! promise. Cross-node ([`ChosenMonitor`]): a value chosen in a slot never changes.
 //!
-//! Not implemented: leader leases (all reads go through the log), log compaction, membership
-//! changes.
+//! Not implemented: log compaction (accept records and chosen values are kept forever),
+//! membership changes.
 
 pub mod durable;
 pub mod invariants;

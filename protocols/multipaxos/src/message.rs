@@ -80,10 +80,18 @@ pub enum Body<C> {
     /// The leader learned `slot` is chosen with `value`.
     Chosen { slot: Slot, value: Value<C> },
     /// Leader liveness and catch-up: `chosen_below` is the leader's first slot not known
-    /// chosen.
-    Heartbeat { ballot: Ballot, chosen_below: Slot },
+    /// chosen; `round` numbers heartbeats (leases count acknowledged rounds).
+    Heartbeat {
+        ballot: Ballot,
+        chosen_below: Slot,
+        round: u64,
+    },
     /// A follower's first slot not known chosen, so the leader can send what it misses.
-    HeartbeatAck { ballot: Ballot, chosen_below: Slot },
+    HeartbeatAck {
+        ballot: Ballot,
+        chosen_below: Slot,
+        round: u64,
+    },
     /// A note a node sends itself after a sync: every slot up to `bound` is durably stored
     /// as chosen, so recovery may end.
     RecoveryDurable { bound: Slot },

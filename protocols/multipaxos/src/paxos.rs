@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dst_protocols::{Observation, Reply, Request, Sessions};
+use dst_protocols::{Observation, Reply, Request, Service, Sessions};
 use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine, StorageError, TimerId, MS};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,12 @@ pub struct PaxosConfig {
     pub max_catchup_per_message: u64,
     /// Delay before retrying a failed load or write.
     pub storage_retry_ns: u64,
+    /// Leader leases: followers refuse promises for `election_timeout_min_ns` after hearing
+    /// from the leader, and the leader answers read-only commands locally while a lease
+    /// from a majority-acknowledged heartbeat round holds. Only as safe as the clock bound.
+    pub leader_lease: bool,
+    /// Bound on relative clock drift between any two nodes, for leases.
+    pub clock_drift_bound_ppm: u64,
 }
 
 impl Default for PaxosConfig {
@@ -40,6 +46,8 @@ impl Default for PaxosConfig {
             max_open_slots: 256,
             max_catchup_per_message: 64,
             storage_retry_ns: 10 * MS,
+            leader_lease: false,
+            clock_drift_bound_ppm: 10_000,
         }
     }
 }
@@ -82,6 +90,34 @@ pub(crate) struct Proposal<C> {
     pub(crate) accepted_by: BTreeSet<NodeId>,
 }
 
+/// How a service's reads are recognised and answered (for leases).
+pub(crate) struct ReadFns<S: StateMachine> {
+    pub(crate) is_read: fn(&S::Command) -> bool,
+    pub(crate) query: fn(&S, &S::Command) -> Option<S::Output>,
+}
+
+impl<S: StateMachine> Clone for ReadFns<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: StateMachine> Copy for ReadFns<S> {}
+
+/// Heartbeat rounds a leader remembers the send time of.
+pub(crate) const ROUNDS_TRACKED_MAX: usize = 64;
+
+/// Leader-only lease bookkeeping.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LeaseState {
+    pub(crate) round: u64,
+    /// Send time of recent rounds (bounded by `ROUNDS_TRACKED_MAX`).
+    pub(crate) round_sent_ns: BTreeMap<u64, u64>,
+    pub(crate) acked_round: BTreeMap<NodeId, u64>,
+    pub(crate) lease_until_ns: u64,
+    /// `next_slot` when leadership began: every value chosen before lies below it.
+    pub(crate) leading_from: Slot,
+}
+
 /// What must be written before the outbox may leave.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Dirty {
@@ -100,6 +136,7 @@ pub(crate) enum Out<C, O> {
 /// A Multi-Paxos replica replicating service `S`.
 pub struct MultiPaxos<S: StateMachine> {
     pub(crate) config: PaxosConfig,
+    pub(crate) reads: Option<ReadFns<S>>,
     pub(crate) initial: Sessions<S>,
     pub(crate) id: NodeId,
     pub(crate) cluster_size: u32,
@@ -128,6 +165,9 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(crate) next_slot: Slot,
     /// Requests this node proposed and answers when applied (bounded by `max_open_slots`).
     pub(crate) pending: BTreeSet<(ClientId, u64)>,
+    pub(crate) lease: LeaseState,
+    /// When this node last heard from a leader (own clock), for leases.
+    pub(crate) last_leader_contact_ns: Option<u64>,
 
     pub(crate) election_timer: Option<TimerId>,
     pub(crate) tick_timer: Option<TimerId>,
@@ -158,6 +198,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         assert!(config.max_open_slots > 0, "max_open_slots must be positive");
         MultiPaxos {
             config,
+            reads: None,
             state: Sessions::new(initial.clone()),
             initial: Sessions::new(initial),
             id: NodeId(0),
@@ -177,6 +218,8 @@ impl<S: StateMachine> MultiPaxos<S> {
             proposals: BTreeMap::new(),
             next_slot: Slot::FIRST,
             pending: BTreeSet::new(),
+            lease: LeaseState::default(),
+            last_leader_contact_ns: None,
             election_timer: None,
             tick_timer: None,
             retry_timer: None,
@@ -186,9 +229,18 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
     }
 
-    /// A replica of a service; mirrors `Raft::for_service` (reads go through the log here).
-    pub fn for_service(config: PaxosConfig, initial: S) -> Self {
-        MultiPaxos::new(config, initial)
+    /// A replica of a [`Service`]: with `leader_lease` on, its read-only commands are
+    /// answered by the leader under a lease; otherwise everything goes through the log.
+    pub fn for_service(config: PaxosConfig, initial: S) -> Self
+    where
+        S: Service,
+    {
+        let mut node = MultiPaxos::new(config, initial);
+        node.reads = Some(ReadFns {
+            is_read: S::is_read_only,
+            query: S::query,
+        });
+        node
     }
 
     // ---- accessors (tests, invariant checks) ----
@@ -346,6 +398,7 @@ impl<S: StateMachine> MultiPaxos<S> {
     pub(crate) fn reset(&mut self) {
         let (id, cluster_size) = (self.id, self.cluster_size);
         let mut fresh = MultiPaxos::new(self.config.clone(), self.initial.service().clone());
+        fresh.reads = self.reads;
         fresh.initial = self.initial.clone();
         fresh.state = self.initial.clone();
         fresh.id = id;
@@ -368,6 +421,10 @@ impl<S: StateMachine> MultiPaxos<S> {
         if let Status::Halted(reason) = &self.status {
             tracing::warn!(node = %self.id, %reason, "paxos node halted");
             return;
+        }
+        if self.config.leader_lease {
+            // We may have acknowledged a leader just before crashing: honour its lease.
+            self.last_leader_contact_ns = Some(ctx.now_ns());
         }
         self.reset_election_timer(ctx);
         self.finish(ctx);

@@ -88,6 +88,7 @@ fn no_violations_under_fault_profiles() {
             let mut run = Run::new(seed, profile);
             run.requests_per_client = env_or("DST_REQUESTS", 30);
             run.nodes = env_or("DST_NODES", 3) as u32;
+            run.paxos.leader_lease = std::env::var("DST_LEASE").is_ok();
             let outcome = run_paxos(&run);
             let mut violations = judge(&run, &outcome);
             // Client requests and replies carry no checksum (dst_protocols::Request/Reply):
@@ -136,4 +137,28 @@ fn runs_are_deterministic_per_seed() {
     let first = run_paxos(&run).summary.trace_hash;
     let second = run_paxos(&run).summary.trace_hash;
     assert_eq!(first, second, "same seed, different runs");
+}
+
+/// Leader leases on: the leader answers reads locally while a lease holds. Clock jumps are
+/// outside a lease's assumptions, so the profiles here keep clocks within the drift bound.
+#[test]
+fn leases_keep_reads_linearizable() {
+    for profile in ["none", "light", "heavy", "partitions"] {
+        for seed in 0..seeds(3) {
+            let mut run = Run::new(seed, profile);
+            run.paxos.leader_lease = true;
+            run.requests_per_client = 40;
+            let outcome = run_paxos(&run);
+            let violations = judge(&run, &outcome);
+            assert!(
+                violations.is_empty(),
+                "reproduce with DST_LEASE=1 DST_PROFILE={profile} DST_SEED={seed}: {violations:?}"
+            );
+            assert_eq!(
+                completed(&outcome.observations),
+                80,
+                "{profile} seed {seed}"
+            );
+        }
+    }
 }

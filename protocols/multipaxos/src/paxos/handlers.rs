@@ -26,14 +26,12 @@ impl<S: StateMachine> MultiPaxos<S> {
             Body::Accepted { ballot, slot } => self.on_accepted(ctx, from, ballot, slot),
             Body::Nack { ballot, promised } => self.on_nack(ctx, ballot, promised),
             Body::Chosen { slot, value } => self.on_chosen(ctx, slot, value),
-            Body::Heartbeat {
-                ballot,
-                chosen_below,
-            } => self.on_heartbeat(ctx, from, ballot, chosen_below),
+            Body::Heartbeat { ballot, round, .. } => self.on_heartbeat(ctx, from, ballot, round),
             Body::HeartbeatAck {
                 ballot,
                 chosen_below,
-            } => self.on_heartbeat_ack(ctx, from, ballot, chosen_below),
+                round,
+            } => self.on_heartbeat_ack(ctx, from, ballot, chosen_below, round),
             Body::RecoveryDurable { bound } => self.on_recovery_durable(ctx, from, bound),
         }
     }
@@ -68,6 +66,10 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
         if self.meta.recovery.is_some() {
             ctx.ignore("recovering: no promises until damaged slots are relearned");
+            return;
+        }
+        if from != self.id && ballot > self.meta.promised && self.in_leader_lease(ctx.now_ns()) {
+            ctx.ignore("leader lease holds: no promise to a new ballot");
             return;
         }
         if !self.honour(from, ballot) {
@@ -152,11 +154,25 @@ impl<S: StateMachine> MultiPaxos<S> {
     fn heard_from_leader(&mut self, ctx: &mut Ctx<'_, S>, ballot: Ballot) {
         self.leader_hint = Some(ballot.node);
         if ballot.node != self.id {
+            self.last_leader_contact_ns = Some(ctx.now_ns());
             self.reset_election_timer(ctx);
         }
     }
 
-    fn on_heartbeat(&mut self, ctx: &mut Ctx<'_, S>, from: NodeId, ballot: Ballot, below: Slot) {
+    /// With leases, a node that heard from a leader within the minimum election timeout
+    /// (or leads) promises no new ballot, so no other leader arises while a lease holds.
+    fn in_leader_lease(&self, now_ns: u64) -> bool {
+        if !self.config.leader_lease {
+            return false;
+        }
+        if self.role == Role::Leader {
+            return true;
+        }
+        self.last_leader_contact_ns
+            .is_some_and(|heard_ns| now_ns < heard_ns + self.config.election_timeout_min_ns)
+    }
+
+    fn on_heartbeat(&mut self, ctx: &mut Ctx<'_, S>, from: NodeId, ballot: Ballot, round: u64) {
         if from != ballot.node {
             ctx.ignore("heartbeat from a node other than the ballot's owner");
             return;
@@ -165,16 +181,13 @@ impl<S: StateMachine> MultiPaxos<S> {
             return;
         }
         self.heard_from_leader(ctx, ballot);
-        if below > self.chosen_below {
-            // The leader knows more chosen values than we do; the ack asks for them.
-            tracing::trace!(node = %self.id, behind = below.0 - self.chosen_below.0, "lagging");
-        }
         let chosen_below = self.chosen_below;
         self.outbox.push(Out::Send(
             from,
             Body::HeartbeatAck {
                 ballot,
                 chosen_below,
+                round,
             },
         ));
     }
@@ -274,6 +287,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         let last = best.keys().next_back().copied().unwrap_or(Slot(0));
         self.role = Role::Leader;
         self.leader_hint = Some(self.id);
+        self.lease = Default::default();
         self.proposals.clear();
         let last_known = self.chosen.keys().next_back().copied().unwrap_or(Slot(0));
         self.next_slot = self
@@ -281,6 +295,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             .max(last.next())
             .max(last_known.next())
             .max(self.chosen_below);
+        self.lease.leading_from = self.next_slot;
         tracing::debug!(node = %self.id, ballot = %self.ballot, next = self.next_slot.0, "leading");
         let mut slot = self.prepare_from;
         while slot < self.next_slot {
@@ -292,7 +307,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             }
             slot = slot.next();
         }
-        self.send_heartbeats();
+        self.send_heartbeats(ctx.now_ns());
         self.set_tick(ctx);
     }
 
@@ -370,15 +385,24 @@ impl<S: StateMachine> MultiPaxos<S> {
         self.proposals.clear();
         // A retry will reach whoever leads next; we would otherwise refuse it as proposed.
         self.pending.clear();
+        self.lease = Default::default();
     }
 
-    fn send_heartbeats(&mut self) {
+    fn send_heartbeats(&mut self, now_ns: u64) {
+        self.lease.round += 1;
+        let round = self.lease.round;
+        self.lease.round_sent_ns.insert(round, now_ns);
+        while self.lease.round_sent_ns.len() > super::ROUNDS_TRACKED_MAX {
+            self.lease.round_sent_ns.pop_first();
+        }
+        self.lease.acked_round.insert(self.id, round);
         let (ballot, chosen_below) = (self.ballot, self.chosen_below);
         let others: Vec<NodeId> = self.all_nodes().filter(|node| *node != self.id).collect();
         for node in others {
             let body = Body::Heartbeat {
                 ballot,
                 chosen_below,
+                round,
             };
             self.outbox.push(Out::Send(node, body));
         }
@@ -390,7 +414,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             Role::Follower => return,
             Role::Candidate => self.send_prepares(),
             Role::Leader => {
-                self.send_heartbeats();
+                self.send_heartbeats(ctx.now_ns());
                 let open: Vec<Slot> = self.proposals.keys().copied().collect();
                 for slot in open {
                     self.send_accepts(slot);
@@ -406,11 +430,13 @@ impl<S: StateMachine> MultiPaxos<S> {
         from: NodeId,
         ballot: Ballot,
         below: Slot,
+        round: u64,
     ) {
         if self.role != Role::Leader || ballot != self.ballot {
             ctx.ignore("heartbeat ack for a ballot this node is not leading with");
             return;
         }
+        self.update_lease(from, round);
         let end = Slot(below.0.saturating_add(self.config.max_catchup_per_message))
             .min(self.chosen_below);
         if below >= end {
@@ -427,6 +453,52 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
     }
 
+    /// A lease starts when a round is sent; it holds for the minimum election timeout
+    /// shrunk by twice the drift bound, because followers refuse promises that long after
+    /// hearing from us.
+    fn update_lease(&mut self, from: NodeId, round: u64) {
+        if !self.config.leader_lease || round > self.lease.round {
+            return;
+        }
+        let acked = self.lease.acked_round.entry(from).or_default();
+        *acked = (*acked).max(round);
+        let mut rounds: Vec<u64> = self.lease.acked_round.values().copied().collect();
+        if rounds.len() < self.majority() {
+            return;
+        }
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_round = rounds[self.majority() - 1];
+        let drift_ppm = self.config.clock_drift_bound_ppm.min(400_000) as u128;
+        let base_ns = self.config.election_timeout_min_ns as u128;
+        let lease_ns = (base_ns * (1_000_000 - 2 * drift_ppm) / 1_000_000) as u64;
+        if let Some(sent_ns) = self.lease.round_sent_ns.get(&quorum_round) {
+            self.lease.lease_until_ns = self.lease.lease_until_ns.max(sent_ns + lease_ns);
+        }
+    }
+
+    /// Answers a read-only command locally if a lease holds and every value chosen before
+    /// this leadership is applied (so every acknowledged write is visible).
+    fn try_lease_read(&mut self, ctx: &mut Ctx<'_, S>, request: &Request<S::Command>) -> bool {
+        let Some(reads) = self.reads.filter(|_| self.config.leader_lease) else {
+            return false;
+        };
+        if !(reads.is_read)(&request.command)
+            || ctx.now_ns() >= self.lease.lease_until_ns
+            || self.applied_below < self.lease.leading_from
+        {
+            return false;
+        }
+        let Some(output) = (reads.query)(self.state.service(), &request.command) else {
+            return false;
+        };
+        let reply = Reply::Done {
+            sequence: request.sequence,
+            output,
+        };
+        self.outbox.push(Out::Reply(request.client, reply));
+        true
+    }
+
     // ---- clients ----
 
     pub(crate) fn on_client_request(&mut self, ctx: &mut Ctx<'_, S>, request: Request<S::Command>) {
@@ -436,6 +508,9 @@ impl<S: StateMachine> MultiPaxos<S> {
                 leader: self.leader_hint.filter(|leader| *leader != self.id),
             };
             self.outbox.push(Out::Reply(request.client, reply));
+            return;
+        }
+        if self.try_lease_read(ctx, &request) {
             return;
         }
         let key = (request.client, request.sequence);

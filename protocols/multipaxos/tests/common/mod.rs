@@ -24,6 +24,7 @@ pub struct Run {
     pub clients: u32,
     pub requests_per_client: u64,
     pub plan: &'static str,
+    pub paxos: PaxosConfig,
     pub quiet_at_ns: u64,
     pub end_ns: u64,
 }
@@ -37,6 +38,7 @@ impl Run {
             clients: 2,
             requests_per_client: 30,
             plan: "",
+            paxos: PaxosConfig::default(),
             quiet_at_ns: 5 * dst_sim::SEC,
             end_ns: 20 * dst_sim::SEC,
         }
@@ -101,8 +103,9 @@ pub fn run_with<N: KvNode>(run: &Run, make: impl FnMut(NodeId) -> N + 'static) -
 
 /// Runs Multi-Paxos over the KV store.
 pub fn run_paxos(run: &Run) -> Outcome<KvPaxos> {
-    run_with(run, |_| {
-        MultiPaxos::for_service(PaxosConfig::default(), KvStore::new())
+    let config = run.paxos.clone();
+    run_with(run, move |_| {
+        MultiPaxos::for_service(config.clone(), KvStore::new())
     })
 }
 
