@@ -26,6 +26,7 @@ pub const ALL_PREFIX: &str = "raft/";
 
 const CHECKSUM_SEED: u64 = 0x7261_6674_5f64_6973;
 const CHECKSUM_BYTES: usize = 8;
+const HEADER_BYTES: usize = 8;
 
 /// Term, vote and recovery state (Figure 2's persistent state, minus the log).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +68,11 @@ pub struct SnapshotRecord {
 /// Why a stored value could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordError {
-    /// Too short, wrong checksum (torn, flipped or misdirected) or undecodable.
+    /// Shorter than its header says (or than a header): an unsynced write cut short by a
+    /// crash. Never acknowledged, unless it overwrote an entry a newer leader superseded.
+    Torn,
+    /// Full length but wrong: a flipped bit, a misdirected write, or garbage. May have been
+    /// acknowledged.
     Corrupt,
 }
 
@@ -85,30 +90,50 @@ pub fn parse_log_key(key: &str) -> Option<LogIndex> {
     digits.parse().ok().map(LogIndex)
 }
 
-/// Encodes a record for `key`.
+/// Encodes a record for `key`: `len, len, postcard(record), checksum`, where `len` (u32,
+/// little endian, twice) is the whole value's length. A crash that tears the write leaves a
+/// prefix: both copies of `len` agree and exceed what is there. A flipped bit never
+/// shortens a value and breaks either a `len` copy or the checksum: corrupt.
 pub fn encode<T: Serialize>(key: &str, record: &T) -> Vec<u8> {
-    let mut bytes = match postcard::to_allocvec(record) {
-        Ok(bytes) => bytes,
-        // Our own records always encode; an empty value decodes as corrupt, never as data.
+    let body = match postcard::to_allocvec(record) {
+        Ok(body) => body,
+        // Our own records always encode; an empty value decodes as torn, never as data.
         Err(_) => return Vec::new(),
     };
+    let total = (HEADER_BYTES + body.len() + CHECKSUM_BYTES) as u32;
+    let mut bytes = Vec::with_capacity(total as usize);
+    bytes.extend_from_slice(&total.to_le_bytes());
+    bytes.extend_from_slice(&total.to_le_bytes());
+    bytes.extend_from_slice(&body);
     let checksum = record_checksum(key, &bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
 }
 
-/// Decodes a record stored under `key`, checking the checksum.
+/// Decodes a record stored under `key`, telling torn writes from corruption.
 pub fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RecordError> {
-    if value.len() < CHECKSUM_BYTES {
+    if value.len() < HEADER_BYTES {
+        return Err(RecordError::Torn);
+    }
+    let length = |at: usize| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&value[at..at + 4]);
+        u32::from_le_bytes(word) as usize
+    };
+    let (first, second) = (length(0), length(4));
+    if first == second && first > value.len() {
+        return Err(RecordError::Torn);
+    }
+    if first != second || first != value.len() || value.len() < HEADER_BYTES + CHECKSUM_BYTES {
         return Err(RecordError::Corrupt);
     }
-    let (body, tail) = value.split_at(value.len() - CHECKSUM_BYTES);
+    let (covered, tail) = value.split_at(value.len() - CHECKSUM_BYTES);
     let mut stored = [0u8; CHECKSUM_BYTES];
     stored.copy_from_slice(tail);
-    if u64::from_le_bytes(stored) != record_checksum(key, body) {
+    if u64::from_le_bytes(stored) != record_checksum(key, covered) {
         return Err(RecordError::Corrupt);
     }
-    postcard::from_bytes(body).map_err(|_| RecordError::Corrupt)
+    postcard::from_bytes(&covered[HEADER_BYTES..]).map_err(|_| RecordError::Corrupt)
 }
 
 fn record_checksum(key: &str, body: &[u8]) -> u64 {
@@ -142,21 +167,18 @@ mod tests {
         };
         let bytes = encode(META_KEYS[0], &meta);
         for cut in 0..bytes.len() {
-            assert!(
-                decode::<Meta>(META_KEYS[0], &bytes[..cut]).is_err(),
-                "torn at {cut}"
-            );
+            let torn = decode::<Meta>(META_KEYS[0], &bytes[..cut]);
+            assert_eq!(torn, Err(RecordError::Torn), "torn at {cut}");
         }
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                decode::<Meta>(META_KEYS[0], &flipped).is_err(),
-                "bit {bit} flip"
-            );
+            let decoded = decode::<Meta>(META_KEYS[0], &flipped);
+            assert_eq!(decoded, Err(RecordError::Corrupt), "bit {bit} flip");
         }
-        assert!(
-            decode::<Meta>(META_KEYS[1], &bytes).is_err(),
+        assert_eq!(
+            decode::<Meta>(META_KEYS[1], &bytes),
+            Err(RecordError::Corrupt),
             "a record under the wrong key must not decode"
         );
     }

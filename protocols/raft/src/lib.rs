@@ -87,8 +87,9 @@
 //!   boot writes a term record at once, so a disk found empty on restart was wiped: that
 //!   node halts too (a replaced machine must rejoin by a membership change, not built).
 //! - the log is read as the longest chain of valid entries after the snapshot, each entry
-//!   naming its predecessor's term. A missing key or a broken chain is where unsynced writes
-//!   stopped: cut there (nothing after it was acknowledged).
+//!   naming its predecessor's term. A missing key, a torn record (shorter than its
+//!   length header) or a broken chain is where unsynced writes stopped: cut there (nothing
+//!   after it was acknowledged, or it was superseded by a newer leader's entries).
 //! - a corrupt entry or snapshot may have been acknowledged. The node cuts its log there and
 //!   enters *recovery* (persisted) with the bound `(term, last_index)`: its current term
 //!   (no acknowledged entry has a higher term) and the highest log index found on disk. It

@@ -14,8 +14,8 @@ use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine, StorageError, Timer
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{
-    self, decode, log_key, parse_log_key, LogRecord, Meta, Recovery, SnapshotRecord, ALL_PREFIX,
-    LOG_PREFIX, META_KEYS,
+    self, decode, log_key, parse_log_key, LogRecord, Meta, RecordError, Recovery, SnapshotRecord,
+    ALL_PREFIX, LOG_PREFIX, META_KEYS,
 };
 use crate::message::{Body, Entry, LogIndex, RaftMsg, Term};
 
@@ -335,6 +335,10 @@ impl<S: StateMachine> Raft<S> {
     pub fn is_recovering(&self) -> bool {
         self.meta.recovery.is_some()
     }
+    /// The recovery bound, while recovering.
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.meta.recovery
+    }
     /// Entries after the snapshot.
     pub fn entries(&self) -> &[Entry<S::Command>] {
         &self.log
@@ -642,7 +646,9 @@ impl<S: StateMachine> Raft<S> {
                         best = Some((record, slot));
                     }
                 }
-                Err(_) => damaged = true,
+                // A torn slot is an unsynced snapshot: the other slot holds the durable one.
+                Err(RecordError::Torn) => {}
+                Err(RecordError::Corrupt) => damaged = true,
             }
         }
         if let Some((record, slot)) = best {
@@ -658,10 +664,10 @@ impl<S: StateMachine> Raft<S> {
         Ok(damaged)
     }
 
-    /// Loads the longest chain of valid entries after the snapshot. A missing key or a
-    /// broken chain (an entry whose `prev_term` disagrees with its predecessor) is where
-    /// unsynced writes stopped: cut there. A corrupt record may be one we acknowledged:
-    /// cut there too, and report damage so the node enters recovery.
+    /// Loads the longest chain of valid entries after the snapshot. A missing key, a torn
+    /// record or a broken chain (an entry whose `prev_term` disagrees with its predecessor)
+    /// is where unsynced writes stopped: cut there. A corrupt record may be one we
+    /// acknowledged: cut there too, and report damage so the node enters recovery.
     fn load_log(&mut self, ctx: &mut Ctx<'_, S>) -> Result<bool, StorageError> {
         let keys = ctx.keys_with_prefix(LOG_PREFIX);
         let max_key = keys.iter().filter_map(|key| parse_log_key(key)).max();
@@ -673,9 +679,14 @@ impl<S: StateMachine> Raft<S> {
         while index <= self.disk_last_index {
             let key = log_key(index);
             let Some(bytes) = ctx.read(&key)? else { break };
-            let Ok(record) = decode::<LogRecord<S::Command>>(&key, &bytes) else {
-                damaged = true;
-                break;
+            let record = match decode::<LogRecord<S::Command>>(&key, &bytes) {
+                Ok(record) => record,
+                // Unsynced, so unacknowledged (or superseded): the log ends before it.
+                Err(RecordError::Torn) => break,
+                Err(RecordError::Corrupt) => {
+                    damaged = true;
+                    break;
+                }
             };
             if record.entry.index != index || record.prev_term != prev_term {
                 break;

@@ -204,6 +204,22 @@ fn replicas_agree_under_every_fault_profile() {
                 outcome.summary.invariant_failures
             );
             let nodes = live_nodes(&outcome, run.nodes);
+            if std::env::var("DST_VERBOSE").is_ok() {
+                for node in &nodes {
+                    eprintln!(
+                        "  {}: {:?} {:?} term {} last ({}, {}) commit {} recovery {:?}",
+                        node.id(),
+                        node.status(),
+                        node.role(),
+                        node.current_term().0,
+                        node.last_term().0,
+                        node.last_index().0,
+                        node.commit_index().0,
+                        node.recovery()
+                    );
+                }
+                eprintln!("  faults: {:?}", outcome.summary.fault_log);
+            }
             ClusterMonitor::new()
                 .observe(&nodes)
                 .unwrap_or_else(|error| panic!("{reproduce}: {error}"));

@@ -683,3 +683,25 @@ fn registered_invariants_catch_two_leaders_and_mismatched_logs() {
     };
     assert!(registry.check(&view).is_empty(), "matching logs reported");
 }
+
+/// A record cut short by a crash was never synced: the log ends before it, no recovery.
+#[test]
+fn a_torn_last_record_is_cut_without_recovery() {
+    let mut storage = disk(2, None, &[1, 1, 2]);
+    let mut decisions = SeededSource::new(0);
+    let key = log_key(LogIndex(3));
+    let bytes = storage
+        .read(&key, &mut decisions)
+        .expect("read")
+        .expect("present");
+    storage
+        .write(&key, bytes[..bytes.len() / 2].to_vec(), &mut decisions)
+        .expect("write");
+    storage.complete_sync(storage.last_sequence());
+    let node = Solo::new(1, 3, storage, config());
+    assert_eq!(node.log_terms(), vec![1, 1]);
+    assert!(
+        !node.node.is_recovering(),
+        "a torn unsynced write is not damage"
+    );
+}

@@ -134,8 +134,10 @@ impl<S: StateMachine> Raft<S> {
         Ok(())
     }
 
-    /// Writes and reads back. A mismatch means the bytes went elsewhere (a misdirected write
-    /// clobbered some other key) or flipped: rewrite everything we rely on.
+    /// Writes and reads back. A mismatch means the bytes went elsewhere (a misdirected write)
+    /// or a bit flipped: the write is retried (the dirty flags stay set). The key a
+    /// misdirected write clobbered is unknown; if it matters, the next load finds it corrupt
+    /// and the node recovers (see the crate docs).
     fn write_verified(
         &mut self,
         ctx: &mut Ctx<'_, S>,
@@ -146,12 +148,7 @@ impl<S: StateMachine> Raft<S> {
         if ctx.read(key)?.as_deref() == Some(bytes.as_slice()) {
             return Ok(());
         }
-        tracing::debug!(node = %self.id, key, "read-back mismatch: rewriting all state");
-        self.dirty.meta = true;
-        self.dirty.snapshot = self.snapshot.last_index > LogIndex(0);
-        self.dirty.log_from = Some(self.snapshot.last_index.next());
-        // The clobbered key is unknown: make the rewrite scan every log key for strays.
-        self.disk_last_index = LogIndex(u64::MAX);
+        tracing::debug!(node = %self.id, key, "read-back mismatch: retrying the write");
         Err(PersistError::Mismatch)
     }
 
