@@ -500,3 +500,167 @@ fn explanations_name_the_failing_operation_in_json_and_html() {
     assert!(html.contains("class=\"failing\"") && html.contains("op 2 (client 1): read() -&gt; 1"));
     assert!(html.contains("partition starts"));
 }
+
+/// A simulated key-value store over two keys; with `stale`, gets may return an older value.
+/// Appended and put values are short and sometimes repeat, so the precedence inference meets
+/// ambiguous splits as well as unique ones.
+fn recorded_kv(
+    seed: u64,
+    stale: bool,
+    clients: u64,
+    events: u64,
+) -> History<KvInput, Option<String>> {
+    let mut rng = seed;
+    let mut store: Vec<Vec<String>> = vec![vec![String::new()]; 2]; // per key: values over time
+    let mut open: Vec<Option<(usize, bool)>> = vec![None; clients as usize];
+    let mut h = History::new();
+    for time in 1..=events {
+        let client = (splitmix64(&mut rng) % clients) as usize;
+        match open[client] {
+            None => {
+                let key = (splitmix64(&mut rng) % 2).to_string();
+                // Even seeds write unique values (every get splits uniquely), odd ones repeat.
+                let value = if seed % 2 == 0 {
+                    format!("<{time}>")
+                } else {
+                    format!("<{}>", splitmix64(&mut rng) % 12)
+                };
+                let input = match splitmix64(&mut rng) % 5 {
+                    0 | 1 => kv(&key, KvOp::Get),
+                    2 => kv(&key, KvOp::Put(value)),
+                    _ => kv(&key, KvOp::Append(value)),
+                };
+                open[client] = Some((h.operations.len(), false));
+                h.operations
+                    .push(op(client as u64, input, Outcome::Unknown, time, u64::MAX));
+            }
+            Some((index, false)) => {
+                let operation = &mut h.operations[index];
+                let values = &mut store[operation.input.key.parse::<usize>().expect("key")];
+                let current = values.last().expect("a value").clone();
+                operation.outcome = match &operation.input.op {
+                    KvOp::Get if stale => {
+                        let lag = (splitmix64(&mut rng) % 3) as usize;
+                        Outcome::Ok(Some(values[values.len().saturating_sub(1 + lag)].clone()))
+                    }
+                    KvOp::Get => Outcome::Ok(Some(current)),
+                    KvOp::Put(value) => {
+                        values.push(value.clone());
+                        Outcome::Ok(None)
+                    }
+                    KvOp::Append(value) => {
+                        values.push(format!("{current}{value}"));
+                        Outcome::Ok(None)
+                    }
+                    KvOp::Cas { .. } => unreachable!("not generated"),
+                };
+                open[client] = Some((index, true));
+            }
+            Some((index, true)) => {
+                let operation = &mut h.operations[index];
+                if splitmix64(&mut rng).is_multiple_of(15) {
+                    operation.outcome = Outcome::Unknown;
+                } else {
+                    operation.ret = time;
+                }
+                open[client] = None;
+            }
+        }
+    }
+    h
+}
+
+#[test]
+fn histories_of_a_correct_kv_store_are_linearizable_with_or_without_partitions() {
+    for seed in 0..60 {
+        let h = recorded_kv(seed, false, 6, 240);
+        for partition in [true, false] {
+            let config = CheckConfig {
+                partition,
+                ..CheckConfig::default()
+            };
+            let report = check(&KeyValue, &h, &config);
+            assert_eq!(
+                report.verdict,
+                Verdict::Linearizable,
+                "seed {seed}, partition {partition}"
+            );
+        }
+    }
+}
+
+#[test]
+fn histories_of_a_stale_reading_kv_store_are_caught() {
+    let caught = (0..60)
+        .filter(|&seed| {
+            let h = recorded_kv(seed, true, 6, 240);
+            let partitioned = check(&KeyValue, &h, &CheckConfig::default()).verdict;
+            let whole = check(
+                &KeyValue,
+                &h,
+                &CheckConfig {
+                    partition: false,
+                    ..CheckConfig::default()
+                },
+            )
+            .verdict;
+            assert_eq!(
+                partitioned, whole,
+                "seed {seed}: partitioning changed the verdict"
+            );
+            partitioned == Verdict::NotLinearizable
+        })
+        .count();
+    assert!(
+        caught >= 40,
+        "only {caught} of 60 stale-read kv histories caught"
+    );
+}
+
+/// The same model without its pruning hints (read-only operations, precedences): the plain
+/// Wing & Gong search, as an independent oracle for the hints.
+struct Plain<M>(M);
+
+impl<M: Model> Model for Plain<M> {
+    type Input = M::Input;
+    type Output = M::Output;
+    type State = M::State;
+
+    fn init(&self) -> M::State {
+        self.0.init()
+    }
+
+    fn step(
+        &self,
+        state: &M::State,
+        input: &M::Input,
+        output: Option<&M::Output>,
+        next: &mut Vec<M::State>,
+    ) {
+        self.0.step(state, input, output, next);
+    }
+
+    fn partition(&self, input: &M::Input) -> Option<String> {
+        self.0.partition(input)
+    }
+}
+
+#[test]
+fn pruning_hints_never_change_a_verdict() {
+    for seed in 0..80 {
+        let stale = seed % 3 != 0;
+        let h = recorded_kv(seed, stale, 5, 160);
+        let hinted = check(&KeyValue, &h, &CheckConfig::default()).verdict;
+        let plain = check(&Plain(KeyValue), &h, &CheckConfig::default()).verdict;
+        assert_eq!(hinted, plain, "kv seed {seed}");
+        let r = recorded_register(
+            seed,
+            if stale { Flaw::StaleReads } else { Flaw::None },
+            5,
+            200,
+        );
+        let hinted = check(&CasRegister, &r, &CheckConfig::default()).verdict;
+        let plain = check(&Plain(CasRegister), &r, &CheckConfig::default()).verdict;
+        assert_eq!(hinted, plain, "register seed {seed}");
+    }
+}

@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{History, Outcome};
 pub use model::{
-    CasRegister, KeyValue, KvInput, KvOp, KvOutput, Model, Register, RegisterInput, RegisterOutput,
+    CasRegister, KeyValue, KvInput, KvOp, KvOutput, Model, Precedence, Register, RegisterInput,
+    RegisterOutput,
 };
 use search::{Limits, Partials, Prepared, SearchResult, StopReason};
 

@@ -48,16 +48,15 @@ pub trait Model: Sync {
         false
     }
 
-    /// Orderings every linearization must have, as far as the model can prove them from the
-    /// operations alone: `(a, b)` means `a` takes effect before `b`. `operations` are one
-    /// partition's operations that may have happened, with their output (`None` = unknown).
-    /// The search treats these as extra real-time edges, so they must be implied by the
-    /// model's semantics (a wrong edge makes a linearizable history look illegal). Operations
-    /// in an edge must not have an equal-input unknown twin outside it. Saying nothing is safe.
+    /// Ordering facts every linearization has, as far as the model can prove them from the
+    /// operations alone (indices into `operations`: one partition's operations that may have
+    /// happened, with their output, `None` = unknown). The search prunes with them, so they
+    /// must follow from the model's semantics: a wrong one makes a linearizable history look
+    /// illegal. Saying nothing is always safe.
     fn precedences(
         &self,
         _operations: &[(&Self::Input, Option<&Self::Output>)],
-    ) -> Vec<(usize, usize)> {
+    ) -> Vec<Precedence> {
         Vec::new()
     }
 
@@ -68,6 +67,20 @@ pub trait Model: Sync {
             None => format!("{input:?} -> ?"),
         }
     }
+}
+
+/// An ordering fact about operations (indices into the slice given to
+/// [`Model::precedences`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Precedence {
+    /// The first takes effect before the second.
+    Before(usize, usize),
+    /// `op` does not take effect after `after` and before `before`.
+    NotBetween {
+        op: usize,
+        after: usize,
+        before: usize,
+    },
 }
 
 /// A register or CAS-register operation. Values are integers; the register starts at nil.
@@ -268,7 +281,7 @@ impl Model for KeyValue {
         Some(input.key.clone())
     }
 
-    fn precedences(&self, operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<(usize, usize)> {
+    fn precedences(&self, operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<Precedence> {
         kv_precedences(operations)
     }
 
@@ -289,18 +302,21 @@ impl Model for KeyValue {
 /// "optional reset value, then append values" in exactly one way (as strings), every
 /// linearization has writes of exactly those values, in that order, before the get. A piece
 /// written by exactly one operation names that operation, so the uniquely named pieces are
-/// ordered among themselves and the last of them precedes the get. (A get whose value cannot
-/// be split is left to the search, which will find it illegal.)
-fn kv_precedences(operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<(usize, usize)> {
+/// ordered among themselves and the last of them precedes the get. A write of a value that is
+/// not a piece did not happen between the reset and the get: it comes before the reset or
+/// after the get (after the get if there is no reset piece, as no write is empty). A get whose
+/// value cannot be split is left to the search, which will find it illegal.
+fn kv_precedences(operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<Precedence> {
     let mut keys: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, (input, _)) in operations.iter().enumerate() {
         keys.entry(input.key.as_str()).or_default().push(index);
     }
-    let mut edges = std::collections::BTreeSet::new();
+    let mut edges = Vec::new();
     for members in keys.values() {
         key_precedences(operations, members, &mut edges);
     }
-    edges.into_iter().collect()
+    // Duplicates are harmless (the search counts them in and out alike).
+    edges
 }
 
 /// The writers of each value written to one key: (operation, resets the key?).
@@ -319,6 +335,17 @@ impl Writes<'_> {
             .filter(|(_, resets)| first || !resets);
         let (writer, _) = writers.next()?;
         writers.next().is_none().then_some(*writer)
+    }
+
+    /// Like `only_writer`, with whether that writer resets the key.
+    fn only_writer_flagged(&self, piece: &str, first: bool) -> Option<(usize, bool)> {
+        let mut writers = self
+            .by_value
+            .get(piece)?
+            .iter()
+            .filter(|(_, resets)| first || !resets);
+        let writer = *writers.next()?;
+        writers.next().is_none().then_some(writer)
     }
 
     fn can_write(&self, piece: &str, first: bool) -> bool {
@@ -348,7 +375,7 @@ fn writes<'v>(operations: &[(&'v KvInput, Option<&KvOutput>)], members: &[usize]
 fn key_precedences(
     operations: &[(&KvInput, Option<&KvOutput>)],
     members: &[usize],
-    edges: &mut std::collections::BTreeSet<(usize, usize)>,
+    edges: &mut Vec<Precedence>,
 ) {
     let writes = writes(operations, members);
     // An empty write splits nothing and could hide anywhere: no claims.
@@ -377,10 +404,33 @@ fn key_precedences(
             continue; // one write used twice: the get is impossible, the search will say so
         }
         for pair in named.windows(2) {
-            edges.insert((pair[0], pair[1]));
+            edges.push(Precedence::Before(pair[0], pair[1]));
         }
         if let Some(&last) = named.last() {
-            edges.insert((last, get));
+            edges.push(Precedence::Before(last, get));
+        }
+        // Who reset the key last before the get: nobody, or the one writer of the first piece.
+        let reset = match writes.only_writer_flagged(pieces[0], true) {
+            Some((first, true)) => Some(first),
+            Some((_, false)) => None,
+            None => continue, // several candidates: no claims about the others
+        };
+        let mut piece_values = pieces.clone();
+        piece_values.sort_unstable();
+        for (value, writers) in &writes.by_value {
+            if piece_values.binary_search(value).is_ok() {
+                continue;
+            }
+            for &(write, _) in writers {
+                edges.push(match reset {
+                    None => Precedence::Before(get, write),
+                    Some(reset) => Precedence::NotBetween {
+                        op: write,
+                        after: reset,
+                        before: get,
+                    },
+                });
+            }
         }
     }
 }
@@ -392,11 +442,15 @@ fn unique_split<'a>(value: &'a str, writes: &Writes<'_>) -> Option<Vec<&'a str>>
     let mut ways = vec![0u8; bytes + 1];
     let mut from = vec![0usize; bytes + 1];
     ways[0] = 1;
-    for end in 1..=bytes {
-        for &length in writes.lengths.iter().take_while(|&&length| length <= end) {
-            let start = end - length;
-            if ways[start] == 0 {
-                continue;
+    // Forward, from reachable positions only (a handful of piece lengths, so this is cheap).
+    for start in 0..bytes {
+        if ways[start] == 0 {
+            continue;
+        }
+        for &length in &writes.lengths {
+            let end = start + length;
+            if end > bytes {
+                break;
             }
             let Some(piece) = value.get(start..end) else {
                 continue;

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use super::intern::{FastMap, Interner};
 use super::memo::{key, zobrist, Memo};
-use super::model::Model;
+use super::model::{Model, Precedence};
 
 /// One operation of a partition, ready for the search.
 pub struct Prepared<'h, M: Model> {
@@ -173,18 +173,40 @@ impl Events {
     }
 }
 
-/// Model-proven orderings: per operation, its successors and the number of its predecessors.
-fn precedences<M: Model>(model: &M, ops: &[Prepared<'_, M>]) -> (Vec<Vec<u32>>, Vec<u32>) {
+/// Model-proven orderings, indexed for the search.
+fn precedences<M: Model>(model: &M, ops: &[Prepared<'_, M>]) -> Order {
     let view: Vec<_> = ops.iter().map(|op| (op.input, op.output)).collect();
-    let mut successors = vec![Vec::new(); ops.len()];
-    let mut predecessors = vec![0u32; ops.len()];
-    for (before, after) in model.precedences(&view) {
-        if before < ops.len() && after < ops.len() && before != after {
-            successors[before].push(after as u32);
-            predecessors[after] += 1;
+    let mut order = Order {
+        successors: vec![Vec::new(); ops.len()],
+        missing: vec![0; ops.len()],
+        opens: vec![Vec::new(); ops.len()],
+        closes: vec![Vec::new(); ops.len()],
+        blocked: vec![0; ops.len()],
+        linearized: vec![false; ops.len()],
+        constrained: vec![false; ops.len()],
+    };
+    let valid = |i: usize| i < ops.len();
+    for precedence in model.precedences(&view) {
+        match precedence {
+            Precedence::Before(before, after)
+                if valid(before) && valid(after) && before != after =>
+            {
+                order.successors[before].push(after as u32);
+                order.missing[after] += 1;
+                order.constrained[before] = true;
+                order.constrained[after] = true;
+            }
+            Precedence::NotBetween { op, after, before }
+                if valid(op) && valid(after) && valid(before) && op != after && op != before =>
+            {
+                order.opens[after].push((before as u32, op as u32));
+                order.closes[before].push((after as u32, op as u32));
+                order.constrained[op] = true;
+            }
+            _ => {}
         }
     }
-    (successors, predecessors)
+    order
 }
 
 /// For each unknown operation, the latest earlier-called unknown operation with an equal input.
@@ -202,26 +224,58 @@ fn twins<M: Model>(ops: &[Prepared<'_, M>]) -> Vec<Option<u32>> {
     twin
 }
 
-/// Model-proven orderings, tracked as the number of unlinearized predecessors per operation.
+/// Model-proven orderings, tracked as counts of what holds an operation back: predecessors
+/// not yet linearized, and open windows (`after` linearized, `before` not) it may not enter.
 struct Order {
     successors: Vec<Vec<u32>>,
     missing: Vec<u32>,
+    /// Per `after`: (before, op) windows it opens; per `before`: (after, op) windows it closes.
+    opens: Vec<Vec<(u32, u32)>>,
+    closes: Vec<Vec<(u32, u32)>>,
+    blocked: Vec<u32>,
+    linearized: Vec<bool>,
+    /// Mentioned by some precedence (twin symmetry no longer holds).
+    constrained: Vec<bool>,
 }
 
 impl Order {
     fn ready(&self, op: u32) -> bool {
-        self.missing[op as usize] == 0
+        self.missing[op as usize] == 0 && self.blocked[op as usize] == 0
     }
 
     fn lift(&mut self, op: u32) {
-        for &after in &self.successors[op as usize] {
+        let op = op as usize;
+        for &after in &self.successors[op] {
             self.missing[after as usize] -= 1;
         }
+        for &(before, inside) in &self.opens[op] {
+            if !self.linearized[before as usize] {
+                self.blocked[inside as usize] += 1;
+            }
+        }
+        for &(after, inside) in &self.closes[op] {
+            if self.linearized[after as usize] {
+                self.blocked[inside as usize] -= 1;
+            }
+        }
+        self.linearized[op] = true;
     }
 
     fn unlift(&mut self, op: u32) {
-        for &after in &self.successors[op as usize] {
+        let op = op as usize;
+        self.linearized[op] = false;
+        for &after in &self.successors[op] {
             self.missing[after as usize] += 1;
+        }
+        for &(before, inside) in &self.opens[op] {
+            if !self.linearized[before as usize] {
+                self.blocked[inside as usize] -= 1;
+            }
+        }
+        for &(after, inside) in &self.closes[op] {
+            if self.linearized[after as usize] {
+                self.blocked[inside as usize] += 1;
+            }
         }
     }
 }
@@ -301,18 +355,13 @@ pub fn search<M: Model>(
     partials: &mut Partials,
 ) -> SearchResult {
     let mut events = Events::new(ops);
-    let (successors, missing) = precedences(model, ops);
+    let mut order = precedences(model, ops);
     let mut twin = twins(ops);
     for (op, twin_of) in twin.iter_mut().enumerate() {
-        let ordered = |op: usize| missing[op] > 0 || !successors[op].is_empty();
-        if ordered(op) || twin_of.is_some_and(|t| ordered(t as usize)) {
+        if order.constrained[op] || twin_of.is_some_and(|t| order.constrained[t as usize]) {
             *twin_of = None;
         }
     }
-    let mut order = Order {
-        successors,
-        missing,
-    };
     let words: Vec<(u64, u64)> = (0..ops.len()).map(zobrist).collect();
     let mut memo = Memo::new(limits.memory_bytes_max / 2);
     let mut at = Position {
