@@ -520,7 +520,7 @@ fn recorded_kv(
             None => {
                 let key = (splitmix64(&mut rng) % 2).to_string();
                 // Even seeds write unique values (every get splits uniquely), odd ones repeat.
-                let value = if seed % 2 == 0 {
+                let value = if seed.is_multiple_of(2) {
                     format!("<{time}>")
                 } else {
                     format!("<{}>", splitmix64(&mut rng) % 12)
@@ -648,7 +648,7 @@ impl<M: Model> Model for Plain<M> {
 #[test]
 fn pruning_hints_never_change_a_verdict() {
     for seed in 0..80 {
-        let stale = seed % 3 != 0;
+        let stale = !seed.is_multiple_of(3);
         let h = recorded_kv(seed, stale, 5, 160);
         let hinted = check(&KeyValue, &h, &CheckConfig::default()).verdict;
         let plain = check(&Plain(KeyValue), &h, &CheckConfig::default()).verdict;
