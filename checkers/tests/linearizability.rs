@@ -647,7 +647,7 @@ impl<M: Model> Model for Plain<M> {
 
 #[test]
 fn pruning_hints_never_change_a_verdict() {
-    for seed in 0..80 {
+    for seed in 0..80u64 {
         let stale = !seed.is_multiple_of(3);
         let h = recorded_kv(seed, stale, 5, 160);
         let hinted = check(&KeyValue, &h, &CheckConfig::default()).verdict;
