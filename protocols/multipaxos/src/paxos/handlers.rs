@@ -181,6 +181,14 @@ impl<S: StateMachine> MultiPaxos<S> {
             return;
         }
         self.heard_from_leader(ctx, ballot);
+        if self
+            .meta
+            .recovery
+            .is_some_and(|bound| bound < self.chosen_below)
+        {
+            // The note ending recovery may have been lost (or a crash came first): resend.
+            self.note_wanted = true;
+        }
         let chosen_below = self.chosen_below;
         self.outbox.push(Out::Send(
             from,

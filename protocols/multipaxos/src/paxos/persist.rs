@@ -64,7 +64,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         let mut best: Option<Meta> = None;
         let mut any_missing = false;
         for key in META_KEYS {
-            let Some(bytes) = ctx.read(key)? else {
+            let Some(bytes) = read_retrying(ctx, key)? else {
                 any_missing = true;
                 continue;
             };
@@ -87,7 +87,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             let Some(slot) = parse_accept_key(&key) else {
                 continue;
             };
-            let Some(bytes) = ctx.read(&key)? else {
+            let Some(bytes) = read_retrying(ctx, &key)? else {
                 continue;
             };
             match decode::<AcceptRecord<S::Command>>(&key, &bytes) {
@@ -250,6 +250,24 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
         Ok(())
     }
+}
+
+/// Reads attempted per key while loading before giving up on this boot attempt: a load
+/// reads every record, so without retries a long log would rarely load under I/O errors.
+const LOAD_READ_ATTEMPTS: usize = 8;
+
+fn read_retrying<S: StateMachine>(
+    ctx: &mut Ctx<'_, S>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let mut result = ctx.read(key);
+    for _ in 1..LOAD_READ_ATTEMPTS {
+        if !matches!(result, Err(StorageError::Io)) {
+            break;
+        }
+        result = ctx.read(key);
+    }
+    result
 }
 
 fn write_checked<S: StateMachine>(
