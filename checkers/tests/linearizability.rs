@@ -664,3 +664,24 @@ fn pruning_hints_never_change_a_verdict() {
         assert_eq!(hinted, plain, "register seed {seed}");
     }
 }
+
+#[test]
+fn ordering_hints_are_tried_first() {
+    let mut h = history(vec![
+        op(0, Write(1), Outcome::Ok(None), 1, 4),
+        op(1, Write(2), Outcome::Ok(None), 2, 5),
+        op(2, Write(3), Outcome::Ok(None), 3, 6),
+    ]);
+    let unhinted = check(&CasRegister, &h, &CheckConfig::default());
+    assert_eq!(unhinted.partitions[0].linearization, vec![0, 1, 2]);
+    for (operation, hint) in h.operations.iter_mut().zip([3, 1, 2]) {
+        operation.hint = Some(hint);
+    }
+    let hinted = check(&CasRegister, &h, &CheckConfig::default());
+    assert_eq!(hinted.partitions[0].linearization, vec![1, 2, 0]);
+    // A hint that contradicts what was observed is only a first guess.
+    h.operations.push(op(3, Read, Outcome::Ok(Some(1)), 7, 8));
+    let report = check(&CasRegister, &h, &CheckConfig::default());
+    assert_eq!(report.verdict, Verdict::Linearizable);
+    assert_eq!(report.partitions[0].linearization.last(), Some(&3));
+}

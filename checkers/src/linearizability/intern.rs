@@ -5,7 +5,7 @@
 //! from a table. Registers have a handful of states, so their steps become array look-ups; models
 //! with large state spaces (a whole key-value store) fall back to a hash table of transitions.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use super::model::Model;
 
@@ -56,13 +56,16 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<Fast
 /// States with an id below this get a dense per-operation transition row.
 const DENSE_STATES_MAX: usize = 64;
 const NOT_COMPUTED: u64 = u64::MAX;
+const NO_STATE: u32 = u32::MAX;
 const LEN_BITS: u32 = 24;
 
 /// Interned states and memoised transitions for the operations of one partition.
 pub struct Interner<'m, M: Model> {
     model: &'m M,
     states: Vec<M::State>,
-    ids: FastMap<M::State, u32>,
+    /// State hash -> the latest state id with that hash; `same_hash` chains the others.
+    ids: FastMap<u64, u32>,
+    same_hash: Vec<u32>,
     /// Per operation, per dense state id: packed (start, len) into `successors`.
     dense: Vec<Vec<u64>>,
     sparse: FastMap<(u32, u32), u64>,
@@ -78,6 +81,7 @@ impl<'m, M: Model> Interner<'m, M> {
             model,
             states: Vec::new(),
             ids: FastMap::default(),
+            same_hash: Vec::new(),
             dense: vec![Vec::new(); operation_count],
             sparse: FastMap::default(),
             successors: Vec::new(),
@@ -96,13 +100,20 @@ impl<'m, M: Model> Interner<'m, M> {
     }
 
     fn intern(&mut self, state: M::State) -> u32 {
-        if let Some(&id) = self.ids.get(&state) {
-            return id;
+        let hash = BuildHasherDefault::<FastHasher>::default().hash_one(&state);
+        let mut id = self.ids.get(&hash).copied().unwrap_or(NO_STATE);
+        while id != NO_STATE {
+            if self.states[id as usize] == state {
+                return id;
+            }
+            id = self.same_hash[id as usize];
         }
         let id = u32::try_from(self.states.len()).expect("more than 2^32 model states");
-        self.bytes += 2 * std::mem::size_of::<M::State>() + 16;
-        self.states.push(state.clone());
-        self.ids.insert(state, id);
+        assert!(id != NO_STATE, "more than 2^32 - 1 model states");
+        self.bytes += self.model.state_bytes(&state) + 24;
+        self.same_hash
+            .push(self.ids.insert(hash, id).unwrap_or(NO_STATE));
+        self.states.push(state);
         id
     }
 

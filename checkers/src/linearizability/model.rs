@@ -60,6 +60,11 @@ pub trait Model: Sync {
         Vec::new()
     }
 
+    /// Approximate bytes a state holds (for the memory budget), heap included.
+    fn state_bytes(&self, _state: &Self::State) -> usize {
+        std::mem::size_of::<Self::State>()
+    }
+
     /// A short human-readable rendering of an operation, for witnesses and explanations.
     fn describe(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {
         match output {
@@ -271,6 +276,16 @@ impl Model for KeyValue {
                 }
             }
         }
+    }
+
+    fn state_bytes(&self, state: &Self::State) -> usize {
+        // BTreeMap nodes hold up to 11 entries; count an entry's share plus its strings.
+        let entry = std::mem::size_of::<(String, String)>() * 2;
+        std::mem::size_of::<Self::State>()
+            + state
+                .iter()
+                .map(|(k, v)| entry + k.capacity() + v.capacity())
+                .sum::<usize>()
     }
 
     fn is_read_only(&self, input: &KvInput) -> bool {

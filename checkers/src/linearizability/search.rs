@@ -97,7 +97,7 @@ struct Frame {
 }
 
 const HEAD: usize = 0;
-const CHECK_EVERY: u64 = 4096;
+const CHECK_EVERY: u64 = 1024;
 
 /// The event list: entry 0 is the head sentinel, the last one the tail sentinel.
 struct Events {
