@@ -1,8 +1,8 @@
 //! Durable records: encoding with a key-bound checksum, and the key layout.
 //!
 //! Layout (all keys under `paxos/`):
-//! - `paxos/meta/0`, `paxos/meta/1`: two copies of [`Meta`] (promised ballot, recovery
-//!   bound), written together; the valid copy with the higher `version` wins.
+//! - `paxos/meta/0`, `paxos/meta/1`: two copies of [`Meta`] (the promised ballot), written
+//!   together; the valid copy with the higher `version` wins.
 //! - `paxos/accept/<slot, 20 digits>`: one [`AcceptRecord`] per slot this acceptor accepted
 //!   a value in.
 //!
@@ -22,16 +22,12 @@ pub const ALL_PREFIX: &str = "paxos/";
 const CHECKSUM_SEED: u64 = 0x7061_786f_735f_6469;
 const CHECKSUM_BYTES: usize = 8;
 
-/// The acceptor's promise, and its recovery state.
+/// The acceptor's promise.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// Grows with every write, so the newer of two copies is known.
     pub version: u64,
     pub promised: Ballot,
-    /// Set when the node found accept records damaged: it may have accepted values in slots
-    /// up to here that it can no longer report, so it makes no promises until it has
-    /// learned (and stored) the chosen value of every slot up to here.
-    pub recovery: Option<Slot>,
 }
 
 /// One accepted (or known chosen) value.
@@ -104,7 +100,6 @@ mod tests {
                 round: 4,
                 node: NodeId(1),
             },
-            recovery: Some(Slot(3)),
         };
         let bytes = encode(META_KEYS[0], &meta);
         assert_eq!(decode::<Meta>(META_KEYS[0], &bytes), Ok(meta));

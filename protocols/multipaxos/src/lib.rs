@@ -14,9 +14,9 @@
 //!
 //! Acceptor (promise `p`, accepted `(b, v)` per slot, both durable):
 //! - upon Prepare(b, from) from b's owner: if `b < p` answer Nack(p). Otherwise set `p = b`
-//!   and answer Promise(b, from, reports): for every slot `>= from`, the value known chosen
-//!   (flagged chosen) or the latest accepted `(b, v)`. A node recovering damaged records
-//!   makes no promises.
+//!   and answer Promise(b, from, reports, damaged): for every slot `>= from`, the value
+//!   known chosen (flagged chosen) or the latest accepted `(b, v)`, and the slots whose
+//!   record it found damaged on disk.
 //! - upon Accept(b, s, v) from b's owner: if `b < p` answer Nack(p). Otherwise set `p = b`,
 //!   accept `(b, v)` in `s` and answer Accepted(b, s).
 //! - upon Heartbeat(b) from b's owner: if `b < p` answer Nack(p); otherwise `p = b`, take
@@ -28,7 +28,9 @@
 //! - upon the election timeout (randomised in `[min, max)` through `ctx.random_below`)
 //!   without hearing from a leader: pick `b = (max round seen + 1, self)`, send
 //!   Prepare(b, first slot not known chosen) to every node, itself included;
-//! - upon Promise(b) from a majority: for every slot from `from` to the highest reported,
+//! - upon Promise(b) from a majority, once every slot some promiser found damaged is
+//!   covered by a majority of promisers intact there (or reported chosen by someone; if
+//!   not, wait for more promises): for every slot from `from` to the highest reported,
 //!   adopt a value reported chosen, else the value with the highest accepted ballot, else a
 //!   no-op (filling gaps); propose each with Accept(b, s, v); become leader;
 //! - upon a client request as leader: propose it in the next free slot (window bounded by
@@ -62,11 +64,13 @@
 //!   unreadable the node halts ([`Status::Halted`]): it cannot know what it promised. If a
 //!   copy is missing, no promise was ever acknowledged (both are written in one batch
 //!   before any reply) and the node starts afresh.
-//! - a damaged accept record may hold an acknowledged accept that a future phase 1 must
-//!   see. The node enters *recovery* (persisted) up to the highest damaged slot: it makes
-//!   no promises and does not stand, but accepts and learns. Each value learned chosen in a
-//!   slot up to the bound is stored as chosen (reported as such from then on); once all of
-//!   them are durable (a self-note after the sync) recovery ends.
+//! - a damaged accept record (corrupt, torn, misdirected) may hold an acknowledged accept
+//!   that a future phase 1 must see. Keys are never damaged, only values, so the node knows
+//!   exactly which slots it cannot vouch for: it names them in its promises and proposers
+//!   do not count it for those slots (per-slot quorums of intact promisers keep the usual
+//!   intersection argument). A slot stops being damaged once rewritten: by a new accept,
+//!   or by learning its chosen value (stored flagged chosen). Missing keys are writes that
+//!   were never synced, hence never acknowledged.
 //!
 //! ## Invariants
 //!

@@ -61,11 +61,13 @@ pub struct Report<C> {
 pub enum Body<C> {
     /// Phase 1a for every slot from `from` on.
     Prepare { ballot: Ballot, from: Slot },
-    /// Phase 1b: the acceptor promised `ballot` and reports its accepts at or after `from`.
+    /// Phase 1b: the acceptor promised `ballot` and reports its accepts at or after `from`,
+    /// and the slots whose records it found damaged (it can say nothing about those).
     Promise {
         ballot: Ballot,
         from: Slot,
         accepted: Vec<Report<C>>,
+        damaged: Vec<Slot>,
     },
     /// Phase 2a for one slot.
     Accept {
@@ -92,9 +94,6 @@ pub enum Body<C> {
         chosen_below: Slot,
         round: u64,
     },
-    /// A note a node sends itself after a sync: every slot up to `bound` is durably stored
-    /// as chosen, so recovery may end.
-    RecoveryDurable { bound: Slot },
 }
 
 /// A message on the wire: the body and (if enabled) a checksum of its encoding.

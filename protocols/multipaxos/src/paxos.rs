@@ -83,6 +83,9 @@ pub enum Status {
     Halted(String),
 }
 
+/// What a promise carries: reports and damaged slots.
+pub(crate) type PromiseContent<C> = (Vec<Report<C>>, Vec<Slot>);
+
 /// A slot the leader proposed in and has not yet seen chosen.
 #[derive(Clone, Debug)]
 pub(crate) struct Proposal<C> {
@@ -145,6 +148,10 @@ pub struct MultiPaxos<S: StateMachine> {
     // Acceptor state, mirrored on disk.
     pub(crate) meta: Meta,
     pub(crate) accepted: BTreeMap<Slot, AcceptRecord<S::Command>>,
+    /// Slots whose record on disk is damaged: this acceptor may have accepted something
+    /// there that it can no longer report. Re-derived at every boot (the damage stays on
+    /// disk until the slot is rewritten).
+    pub(crate) damaged: BTreeSet<Slot>,
 
     // Learner state.
     pub(crate) chosen: BTreeMap<Slot, Value<S::Command>>,
@@ -160,7 +167,8 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(crate) leader_hint: Option<NodeId>,
     pub(crate) max_round_seen: u64,
     pub(crate) prepare_from: Slot,
-    pub(crate) promises: BTreeMap<NodeId, Vec<Report<S::Command>>>,
+    /// Promises for `ballot`: each promiser's reports and damaged slots.
+    pub(crate) promises: BTreeMap<NodeId, PromiseContent<S::Command>>,
     pub(crate) proposals: BTreeMap<Slot, Proposal<S::Command>>,
     pub(crate) next_slot: Slot,
     /// Requests this node proposed and answers when applied (bounded by `max_open_slots`).
@@ -173,8 +181,6 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(crate) tick_timer: Option<TimerId>,
     pub(crate) retry_timer: Option<TimerId>,
     pub(crate) dirty: Dirty,
-    /// Send the self-note that ends recovery after this handler's sync.
-    pub(crate) note_wanted: bool,
     pub(crate) outbox: Vec<Out<S::Command, S::Output>>,
 }
 
@@ -206,6 +212,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             status: Status::Loading,
             meta: Meta::default(),
             accepted: BTreeMap::new(),
+            damaged: BTreeSet::new(),
             chosen: BTreeMap::new(),
             chosen_below: Slot::FIRST,
             applied_below: Slot::FIRST,
@@ -224,7 +231,6 @@ impl<S: StateMachine> MultiPaxos<S> {
             tick_timer: None,
             retry_timer: None,
             dirty: Dirty::default(),
-            note_wanted: false,
             outbox: Vec::new(),
         }
     }
@@ -281,8 +287,13 @@ impl<S: StateMachine> MultiPaxos<S> {
     pub fn accepted(&self) -> &BTreeMap<Slot, AcceptRecord<S::Command>> {
         &self.accepted
     }
+    /// True while some slot's accept record was found damaged and not yet rewritten.
     pub fn is_recovering(&self) -> bool {
-        self.meta.recovery.is_some()
+        !self.damaged.is_empty()
+    }
+    /// Slots whose accept record was found damaged and not yet rewritten.
+    pub fn damaged(&self) -> &BTreeSet<Slot> {
+        &self.damaged
     }
     /// The replicated service.
     pub fn state(&self) -> &S {

@@ -133,6 +133,7 @@ fn forget(msg: PaxosMsg<dst_protocols::KvCommand>) -> PaxosMsg<dst_protocols::Kv
                 ballot,
                 from,
                 accepted: Vec::new(),
+                damaged: Vec::new(),
             },
             true,
         ),

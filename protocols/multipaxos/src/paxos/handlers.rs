@@ -17,7 +17,8 @@ impl<S: StateMachine> MultiPaxos<S> {
                 ballot,
                 from: slot,
                 accepted,
-            } => self.on_promise(ctx, from, ballot, slot, accepted),
+                damaged,
+            } => self.on_promise(ctx, from, ballot, slot, (accepted, damaged)),
             Body::Accept {
                 ballot,
                 slot,
@@ -32,7 +33,6 @@ impl<S: StateMachine> MultiPaxos<S> {
                 chosen_below,
                 round,
             } => self.on_heartbeat_ack(ctx, from, ballot, chosen_below, round),
-            Body::RecoveryDurable { bound } => self.on_recovery_durable(ctx, from, bound),
         }
     }
 
@@ -64,10 +64,6 @@ impl<S: StateMachine> MultiPaxos<S> {
             ctx.ignore("prepare from a node other than the ballot's owner");
             return;
         }
-        if self.meta.recovery.is_some() {
-            ctx.ignore("recovering: no promises until damaged slots are relearned");
-            return;
-        }
         if from != self.id && ballot > self.meta.promised && self.in_leader_lease(ctx.now_ns()) {
             ctx.ignore("leader lease holds: no promise to a new ballot");
             return;
@@ -80,12 +76,14 @@ impl<S: StateMachine> MultiPaxos<S> {
             self.reset_election_timer(ctx);
         }
         let accepted = self.reports_from(first);
+        let damaged = self.damaged.range(first..).copied().collect();
         self.outbox.push(Out::Send(
             from,
             Body::Promise {
                 ballot,
                 from: first,
                 accepted,
+                damaged,
             },
         ));
     }
@@ -146,6 +144,8 @@ impl<S: StateMachine> MultiPaxos<S> {
             };
             self.accepted.insert(slot, record);
             self.dirty.slots.insert(slot);
+            // A fresh record replaces whatever damage was there.
+            self.damaged.remove(&slot);
         }
         self.outbox
             .push(Out::Send(from, Body::Accepted { ballot, slot }));
@@ -181,14 +181,6 @@ impl<S: StateMachine> MultiPaxos<S> {
             return;
         }
         self.heard_from_leader(ctx, ballot);
-        if self
-            .meta
-            .recovery
-            .is_some_and(|bound| bound < self.chosen_below)
-        {
-            // The note ending recovery may have been lost (or a crash came first): resend.
-            self.note_wanted = true;
-        }
         let chosen_below = self.chosen_below;
         self.outbox.push(Out::Send(
             from,
@@ -198,16 +190,6 @@ impl<S: StateMachine> MultiPaxos<S> {
                 round,
             },
         ));
-    }
-
-    fn on_recovery_durable(&mut self, ctx: &mut Ctx<'_, S>, from: NodeId, bound: Slot) {
-        if from != self.id || self.meta.recovery != Some(bound) || self.chosen_below <= bound {
-            ctx.ignore("stale recovery note");
-            return;
-        }
-        tracing::info!(node = %self.id, slot = bound.0, "recovered damaged slots");
-        self.meta.recovery = None;
-        self.dirty.meta = true;
     }
 
     // ---- learner ----
@@ -225,10 +207,6 @@ impl<S: StateMachine> MultiPaxos<S> {
     pub(crate) fn on_election_timeout(&mut self, ctx: &mut Ctx<'_, S>) {
         self.reset_election_timer(ctx);
         if self.role == Role::Leader {
-            return;
-        }
-        if self.meta.recovery.is_some() {
-            ctx.ignore("recovering: not standing");
             return;
         }
         let round = self.max_round_seen.max(self.meta.promised.round) + 1;
@@ -264,16 +242,46 @@ impl<S: StateMachine> MultiPaxos<S> {
         from: NodeId,
         ballot: Ballot,
         first: Slot,
-        accepted: Vec<Report<S::Command>>,
+        promise: super::PromiseContent<S::Command>,
     ) {
         if self.role != Role::Candidate || ballot != self.ballot || first != self.prepare_from {
             ctx.ignore("promise for a ballot this node is not standing with");
             return;
         }
-        self.promises.insert(from, accepted);
-        if self.promises.len() >= self.majority() {
+        self.promises.insert(from, promise);
+        if self.phase1_complete() {
             self.become_leader(ctx);
         }
+    }
+
+    /// A majority promised, and for every slot some promiser found damaged, a majority of
+    /// promisers is intact there (or someone knows the slot chosen): otherwise a value
+    /// chosen there might be invisible, so wait for more promises.
+    fn phase1_complete(&self) -> bool {
+        let majority = self.majority();
+        if self.promises.len() < majority {
+            return false;
+        }
+        let known_chosen: BTreeSet<Slot> = self
+            .promises
+            .values()
+            .flat_map(|(reports, _)| reports.iter().filter(|r| r.chosen).map(|r| r.slot))
+            .collect();
+        let damaged: BTreeSet<Slot> = self
+            .promises
+            .values()
+            .flat_map(|(_, damaged)| damaged.iter().copied())
+            .filter(|slot| *slot >= self.prepare_from && !known_chosen.contains(slot))
+            .filter(|slot| !self.chosen.contains_key(slot))
+            .collect();
+        damaged.iter().all(|slot| {
+            let intact = self
+                .promises
+                .values()
+                .filter(|(_, damaged)| !damaged.contains(slot))
+                .count();
+            intact >= majority
+        })
     }
 
     /// Phase 1 done: adopt in every open slot the chosen value if anyone knew it, else the
@@ -281,7 +289,7 @@ impl<S: StateMachine> MultiPaxos<S> {
     fn become_leader(&mut self, ctx: &mut Ctx<'_, S>) {
         let promises = std::mem::take(&mut self.promises);
         let mut best: std::collections::BTreeMap<Slot, Report<S::Command>> = Default::default();
-        for report in promises.into_values().flatten() {
+        for report in promises.into_values().flat_map(|(reports, _)| reports) {
             if report.slot < self.prepare_from {
                 continue;
             }

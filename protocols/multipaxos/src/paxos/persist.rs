@@ -8,7 +8,7 @@ use crate::durable::{
     accept_key, decode, encode, parse_accept_key, AcceptRecord, Meta, ACCEPT_PREFIX, ALL_PREFIX,
     META_KEYS,
 };
-use crate::message::{Body, PaxosMsg, Slot, Value};
+use crate::message::{PaxosMsg, Slot, Value};
 
 /// A write that did not land or read back differently.
 enum PersistError {
@@ -42,12 +42,9 @@ impl<S: StateMachine> MultiPaxos<S> {
         };
         self.meta = meta;
         self.max_round_seen = self.meta.promised.round;
-        let damaged_up_to = self.load_accepts(ctx)?;
-        if let Some(bound) = damaged_up_to {
-            let bound = self.meta.recovery.map_or(bound, |old| old.max(bound));
-            tracing::warn!(node = %self.id, slot = bound.0, "damaged accept records: recovering");
-            self.meta.recovery = Some(bound);
-            self.dirty.meta = true;
+        self.load_accepts(ctx)?;
+        if !self.damaged.is_empty() {
+            tracing::warn!(node = %self.id, slots = ?self.damaged, "damaged accept records");
         }
         Ok(())
     }
@@ -79,10 +76,9 @@ impl<S: StateMachine> MultiPaxos<S> {
         Ok((best, any_missing))
     }
 
-    /// Loads every readable accept record. Returns the highest slot with a damaged record:
-    /// it may have been acknowledged, so the node must not report without it.
-    fn load_accepts(&mut self, ctx: &mut Ctx<'_, S>) -> Result<Option<Slot>, StorageError> {
-        let mut damaged = None;
+    /// Loads every readable accept record and notes the damaged ones: they may hold an
+    /// acknowledged accept, so phase 1 must not count this node for those slots.
+    fn load_accepts(&mut self, ctx: &mut Ctx<'_, S>) -> Result<(), StorageError> {
         for key in ctx.keys_with_prefix(ACCEPT_PREFIX) {
             let Some(slot) = parse_accept_key(&key) else {
                 continue;
@@ -97,10 +93,12 @@ impl<S: StateMachine> MultiPaxos<S> {
                     }
                     self.accepted.insert(slot, record);
                 }
-                _ => damaged = Some(slot),
+                _ => {
+                    self.damaged.insert(slot);
+                }
             }
         }
-        Ok(damaged)
+        Ok(())
     }
 
     /// Records that `slot` is chosen with `value` (reported once per incarnation).
@@ -127,7 +125,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             request,
             command_digest: digest,
         });
-        if self.meta.recovery.is_some_and(|bound| slot <= bound) {
+        if self.damaged.remove(&slot) {
             // Store it as chosen: it replaces whatever damaged record we had.
             let record = AcceptRecord {
                 slot,
@@ -146,29 +144,13 @@ impl<S: StateMachine> MultiPaxos<S> {
             self.chosen_below = self.chosen_below.next();
         }
         self.proposals.remove(&slot);
-        if self
-            .meta
-            .recovery
-            .is_some_and(|bound| self.chosen_below > bound)
-        {
-            self.note_wanted = true;
-        }
     }
 
     /// Ends a handler: apply, persist, sync, then release the outbox.
     pub(crate) fn finish(&mut self, ctx: &mut Ctx<'_, S>) {
         self.apply_chosen(ctx);
         match self.persist(ctx) {
-            Ok(()) => {
-                if self.note_wanted {
-                    if let Some(bound) = self.meta.recovery {
-                        let note = Body::RecoveryDurable { bound };
-                        self.outbox.push(Out::Send(self.id, note));
-                    }
-                    self.note_wanted = false;
-                }
-                self.release(ctx);
-            }
+            Ok(()) => self.release(ctx),
             Err(error) => {
                 if let PersistError::Mismatch = error {
                     self.dirty.all = true;
@@ -245,7 +227,7 @@ impl<S: StateMachine> MultiPaxos<S> {
             self.dirty.meta = false;
         }
         self.dirty.all = false;
-        if wrote || self.note_wanted {
+        if wrote {
             ctx.sync();
         }
         Ok(())
