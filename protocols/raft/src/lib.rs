@@ -97,7 +97,8 @@
 //!   up-to-date as that bound (such a candidate holds every entry this node may have helped
 //!   commit). Once the bound is durable (before that it stores nothing, so the damaged keys
 //!   stay as evidence) it accepts entries as usual, and it leaves recovery once its log
-//!   matches a leader's up to the bound (or the leader's whole log) and that is durable.
+//!   matches a leader's up to the bound (or the whole log of a leader of a later term) and
+//!   that is durable.
 //! - a log entry or snapshot of a term above the stored term (the term record of that batch
 //!   was lost, unsynced): the node adopts that term without a vote.
 //!

@@ -347,7 +347,7 @@ impl<S: StateMachine> Raft<S> {
         if commit > self.commit_index {
             self.set_commit(ctx, commit);
         }
-        self.note_recovery_progress(end, append.leader_last_index);
+        self.note_recovery_progress(end, append.leader_last_index, append.term);
         let matched = end.max(self.snapshot.last_index);
         self.reply_append(from, true, matched, append.round);
     }
@@ -412,13 +412,17 @@ impl<S: StateMachine> Raft<S> {
     }
 
     /// A recovering node may vote again once its log matches a leader's up to everything it
-    /// may have acknowledged before the damage (or up to the leader's whole log), and that
-    /// log is durable (checked when `Persisted` arrives).
-    fn note_recovery_progress(&mut self, matched: LogIndex, leader_last: LogIndex) {
+    /// may have acknowledged before the damage, and that log is durable (checked when
+    /// `Persisted` arrives). Matching a leader's whole log also suffices if that leader's
+    /// term is above the recovery term: every entry this node helped commit was committed in
+    /// an earlier term, so that leader held it all along (a delayed message from a leader
+    /// of the recovery term itself may predate the acknowledgements, so it does not count).
+    fn note_recovery_progress(&mut self, matched: LogIndex, leader_last: LogIndex, term: Term) {
         let Some(recovery) = self.meta.recovery else {
             return;
         };
-        if matched >= recovery.last_index || matched >= leader_last {
+        let whole_log_of_later_leader = term > recovery.term && matched >= leader_last;
+        if matched >= recovery.last_index || whole_log_of_later_leader {
             self.recovery_exit_at = Some(matched);
         }
     }
@@ -458,7 +462,8 @@ impl<S: StateMachine> Raft<S> {
             }
             self.install_snapshot_record(ctx, record);
         }
-        self.note_recovery_progress(index, index);
+        // A snapshot says nothing of the leader's log after it: only the bound counts.
+        self.note_recovery_progress(index, LogIndex(u64::MAX), install.term);
         self.reply_append(from, true, index, install.round);
     }
 
