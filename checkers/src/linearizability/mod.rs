@@ -375,8 +375,21 @@ fn check_partition<M: Model>(
         }
         SearchResult::Illegal { prefix, blocked } => {
             report.verdict = Verdict::NotLinearizable;
-            report.longest_prefix = global(&prefix);
-            report.failing_operation = prepared.get(blocked as usize).map(|op| op.index);
+            let probe_steps = partials
+                .steps
+                .saturating_mul(PROBE_STEPS_FACTOR)
+                .max(PROBE_STEPS_MIN);
+            let hint = prepared.get(blocked as usize).map(|op| op.index);
+            match first_unexplained(model, &prepared, limits, probe_steps, hint) {
+                Some((failing, prefix)) => {
+                    report.failing_operation = Some(failing);
+                    report.longest_prefix = prefix;
+                }
+                None => {
+                    report.longest_prefix = global(&prefix);
+                    report.failing_operation = prepared.get(blocked as usize).map(|op| op.index);
+                }
+            }
         }
         SearchResult::Stopped(reason) => {
             report.verdict = Verdict::Unknown;
@@ -399,4 +412,82 @@ fn check_partition<M: Model>(
         .filter_map(|(op, best)| best.map(|snapshot| (prepared[op].index, snapshot)))
         .collect();
     report
+}
+
+/// Each prefix probe may take this many times the steps of the search that found the
+/// violation (and at least `PROBE_STEPS_MIN`).
+const PROBE_STEPS_FACTOR: u64 = 8;
+const PROBE_STEPS_MIN: u64 = 100_000;
+
+/// The first return event no linearization of the history before it explains, and a
+/// linearization of the history just before that event: a canonical failing point that does
+/// not depend on the search order. Prefix legality is monotone (a prefix of a legal prefix is
+/// legal), so a binary search over return events finds it with O(log n) searches of
+/// truncated histories (two when the search's deepest failure is the answer), where an operation still running at the cut may or may not have taken
+/// effect (it becomes unknown) and operations called after it are gone. `None` when a probe
+/// runs out of budget (the caller keeps the search's own deepest failure).
+fn first_unexplained<M: Model>(
+    model: &M,
+    prepared: &[Prepared<'_, M>],
+    limits: &Limits<'_>,
+    probe_steps: u64,
+    hint: Option<usize>,
+) -> Option<(usize, Vec<usize>)> {
+    let mut returns: Vec<(u64, usize)> = prepared
+        .iter()
+        .filter_map(|op| op.ret.map(|ret| (ret, op.index)))
+        .collect();
+    returns.sort_unstable();
+    // Invariant: the prefix through returns[legal] is linearizable (-1: the empty prefix) and
+    // the prefix through returns[illegal] is not (the whole partition is not).
+    let (mut legal, mut illegal) = (-1isize, returns.len() as isize - 1);
+    let mut witness = Vec::new();
+    let probe_limits = Limits {
+        steps_max: probe_steps,
+        explain: false,
+        ..*limits
+    };
+    // The search's own deepest failure is usually the answer: probe at it, then just before.
+    let hinted = hint.and_then(|op| returns.iter().position(|&(_, index)| index == op));
+    let mut guesses = hinted
+        .map(|at| [at as isize, at as isize - 1])
+        .into_iter()
+        .flatten();
+    while illegal - legal > 1 {
+        let middle = match guesses.next() {
+            Some(guess) if legal < guess && guess < illegal => guess,
+            _ => (legal + illegal) / 2,
+        };
+        let cut = returns[middle as usize].0;
+        let truncated: Vec<Prepared<'_, M>> = prepared
+            .iter()
+            .filter(|op| op.call <= cut)
+            .map(|op| Prepared {
+                ret: op.ret.filter(|&ret| ret <= cut),
+                output: op.ret.filter(|&ret| ret <= cut).and(op.output),
+                ..*op
+            })
+            .collect();
+        let mut interner = intern::Interner::new(model, truncated.len());
+        let mut partials = Partials::default();
+        match search::search(
+            model,
+            &truncated,
+            &mut interner,
+            &probe_limits,
+            &mut partials,
+        ) {
+            SearchResult::Linearizable { order } => {
+                legal = middle;
+                witness = order
+                    .iter()
+                    .map(|&op| truncated[op as usize].index)
+                    .collect();
+            }
+            SearchResult::Illegal { .. } => illegal = middle,
+            SearchResult::Stopped(_) => return None,
+        }
+    }
+    let failing = returns.get(illegal.max(0) as usize)?.1;
+    Some((failing, witness))
 }

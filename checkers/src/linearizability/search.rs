@@ -65,6 +65,7 @@ pub enum SearchResult {
 }
 
 /// Limits and cancellation for one search.
+#[derive(Clone, Copy)]
 pub struct Limits<'a> {
     pub steps_max: u64,
     pub memory_bytes_max: usize,
