@@ -13,6 +13,14 @@
 //! - **Wing & Gong search with Lowe's memo**, keyed by an incremental (Zobrist) hash of the
 //!   linearized set and the interned model state, in a memo of bounded memory.
 //! - **Interning**: model states get dense ids and each (operation, state) step is computed once.
+//! - **Choice order**: ordering hints first, then the operation that must return soonest, so a
+//!   long-running operation is linearized just in time rather than speculatively.
+//! - **Model knowledge, stated by the model and checked by tests against the plain search**:
+//!   read-only operations are linearized eagerly when legal ([`Model::is_read_only`]); proven
+//!   orderings prune ([`Model::precedences`]; for key-value, a get's value orders the writes
+//!   it is made of and keeps other writes out of the window between the last reset and it).
+//! - **Canonical failing point**: on a violation, prefix probes find the first return event no
+//!   linearization of the history before it explains, independent of the search order.
 //! - **Budgets**: steps, bytes and wall time. Running out gives [`Verdict::Unknown`] naming the
 //!   undecided partitions, never a guess.
 //!
