@@ -20,7 +20,9 @@
 //!   orderings prune ([`Model::precedences`]; for key-value, a get's value orders the writes
 //!   it is made of and keeps other writes out of the window between the last reset and it).
 //! - **Canonical failing point**: on a violation, prefix probes find the first return event no
-//!   linearization of the history before it explains, independent of the search order.
+//!   linearization of the history before it explains, independent of the search order (within
+//!   a probe budget of a few times the search's own steps; past it, the search's deepest
+//!   failure is reported instead).
 //! - **Budgets**: steps, bytes and wall time. Running out gives [`Verdict::Unknown`] naming the
 //!   undecided partitions, never a guess.
 //!
@@ -424,8 +426,8 @@ fn check_partition<M: Model>(
 
 /// Each prefix probe may take this many times the steps of the search that found the
 /// violation (and at least `PROBE_STEPS_MIN`).
-const PROBE_STEPS_FACTOR: u64 = 8;
-const PROBE_STEPS_MIN: u64 = 100_000;
+const PROBE_STEPS_FACTOR: u64 = 2;
+const PROBE_STEPS_MIN: u64 = 20_000;
 
 /// The first return event no linearization of the history before it explains, and a
 /// linearization of the history just before that event: a canonical failing point that does
