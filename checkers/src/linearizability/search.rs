@@ -462,7 +462,8 @@ pub fn search<M: Model>(
         let hash = at.hash_with(&words, op);
         let mut chosen = None;
         for (alternative, &next) in successors.iter().enumerate().skip(from) {
-            if !definite && next == at.state {
+            // (An operation a precedence names must stay linearizable: it may free others.)
+            if !definite && next == at.state && !order.constrained[op as usize] {
                 continue;
             }
             if memo.insert(key(hash, next)) {
