@@ -424,9 +424,9 @@ fn check_partition<M: Model>(
     report
 }
 
-/// Each prefix probe may take this many times the steps of the search that found the
-/// violation (and at least `PROBE_STEPS_MIN`).
-const PROBE_STEPS_FACTOR: u64 = 2;
+/// All prefix probes together may take this many times the steps of the search that found
+/// the violation (and at least `PROBE_STEPS_MIN`).
+const PROBE_STEPS_FACTOR: u64 = 4;
 const PROBE_STEPS_MIN: u64 = 20_000;
 
 /// The first return event no linearization of the history before it explains, and a
@@ -452,11 +452,8 @@ fn first_unexplained<M: Model>(
     // the prefix through returns[illegal] is not (the whole partition is not).
     let (mut legal, mut illegal) = (-1isize, returns.len() as isize - 1);
     let mut witness = Vec::new();
-    let probe_limits = Limits {
-        steps_max: probe_steps,
-        explain: false,
-        ..*limits
-    };
+    // One step budget shared by all probes bounds the explanation's cost.
+    let mut steps_left = probe_steps;
     // The search's own deepest failure is usually the answer: probe at it, then just before.
     let hinted = hint.and_then(|op| returns.iter().position(|&(_, index)| index == op));
     let mut guesses = hinted
@@ -480,13 +477,20 @@ fn first_unexplained<M: Model>(
             .collect();
         let mut interner = intern::Interner::new(model, truncated.len());
         let mut partials = Partials::default();
-        match search::search(
+        let probe_limits = Limits {
+            steps_max: steps_left,
+            explain: false,
+            ..*limits
+        };
+        let result = search::search(
             model,
             &truncated,
             &mut interner,
             &probe_limits,
             &mut partials,
-        ) {
+        );
+        steps_left = steps_left.saturating_sub(partials.steps);
+        match result {
             SearchResult::Linearizable { order } => {
                 legal = middle;
                 witness = order
