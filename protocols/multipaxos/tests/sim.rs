@@ -90,26 +90,7 @@ fn no_violations_under_fault_profiles() {
             run.nodes = env_or("DST_NODES", 3) as u32;
             run.paxos.leader_lease = std::env::var("DST_LEASE").is_ok();
             let outcome = run_paxos(&run);
-            let mut violations = judge(&run, &outcome);
-            // Client requests and replies carry no checksum (dst_protocols::Request/Reply):
-            // a corrupted one that still decodes changes a command or an output, which the
-            // validity, durability and linearizability oracles rightly flag but no replica can prevent.
-            // Replica messages are checksummed, so every corruption beyond the rejected
-            // ones reached a client or a request.
-            let stats = &outcome.summary.stats;
-            let rejected = stats
-                .ignored
-                .get("message checksum mismatch")
-                .copied()
-                .unwrap_or(0);
-            if stats.corrupt_delivered > rejected {
-                let client_side = ["validity", "linearizability", "durability"];
-                violations.retain(|violation| {
-                    !client_side
-                        .iter()
-                        .any(|property| violation.starts_with(property))
-                });
-            }
+            let violations = judge(&run, &outcome);
             if std::env::var("DST_VERBOSE").is_ok() {
                 eprintln!(
                     "{profile} seed {seed}: {:?} events {} completed {} faults {} corrupt delivered {} ignored {:?}",
