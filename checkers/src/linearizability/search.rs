@@ -355,139 +355,214 @@ pub fn search<M: Model>(
     limits: &Limits<'_>,
     partials: &mut Partials,
 ) -> SearchResult {
-    let mut events = Events::new(ops);
-    let mut order = precedences(model, ops);
+    let order = precedences(model, ops);
     let mut twin = twins(ops);
     for (op, twin_of) in twin.iter_mut().enumerate() {
         if order.constrained[op] || twin_of.is_some_and(|t| order.constrained[t as usize]) {
             *twin_of = None;
         }
     }
-    let words: Vec<(u64, u64)> = (0..ops.len()).map(zobrist).collect();
-    let mut memo = Memo::new(limits.memory_bytes_max / 2);
-    let mut at = Position {
-        stack: Vec::with_capacity(ops.len()),
-        state: Interner::<M>::INIT,
-        hash: (0, 0),
-        linearized: vec![false; ops.len()],
-        definite_left: ops.iter().filter(|op| op.ret.is_some()).count(),
-    };
     if limits.explain {
         partials.best = vec![None; ops.len()];
     }
-    let read_only: Vec<bool> = ops
-        .iter()
-        .map(|op| op.ret.is_some() && model.is_read_only(op.input))
-        .collect();
-    let mut deepest_block: Option<(usize, u32, Vec<u32>)> = None;
-    let mut node = Node::default();
-    let mut fresh = true;
-    let mut backtrack = false;
-    loop {
-        if at.definite_left == 0 {
-            return SearchResult::Linearizable { order: at.order() };
-        }
-        partials.steps += 1;
-        if partials.steps >= limits.steps_max {
-            return SearchResult::Stopped(StopReason::Steps);
-        }
-        if partials.steps.is_multiple_of(CHECK_EVERY) {
-            if let Some(reason) = over_limits(limits, &memo, interner) {
+    let mut search = Search {
+        ops,
+        events: Events::new(ops),
+        order,
+        twin,
+        read_only: ops
+            .iter()
+            .map(|op| op.ret.is_some() && model.is_read_only(op.input))
+            .collect(),
+        words: (0..ops.len()).map(zobrist).collect(),
+        memo: Memo::new(limits.memory_bytes_max / 2),
+        at: Position {
+            stack: Vec::with_capacity(ops.len()),
+            state: Interner::<M>::INIT,
+            hash: (0, 0),
+            linearized: vec![false; ops.len()],
+            definite_left: ops.iter().filter(|op| op.ret.is_some()).count(),
+        },
+        node: Node::default(),
+        deepest_block: None,
+        interner,
+        limits,
+        partials,
+    };
+    search.run()
+}
+
+/// Everything one search owns.
+struct Search<'s, 'h, 'm, M: Model> {
+    ops: &'s [Prepared<'h, M>],
+    events: Events,
+    order: Order,
+    twin: Vec<Option<u32>>,
+    read_only: Vec<bool>,
+    words: Vec<(u64, u64)>,
+    memo: Memo,
+    at: Position,
+    node: Node,
+    /// (depth, blocked operation, prefix) of the deepest dead end.
+    deepest_block: Option<(usize, u32, Vec<u32>)>,
+    interner: &'s mut Interner<'m, M>,
+    limits: &'s Limits<'s>,
+    partials: &'s mut Partials,
+}
+
+/// What to do next.
+enum Next {
+    /// A node just entered: look for a forced choice, then list the choices.
+    Enter,
+    /// Try the node's next choice.
+    Choose,
+    /// Undo the last choice.
+    Backtrack,
+}
+
+impl<M: Model> Search<'_, '_, '_, M> {
+    fn run(&mut self) -> SearchResult {
+        let mut next = Next::Enter;
+        loop {
+            if self.at.definite_left == 0 {
+                return SearchResult::Linearizable {
+                    order: self.at.order(),
+                };
+            }
+            if let Some(reason) = self.over_budget() {
                 return SearchResult::Stopped(reason);
             }
-        }
-        if backtrack {
-            let Some(frame) = at.pop(&words, &mut events, &mut order) else {
-                let Some((_, blocked, prefix)) = deepest_block else {
-                    return SearchResult::Illegal {
-                        prefix: Vec::new(),
-                        blocked: u32::MAX,
-                    };
-                };
-                return SearchResult::Illegal { prefix, blocked };
+            next = match next {
+                Next::Enter => self.enter(),
+                Next::Choose => self.choose(),
+                Next::Backtrack => match self.backtrack() {
+                    Ok(next) => next,
+                    Err(illegal) => return illegal,
+                },
             };
-            // Backtracking out of a forced choice backtracks out of its parent as well.
-            backtrack = frame.forced;
-            if !frame.forced {
-                node.candidates(ops, &events, &read_only, &order, &twin, &at.linearized);
-                node.position = frame.position;
-                node.resume = frame.alternative + 1;
-            }
-            continue;
         }
-        if fresh {
-            fresh = false;
-            // A definite read-only operation that is legal now can be linearized now without
-            // losing any linearization (see the module doc), so it is the only choice tried.
-            if let Some(op) = legal_read_only(ops, &events, &read_only, &order, interner, at.state)
-            {
-                let hash = at.hash_with(&words, op);
-                if memo.insert(key(hash, at.state)) {
-                    at.push(
-                        op,
-                        at.state,
-                        hash,
-                        (0, usize::MAX),
-                        true,
-                        &mut events,
-                        &mut order,
-                    );
-                    if limits.explain {
-                        record_partial(&at, partials);
-                    }
-                    fresh = true;
-                } else {
-                    backtrack = true;
-                }
-                continue;
-            }
-            node.candidates(ops, &events, &read_only, &order, &twin, &at.linearized);
+    }
+
+    fn over_budget(&mut self) -> Option<StopReason> {
+        self.partials.steps += 1;
+        if self.partials.steps >= self.limits.steps_max {
+            return Some(StopReason::Steps);
         }
-        let Some(&op) = node.ops.get(node.position) else {
+        if self.partials.steps.is_multiple_of(CHECK_EVERY) {
+            return over_limits(self.limits, &self.memo, self.interner);
+        }
+        None
+    }
+
+    fn list_choices(&mut self) {
+        let (ops, events, order) = (self.ops, &self.events, &self.order);
+        self.node.candidates(
+            ops,
+            events,
+            &self.read_only,
+            order,
+            &self.twin,
+            &self.at.linearized,
+        );
+    }
+
+    /// A definite read-only operation that is legal now can be linearized now without losing
+    /// any linearization (see the module doc), so it is the only choice tried.
+    fn enter(&mut self) -> Next {
+        let forced = legal_read_only(
+            self.ops,
+            &self.events,
+            &self.read_only,
+            &self.order,
+            self.interner,
+            self.at.state,
+        );
+        let Some(op) = forced else {
+            self.list_choices();
+            return Next::Choose;
+        };
+        let hash = self.at.hash_with(&self.words, op);
+        if !self.memo.insert(key(hash, self.at.state)) {
+            return Next::Backtrack;
+        }
+        let state = self.at.state;
+        self.lift(op, state, hash, (0, usize::MAX), true);
+        Next::Enter
+    }
+
+    /// Tries the node's next choice (each of its successor states not yet explored).
+    fn choose(&mut self) -> Next {
+        let Some(&op) = self.node.ops.get(self.node.position) else {
             // Nothing left to try here: the first pending return cannot be passed.
-            let depth = at.stack.len();
-            if deepest_block
+            let depth = self.at.stack.len();
+            if self
+                .deepest_block
                 .as_ref()
                 .is_none_or(|(best, _, _)| depth > *best)
             {
-                deepest_block = Some((depth, node.barrier, at.order()));
+                self.deepest_block = Some((depth, self.node.barrier, self.at.order()));
             }
-            backtrack = true;
-            continue;
+            return Next::Backtrack;
         };
-        let from = std::mem::take(&mut node.resume);
-        let prepared = &ops[op as usize];
+        let from = std::mem::take(&mut self.node.resume);
+        let prepared = &self.ops[op as usize];
         let definite = prepared.ret.is_some();
-        let successors = interner.step(op, at.state, prepared.input, prepared.output);
-        let hash = at.hash_with(&words, op);
+        let state = self.at.state;
+        let successors = self
+            .interner
+            .step(op, state, prepared.input, prepared.output);
+        let hash = self.at.hash_with(&self.words, op);
         let mut chosen = None;
         for (alternative, &next) in successors.iter().enumerate().skip(from) {
             // (An operation a precedence names must stay linearizable: it may free others.)
-            if !definite && next == at.state && !order.constrained[op as usize] {
+            if !definite && next == state && !self.order.constrained[op as usize] {
                 continue;
             }
-            if memo.insert(key(hash, next)) {
+            if self.memo.insert(key(hash, next)) {
                 chosen = Some((alternative, next));
                 break;
             }
         }
         let Some((alternative, next)) = chosen else {
-            node.position += 1;
-            continue;
+            self.node.position += 1;
+            return Next::Choose;
         };
-        at.push(
+        self.lift(op, next, hash, (self.node.position, alternative), false);
+        Next::Enter
+    }
+
+    fn lift(&mut self, op: u32, next: u32, hash: (u64, u64), choice: (usize, usize), forced: bool) {
+        self.at.push(
             op,
             next,
             hash,
-            (node.position, alternative),
-            false,
-            &mut events,
-            &mut order,
+            choice,
+            forced,
+            &mut self.events,
+            &mut self.order,
         );
-        if limits.explain {
-            record_partial(&at, partials);
+        if self.limits.explain {
+            record_partial(&self.at, self.partials);
         }
-        fresh = true;
+    }
+
+    /// Undoes the last choice; `Err` when there is none left (the history is illegal).
+    fn backtrack(&mut self) -> Result<Next, SearchResult> {
+        let Some(frame) = self.at.pop(&self.words, &mut self.events, &mut self.order) else {
+            let (prefix, blocked) = match self.deepest_block.take() {
+                Some((_, blocked, prefix)) => (prefix, blocked),
+                None => (Vec::new(), u32::MAX),
+            };
+            return Err(SearchResult::Illegal { prefix, blocked });
+        };
+        if frame.forced {
+            // Backtracking out of a forced choice backtracks out of its parent as well.
+            return Ok(Next::Backtrack);
+        }
+        self.list_choices();
+        self.node.position = frame.position;
+        self.node.resume = frame.alternative + 1;
+        Ok(Next::Choose)
     }
 }
 
