@@ -16,6 +16,9 @@ const EXIT_UNDECIDED: u8 = 3;
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 all linearizable, 1 any not linearizable, 2 bad input, 3 undecided (a budget ran out)."
+)]
 pub struct Args {
     /// Model and format: etcd (Jepsen etcd log), register, cas-register, kv (Jepsen EDN).
     #[arg(long)]
