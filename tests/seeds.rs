@@ -32,32 +32,32 @@ fn run_profile(protocol: &str, profile: &str, default_seeds: u64) {
 
 #[test]
 fn raft_none() {
-    run_profile("raft", "none", 4);
+    run_profile("raft", "none", 8);
 }
 
 #[test]
 fn raft_light() {
-    run_profile("raft", "light", 8);
+    run_profile("raft", "light", 16);
 }
 
 #[test]
 fn raft_heavy() {
-    run_profile("raft", "heavy", 8);
+    run_profile("raft", "heavy", 16);
 }
 
 #[test]
 fn raft_partitions() {
-    run_profile("raft", "partitions", 8);
+    run_profile("raft", "partitions", 16);
 }
 
 #[test]
 fn raft_clocks() {
-    run_profile("raft", "clocks", 8);
+    run_profile("raft", "clocks", 16);
 }
 
 #[test]
 fn raft_storage() {
-    run_profile("raft", "storage", 8);
+    run_profile("raft", "storage", 16);
 }
 
 #[test]
@@ -78,40 +78,40 @@ fn raft_runs_are_deterministic_on_a_sample_of_seeds() {
 
 #[test]
 fn multipaxos_light() {
-    run_profile("multipaxos", "light", 8);
+    run_profile("multipaxos", "light", 16);
 }
 
 #[test]
 fn multipaxos_heavy() {
-    run_profile("multipaxos", "heavy", 8);
+    run_profile("multipaxos", "heavy", 16);
 }
 
 #[test]
 fn multipaxos_partitions() {
-    run_profile("multipaxos", "partitions", 8);
+    run_profile("multipaxos", "partitions", 16);
 }
 
 #[test]
 fn multipaxos_clocks() {
-    run_profile("multipaxos", "clocks", 8);
+    run_profile("multipaxos", "clocks", 16);
 }
 
 #[test]
 fn multipaxos_storage() {
-    run_profile("multipaxos", "storage", 8);
+    run_profile("multipaxos", "storage", 16);
 }
 
 #[test]
 fn raft_corruption() {
-    run_profile("raft", "corruption", 8);
+    run_profile("raft", "corruption", 16);
 }
 
 #[test]
 fn raft_swarm() {
-    run_profile("raft", "swarm", 8);
+    run_profile("raft", "swarm", 16);
 }
 
 #[test]
 fn multipaxos_corruption() {
-    run_profile("multipaxos", "corruption", 8);
+    run_profile("multipaxos", "corruption", 16);
 }
