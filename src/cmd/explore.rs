@@ -11,12 +11,8 @@ use serde_json::json;
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Protocol to explore.
-    #[arg(long, default_value = "raft")]
-    protocol: String,
-    /// Fault profile.
-    #[arg(long, default_value = "light")]
-    profile: String,
+    #[command(flatten)]
+    cluster: super::ClusterArgs,
     /// How many seeds.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
@@ -29,15 +25,6 @@ pub struct Args {
     /// Worker threads (each seed is an independent single-threaded simulation).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// Number of replicas.
-    #[arg(long, default_value_t = 5)]
-    nodes: u32,
-    /// Number of clients.
-    #[arg(long, default_value_t = 3)]
-    clients: u32,
-    /// Client operations per seed.
-    #[arg(long, default_value_t = 200)]
-    ops: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -79,11 +66,7 @@ pub fn main(args: Args) -> ExitCode {
 }
 
 fn spec_for(args: &Args, seed: u64) -> RunSpec {
-    let mut spec = RunSpec::new(&args.protocol, seed, &args.profile);
-    spec.nodes = args.nodes;
-    spec.clients = args.clients;
-    spec.ops = args.ops;
-    spec
+    args.cluster.spec(seed)
 }
 
 /// Parses "K/N"; also reads the index variables of Kubernetes indexed jobs and CI matrices.
@@ -163,8 +146,8 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
     let ratio = tally.virtual_ns as f64 / 1e9 / wall_seconds.max(1e-9);
     if args.json {
         let object = json!({
-            "protocol": args.protocol,
-            "profile": args.profile,
+            "protocol": args.cluster.protocol,
+            "profile": args.cluster.profile,
             "seeds": tally.seeds,
             "violations": failing.len(),
             "violations_by_property": tally.by_property,
@@ -181,8 +164,8 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
     println!(
         "{} seeds of {} under {}: {} violating, {:.1} seeds/s, virtual/wall {:.0}x, {} events, {:.2} s",
         tally.seeds,
-        args.protocol,
-        args.profile,
+        args.cluster.protocol,
+        args.cluster.profile,
         failing.len(),
         seeds_per_sec,
         ratio,

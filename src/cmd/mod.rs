@@ -23,6 +23,37 @@ pub fn bad_input(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
+/// What to simulate: shared by `run`, `explore` and `shrink`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Protocol: raft, multipaxos, pingpong.
+    #[arg(long, default_value = "raft")]
+    pub protocol: String,
+    /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm.
+    #[arg(long, default_value = "light")]
+    pub profile: String,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: u32,
+    /// Number of simulated clients.
+    #[arg(long, default_value_t = 3)]
+    pub clients: u32,
+    /// Client operations in total, shared by the clients.
+    #[arg(long, default_value_t = 200)]
+    pub ops: u64,
+}
+
+impl ClusterArgs {
+    /// The run of `seed` with these settings.
+    pub fn spec(&self, seed: u64) -> dst::runner::RunSpec {
+        let mut spec = dst::runner::RunSpec::new(&self.protocol, seed, &self.profile);
+        spec.nodes = self.nodes;
+        spec.clients = self.clients;
+        spec.ops = self.ops;
+        spec
+    }
+}
+
 /// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

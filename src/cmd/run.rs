@@ -10,24 +10,11 @@ use serde_json::json;
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Protocol to run.
-    #[arg(long, default_value = "raft")]
-    protocol: String,
+    #[command(flatten)]
+    cluster: super::ClusterArgs,
     /// The seed: one u64 determines the whole run.
     #[arg(long, default_value_t = 1, env = "DST_SEED")]
     seed: u64,
-    /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm.
-    #[arg(long, default_value = "light")]
-    profile: String,
-    /// Number of replicas.
-    #[arg(long, default_value_t = 5)]
-    nodes: u32,
-    /// Number of simulated clients.
-    #[arg(long, default_value_t = 3)]
-    clients: u32,
-    /// Client operations in total.
-    #[arg(long, default_value_t = 200)]
-    ops: u64,
     /// Scripted faults, e.g. "at 120ms partition 0,1 | 2,3,4; at 400ms heal", or @FILE.
     #[arg(long)]
     plan: Option<String>,
@@ -87,10 +74,7 @@ pub fn main(args: Args) -> ExitCode {
 }
 
 fn spec_from(args: &Args) -> Result<RunSpec, String> {
-    let mut spec = RunSpec::new(&args.protocol, args.seed, &args.profile);
-    spec.nodes = args.nodes;
-    spec.clients = args.clients;
-    spec.ops = args.ops;
+    let mut spec = args.cluster.spec(args.seed);
     spec.quiet_at_ms = args.quiet_at_ms;
     spec.end_ms = args.end_ms;
     spec.record = args.record.is_some();

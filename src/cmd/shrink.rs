@@ -3,24 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dst::runner::{self, RunSpec};
+use dst::runner;
 use dst::shrink::{event_summary, shrink};
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(long, default_value = "raft")]
-    protocol: String,
+    #[command(flatten)]
+    cluster: super::ClusterArgs,
+    /// The failing seed.
     #[arg(long, env = "DST_SEED")]
     seed: u64,
-    #[arg(long, default_value = "light")]
-    profile: String,
-    #[arg(long, default_value_t = 5)]
-    nodes: u32,
-    #[arg(long, default_value_t = 3)]
-    clients: u32,
-    #[arg(long, default_value_t = 200)]
-    ops: u64,
     /// Replays to try at most.
     #[arg(long, default_value_t = 400)]
     attempts: u32,
@@ -37,10 +30,7 @@ pub struct Args {
 
 /// Entry point.
 pub fn main(args: Args) -> ExitCode {
-    let mut spec = RunSpec::new(&args.protocol, args.seed, &args.profile);
-    spec.nodes = args.nodes;
-    spec.clients = args.clients;
-    spec.ops = args.ops;
+    let spec = args.cluster.spec(args.seed);
     if let Err(error) = runner::validate(&spec) {
         return super::bad_input(error);
     }
