@@ -32,6 +32,13 @@ pub struct Entry {
     pub dst_version: String,
     /// The shrunk trace, relative to the entry's folder.
     pub trace: String,
+    /// Whether client sessions checksummed their traffic (absent in older entries: on).
+    #[serde(default = "default_true")]
+    pub client_checksums: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Entry {
@@ -44,6 +51,7 @@ impl Entry {
         spec.plan = self.plan.clone();
         spec.quiet_at_ms = self.quiet_at_ms;
         spec.end_ms = self.end_ms;
+        spec.client_checksums = self.client_checksums;
         spec.replay = Some(trace);
         spec
     }
@@ -85,6 +93,7 @@ pub fn save(
         note: note.to_string(),
         dst_version: env!("CARGO_PKG_VERSION").to_string(),
         trace: format!("{name}.trace"),
+        client_checksums: spec.client_checksums,
     };
     // The trace first: an entry never points at a missing trace, even if killed in between.
     trace.write_atomic(&dir.join(&entry.trace))?;

@@ -44,6 +44,9 @@ pub struct RunSpec {
     pub log_events: bool,
     /// Measure bytes per message (for the performance metrics of `dst run`).
     pub measure: bool,
+    /// Client sessions checksum their traffic (off: corrupted requests and replies can arrive
+    /// as other well-formed messages, as without end-to-end checksums).
+    pub client_checksums: bool,
 }
 
 impl RunSpec {
@@ -63,6 +66,7 @@ impl RunSpec {
             record: false,
             log_events: false,
             measure: false,
+            client_checksums: true,
         }
     }
 
@@ -76,8 +80,15 @@ impl RunSpec {
             ops: self.ops,
             seed: self.seed,
             config: format!(
-                "plan={:?};quiet_at_ms={};end_ms={}",
-                self.plan, self.quiet_at_ms, self.end_ms
+                "plan={:?};quiet_at_ms={};end_ms={}{}",
+                self.plan,
+                self.quiet_at_ms,
+                self.end_ms,
+                if self.client_checksums {
+                    ""
+                } else {
+                    ";client_checksums=off"
+                }
             ),
             trace_hash: String::new(),
         }
@@ -91,6 +102,9 @@ impl RunSpec {
         );
         if let Some(plan) = &self.plan {
             command.push_str(&format!(" --plan '{plan}'"));
+        }
+        if !self.client_checksums {
+            command.push_str(" --no-client-checksums");
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
             command.push_str(&format!(
@@ -336,6 +350,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     config.end_ns = spec.end_ms * MS;
     config.log_events = spec.log_events;
     config.measure_bytes = spec.measure;
+    config.client_checksums = spec.client_checksums;
     if spec.protocol == "pingpong" {
         config.events_max = spec.ops.max(1) * 1_000;
     }

@@ -163,3 +163,85 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+fn failing_seeds(output: &Output) -> Vec<u64> {
+    let failing = json_field(output, "failing_seeds");
+    let mut seeds: Vec<u64> = failing
+        .as_array()
+        .expect("failing_seeds is a list")
+        .iter()
+        .map(|f| f["seed"].as_u64().expect("seed"))
+        .collect();
+    seeds.sort_unstable();
+    seeds
+}
+
+#[test]
+fn a_campaign_split_into_four_shards_finds_the_same_failures() {
+    // Without client checksums, corrupted client traffic breaks Raft on some seeds.
+    let base = [
+        "explore",
+        "--protocol",
+        "raft",
+        "--profile",
+        "corruption",
+        "--no-client-checksums",
+        "--seeds",
+        "24",
+        "--ops",
+        "80",
+        "--json",
+    ];
+    let whole = dst(&base);
+    assert_eq!(
+        whole.status.code(),
+        Some(1),
+        "the campaign must find failures"
+    );
+    let expected = failing_seeds(&whole);
+    assert!(!expected.is_empty());
+    let mut union = Vec::new();
+    for shard in 0..4 {
+        let shard_arg = format!("{shard}/4");
+        let output = dst(&[&base[..], &["--shard", &shard_arg]].concat());
+        union.extend(failing_seeds(&output));
+    }
+    union.sort_unstable();
+    assert_eq!(union, expected);
+}
+
+#[test]
+fn a_campaign_keeps_shrunk_failures_that_replay() {
+    let directory = std::env::temp_dir().join(format!("dst-campaign-{}", std::process::id()));
+    let corpus = directory.to_str().unwrap();
+    let output = dst(&[
+        "explore",
+        "--protocol",
+        "raft",
+        "--profile",
+        "corruption",
+        "--no-client-checksums",
+        "--seeds",
+        "6",
+        "--ops",
+        "60",
+        "--shrink-attempts",
+        "40",
+        "--corpus",
+        corpus,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let entries = dst::corpus::load_all(&directory);
+    assert!(
+        !entries.is_empty(),
+        "no entry kept: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    for (path, loaded) in entries {
+        let (entry, trace) = loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!entry.client_checksums);
+        let replay = dst::corpus::check(&entry, trace);
+        assert!(replay.is_ok(), "{}: {replay:?}", path.display());
+    }
+    std::fs::remove_dir_all(&directory).ok();
+}

@@ -28,6 +28,12 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Shrink failures and keep one entry per failure signature in this corpus folder.
+    #[arg(long)]
+    corpus: Option<std::path::PathBuf>,
+    /// Replays the shrinker may spend per kept failure.
+    #[arg(long, default_value_t = 200)]
+    shrink_attempts: u32,
 }
 
 #[derive(Default)]
@@ -37,6 +43,10 @@ struct Tally {
     virtual_ns: u128,
     by_property: BTreeMap<String, u64>,
     failing: Vec<(u64, String, String)>,
+    /// Wall seconds from the start until the first violating seed finished.
+    first_violation_seconds: Option<f64>,
+    /// Seeds finished when the first violation was found (including it).
+    seeds_to_first_violation: Option<u64>,
 }
 
 /// Entry point.
@@ -58,6 +68,9 @@ pub fn main(args: Args) -> ExitCode {
         .collect();
     let (tally, wall_seconds) = explore(&args, &seeds);
     report(&args, &tally, wall_seconds);
+    if let Some(dir) = &args.corpus {
+        keep_failures(&args, &tally, dir);
+    }
     if tally.failing.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -110,7 +123,7 @@ fn explore(args: &Args, seeds: &[u64]) -> (Tally, f64) {
                 let index = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&seed) = seeds.get(index) else { break };
                 let outcome = runner::run(&spec_for(args, seed)).expect("validated spec");
-                record(&tally, &outcome);
+                record(&tally, &outcome, started.elapsed().as_secs_f64());
             });
         }
     });
@@ -120,9 +133,13 @@ fn explore(args: &Args, seeds: &[u64]) -> (Tally, f64) {
     (tally, started.elapsed().as_secs_f64())
 }
 
-fn record(tally: &Mutex<Tally>, outcome: &RunOutcome) {
+fn record(tally: &Mutex<Tally>, outcome: &RunOutcome, elapsed_seconds: f64) {
     let mut tally = tally.lock().expect("tally lock");
     tally.seeds += 1;
+    if !outcome.violations.is_empty() && tally.first_violation_seconds.is_none() {
+        tally.first_violation_seconds = Some(elapsed_seconds);
+        tally.seeds_to_first_violation = Some(tally.seeds);
+    }
     tally.events += outcome.summary.events;
     tally.virtual_ns += outcome.summary.virtual_ns as u128;
     for violation in &outcome.violations {
@@ -156,6 +173,8 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
             "virtual_to_wall": ratio,
             "events": tally.events,
             "wall_seconds": wall_seconds,
+            "first_violation_seconds": tally.first_violation_seconds,
+            "seeds_to_first_violation": tally.seeds_to_first_violation,
             "jobs": args.jobs,
         });
         println!("{object}");
@@ -175,7 +194,44 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
     for (property, count) in &tally.by_property {
         println!("  {property}: {count}");
     }
+    if let (Some(seconds), Some(seeds)) = (
+        tally.first_violation_seconds,
+        tally.seeds_to_first_violation,
+    ) {
+        println!("first violation after {seeds} seeds, {seconds:.3} s");
+    }
     for (seed, what, command) in failing.iter().take(20) {
         println!("seed {seed}: {what}\n  reproduce: {command}\n  for cargo test: DST_SEED={seed}");
+    }
+}
+
+/// Shrinks the lowest failing seed of each signature and keeps it in the corpus.
+fn keep_failures(args: &Args, tally: &Tally, dir: &std::path::Path) {
+    let mut failing = tally.failing.clone();
+    failing.sort();
+    let mut kept = std::collections::BTreeSet::new();
+    for (seed, what, _) in failing {
+        let signature = what.split(']').next().unwrap_or_default().to_string();
+        if !kept.insert(signature) {
+            continue;
+        }
+        let spec = spec_for(args, seed);
+        let shrunk = match dst::shrink::shrink(&spec, args.shrink_attempts) {
+            Ok(shrunk) => shrunk,
+            Err(error) => {
+                eprintln!("dst: warning: seed {seed} not kept: {error}");
+                continue;
+            }
+        };
+        let note = format!("found by dst explore: {what}");
+        match dst::corpus::save(dir, &shrunk.outcome, &shrunk.trace, &note) {
+            Ok(path) => println!(
+                "kept {} (events {} -> {})",
+                path.display(),
+                shrunk.events_before,
+                shrunk.events_after
+            ),
+            Err(error) => eprintln!("dst: warning: seed {seed} not kept: {error}"),
+        }
     }
 }

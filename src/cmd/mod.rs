@@ -41,6 +41,10 @@ pub struct ClusterArgs {
     /// Client operations in total, shared by the clients.
     #[arg(long, default_value_t = 200)]
     pub ops: u64,
+    /// Turn off the client sessions' end-to-end checksums (corrupted client traffic can then
+    /// arrive as other well-formed requests and replies).
+    #[arg(long)]
+    pub no_client_checksums: bool,
 }
 
 impl ClusterArgs {
@@ -50,6 +54,7 @@ impl ClusterArgs {
         spec.nodes = self.nodes;
         spec.clients = self.clients;
         spec.ops = self.ops;
+        spec.client_checksums = !self.no_client_checksums;
         spec
     }
 }
