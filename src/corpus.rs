@@ -174,3 +174,75 @@ pub fn check(entry: &Entry, trace: Trace) -> Result<String, String> {
         (other, _, _) => Err(format!("unknown expected verdict '{other}'")),
     }
 }
+
+/// What a merge did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    pub read: usize,
+    pub kept: usize,
+    pub duplicates: usize,
+    /// Entries that could not be read, with why (the rest still merge).
+    pub errors: Vec<String>,
+}
+
+/// Merges corpus folders (for example one per shard) into `into`, keeping one entry per
+/// failure signature (protocol, profile, property, client checksums): the lowest seed.
+pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
+    let mut report = MergeReport::default();
+    let signature = |e: &Entry| {
+        let checksums = e.client_checksums;
+        (
+            e.protocol.clone(),
+            e.profile.clone(),
+            e.signature.clone(),
+            checksums,
+        )
+    };
+    let mut chosen: std::collections::BTreeMap<_, (Entry, Trace)> = Default::default();
+    for (path, loaded) in load_all(into) {
+        match loaded {
+            Ok((entry, trace)) => {
+                chosen.insert(signature(&entry), (entry, trace));
+            }
+            Err(error) => report.errors.push(format!("{}: {error}", path.display())),
+        }
+    }
+    let existing: std::collections::BTreeSet<_> = chosen.keys().cloned().collect();
+    for source in sources {
+        for (_, loaded) in load_all(source) {
+            report.read += 1;
+            let (entry, trace) = match loaded {
+                Ok(pair) => pair,
+                Err(error) => {
+                    report.errors.push(error);
+                    continue;
+                }
+            };
+            let key = signature(&entry);
+            let keep_existing = existing.contains(&key)
+                || chosen
+                    .get(&key)
+                    .is_some_and(|(kept, _)| kept.seed <= entry.seed);
+            if keep_existing {
+                report.duplicates += 1;
+            } else if chosen.insert(key, (entry, trace)).is_some() {
+                report.duplicates += 1;
+            }
+        }
+    }
+    std::fs::create_dir_all(into).map_err(|e| format!("cannot create {}: {e}", into.display()))?;
+    for (key, (entry, trace)) in &chosen {
+        if existing.contains(key) {
+            continue;
+        }
+        trace.write_atomic(&into.join(&entry.trace))?;
+        let json = serde_json::to_string_pretty(entry).expect("entry serialises");
+        let name = entry.trace.trim_end_matches(".trace");
+        write_atomic(
+            &into.join(format!("{name}.json")),
+            format!("{json}\n").as_bytes(),
+        )?;
+        report.kept += 1;
+    }
+    Ok(report)
+}

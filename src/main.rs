@@ -27,6 +27,9 @@ enum Command {
     Explore(cmd::explore::Args),
     /// Shrink a failing seed to a minimal decision trace.
     Shrink(cmd::shrink::Args),
+    /// Manage failing-seed corpora.
+    #[command(subcommand)]
+    Corpus(cmd::corpus::Command),
     /// Check histories for linearizability.
     Check(cmd::check::Args),
     /// Benchmarks.
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Explore(args) => cmd::explore::main(args),
         Command::Check(args) => cmd::check::main(args),
         Command::Shrink(args) => cmd::shrink::main(args),
+        Command::Corpus(command) => cmd::corpus::main(command),
         Command::Bench(BenchCommand::Pingpong(args)) => cmd::bench_pingpong::main(args),
         Command::Bench(BenchCommand::Check(args)) => cmd::bench_check::main(args),
         Command::Bench(BenchCommand::Inference(args)) => cmd::bench_inference::main(args),

@@ -245,3 +245,65 @@ fn a_campaign_keeps_shrunk_failures_that_replay() {
     }
     std::fs::remove_dir_all(&directory).ok();
 }
+
+#[test]
+fn shard_corpora_merge_into_the_corpus_of_one_run() {
+    let root = std::env::temp_dir().join(format!("dst-merge-{}", std::process::id()));
+    let base = [
+        "explore",
+        "--protocol",
+        "raft",
+        "--profile",
+        "corruption",
+        "--no-client-checksums",
+        "--seeds",
+        "12",
+        "--ops",
+        "60",
+        "--shrink-attempts",
+        "20",
+    ];
+    let whole = root.join("whole");
+    dst(&[&base[..], &["--corpus", whole.to_str().unwrap()]].concat());
+    let mut shards = Vec::new();
+    for shard in 0..4 {
+        let dir = root.join(format!("shard{shard}"));
+        let shard_arg = format!("{shard}/4");
+        dst(&[
+            &base[..],
+            &["--shard", &shard_arg, "--corpus", dir.to_str().unwrap()],
+        ]
+        .concat());
+        shards.push(dir);
+    }
+    let merged = root.join("merged");
+    let mut args = vec!["corpus".to_string(), "merge".into(), "--into".into()];
+    args.push(merged.to_str().unwrap().into());
+    args.extend(shards.iter().map(|d| d.to_str().unwrap().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = dst(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let names = |dir: &std::path::Path| {
+        let mut names: Vec<String> = dst::corpus::load_all(dir)
+            .into_iter()
+            .map(|(_, loaded)| {
+                let (entry, _) = loaded.expect("readable entry");
+                format!("{} seed {}", entry.signature, entry.seed)
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let expected = names(&whole);
+    assert!(!expected.is_empty());
+    assert_eq!(
+        names(&merged),
+        expected,
+        "merged shards differ from the unsharded run"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
