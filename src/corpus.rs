@@ -223,9 +223,8 @@ pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
                 || chosen
                     .get(&key)
                     .is_some_and(|(kept, _)| kept.seed <= entry.seed);
-            if keep_existing {
-                report.duplicates += 1;
-            } else if chosen.insert(key, (entry, trace)).is_some() {
+            let replaced = !keep_existing && chosen.insert(key, (entry, trace)).is_some();
+            if keep_existing || replaced {
                 report.duplicates += 1;
             }
         }
