@@ -43,13 +43,35 @@ pub fn shrink(spec: &RunSpec, attempts_max: u32) -> Result<Shrunk, String> {
         ));
     };
     let signature = first.property.clone();
-    let (events_before, faults_before) =
-        (original.summary.events, original.summary.fault_log.len());
-    let smaller = shrink_config(spec, &signature);
-    let mut shrunk = shrink_trace(&smaller, attempts_max)?;
-    shrunk.events_before = events_before;
-    shrunk.faults_before = faults_before;
-    Ok(shrunk)
+    let mut recording = shrink_config(spec, &signature);
+    recording.record = true;
+    let start = runner::run(&recording)?;
+    let trace = start.trace.clone().expect("recorded run has a trace");
+    let mut state = State {
+        spec: recording,
+        signature: signature.clone(),
+        best: start,
+        best_trace: trace.clone(),
+        attempts: 0,
+        attempts_max,
+    };
+    state.cut_tail();
+    state.zero_chunks();
+    let (best, best_trace) = (state.best, state.best_trace);
+    Ok(Shrunk {
+        signature,
+        events_before: original.summary.events,
+        events_after: best.summary.events,
+        decisions_before: trace.decisions.len(),
+        decisions_after: best_trace.decisions.len(),
+        nonzero_before: nonzero(&trace),
+        nonzero_after: nonzero(&best_trace),
+        faults_before: original.summary.fault_log.len(),
+        faults_after: best.summary.fault_log.len(),
+        attempts: state.attempts,
+        outcome: best,
+        trace: best_trace,
+    })
 }
 
 /// Fewer operations, clients and nodes, as long as the seed still fails the same way.
@@ -87,49 +109,6 @@ fn shrink_config(spec: &RunSpec, signature: &str) -> RunSpec {
         }
     }
     best
-}
-
-fn shrink_trace(spec: &RunSpec, attempts_max: u32) -> Result<Shrunk, String> {
-    let mut recording = spec.clone();
-    recording.record = true;
-    let original = runner::run(&recording)?;
-    let signature = match original.violations.first() {
-        Some(violation) => violation.property.clone(),
-        None => {
-            return Err(format!(
-                "seed {} does not fail: nothing to shrink",
-                spec.seed
-            ))
-        }
-    };
-    let trace = original.trace.clone().expect("recorded run has a trace");
-    let (events_before, faults_before) =
-        (original.summary.events, original.summary.fault_log.len());
-    let mut state = State {
-        spec: recording,
-        signature: signature.clone(),
-        best: original,
-        best_trace: trace.clone(),
-        attempts: 0,
-        attempts_max,
-    };
-    state.cut_tail();
-    state.zero_chunks();
-    let (best, best_trace) = (state.best, state.best_trace);
-    Ok(Shrunk {
-        signature,
-        events_before,
-        events_after: best.summary.events,
-        decisions_before: trace.decisions.len(),
-        decisions_after: best_trace.decisions.len(),
-        nonzero_before: nonzero(&trace),
-        nonzero_after: nonzero(&best_trace),
-        faults_before,
-        faults_after: best.summary.fault_log.len(),
-        attempts: state.attempts,
-        outcome: best,
-        trace: best_trace,
-    })
 }
 
 fn nonzero(trace: &Trace) -> usize {

@@ -463,6 +463,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         self.now_ns
     }
 
+    /// Whether events and effects are described in words (self-check records or the log).
+    #[inline]
+    fn describing(&self) -> bool {
+        self.config.record_events || self.config.log_events
+    }
+
     /// Runs to the end and summarises.
     pub fn run(&mut self) -> RunSummary {
         self.start();
@@ -560,7 +566,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn step(&mut self, event: Event<N, C>) {
         self.stats.events += 1;
         let identity = event.identity();
-        let recording = self.config.record_events || self.config.log_events;
+        let recording = self.describing();
         let (kind, target, detail) = if recording {
             (event.kind(), event.target(), event.describe())
         } else {
@@ -851,7 +857,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 let from_endpoint = from.0 as usize;
                 let to_endpoint = (self.config.nodes + client.0) as usize;
                 self.step_hash = stable_hash(&(self.step_hash, 3u8, client.0, &reply));
-                if self.config.record_events || self.config.log_events {
+                if self.describing() {
                     self.step_detail
                         .push_str(&format!("reply {client} {reply:?}; "));
                 }
@@ -877,7 +883,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.stats.bytes_sent += postcard::to_allocvec(&msg).map_or(0, |b| b.len() as u64);
         }
         self.step_hash = fold(self.step_hash, stable_hash(&(to.0, &msg)));
-        if self.config.record_events || self.config.log_events {
+        if self.describing() {
             self.step_detail.push_str(&format!("send {to} {msg:?}; "));
         }
         self.transmit(from.0 as usize, to.0 as usize, msg, false, |msg| {
@@ -1015,7 +1021,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                     return;
                 }
                 self.step_hash = stable_hash(&(self.step_hash, 2u8, to.0, &request));
-                if self.config.record_events || self.config.log_events {
+                if self.describing() {
                     self.step_detail
                         .push_str(&format!("request {to} {request:?}; "));
                 }

@@ -119,6 +119,16 @@ fn run_probe(profile: FaultProfile, plan: &str, seed: u64) -> (RunSummary, Vec<S
     (summary, seen)
 }
 
+/// The local clock readings of `node` at each of its ticks.
+fn local_ticks(seen: &[Seen], node: u32) -> Vec<u64> {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Tick { node: n, local_ns } if n.0 == node => Some(*local_ns),
+            _ => None,
+        })
+        .collect()
+}
+
 fn received(seen: &[Seen], at: u32, from: u32) -> Vec<u64> {
     seen.iter()
         .filter_map(|s| match s {
@@ -272,13 +282,7 @@ fn a_crashed_node_receives_nothing_and_a_paused_node_catches_up() {
         "a paused node loses nothing"
     );
     assert_eq!(summary.stats.pauses, 1);
-    let ticks: Vec<u64> = seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Tick { node, local_ns } if node.0 == 1 => Some(*local_ns),
-            _ => None,
-        })
-        .collect();
+    let ticks = local_ticks(&seen, 1);
     assert!(
         ticks.windows(2).any(|w| w[1] - w[0] >= 390 * MS),
         "a pause stops the timers"
@@ -288,13 +292,7 @@ fn a_crashed_node_receives_nothing_and_a_paused_node_catches_up() {
 #[test]
 fn drift_moves_a_node_clock_at_the_configured_rate() {
     let (_, seen) = run_probe(quiet_profile(), "at 0ms drift 2 100000", 8);
-    let ticks: Vec<u64> = seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Tick { node, local_ns } if node.0 == 2 => Some(*local_ns),
-            _ => None,
-        })
-        .collect();
+    let ticks = local_ticks(&seen, 2);
     // 10% fast: a 10 ms local timer fires every ~9.09 ms of true time, so more ticks fit.
     let baseline = seen
         .iter()
@@ -315,13 +313,7 @@ fn drift_moves_a_node_clock_at_the_configured_rate() {
 #[test]
 fn a_clock_jump_moves_the_node_reading() {
     let (_, seen) = run_probe(quiet_profile(), "at 95ms jump 1 -50ms", 9);
-    let ticks: Vec<u64> = seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Tick { node, local_ns } if node.0 == 1 => Some(*local_ns),
-            _ => None,
-        })
-        .collect();
+    let ticks = local_ticks(&seen, 1);
     assert!(
         ticks.windows(2).any(|w| w[1] < w[0]),
         "the clock went backwards"
