@@ -62,4 +62,14 @@ pub enum Observation<C, O> {
     },
     /// A protocol-specific invariant broke (for example two leaders in one term).
     InvariantViolated { node: NodeId, what: String },
+    /// A replica entered a new view (term, ballot, round of leadership): counted as a view
+    /// change when `view` is above every view seen before.
+    NewView { node: NodeId, view: u64 },
+    /// A client completed a request on a protocol's fast (speculative) or slow path;
+    /// reported just before the `Complete`.
+    Path {
+        client: ClientId,
+        sequence: u64,
+        fast: bool,
+    },
 }

@@ -13,7 +13,7 @@
 //!   engine-reported invariants, and liveness; [`check_kv_run`] adds linearizability of the
 //!   key-value history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dst_checkers::linearizability::{self, CheckConfig, CheckReport, KeyValue, KvInput, KvOp};
 use dst_checkers::oracles::{
@@ -22,7 +22,7 @@ use dst_checkers::oracles::{
     SafetyOptions, Violation,
 };
 use dst_checkers::{History, Operation, Outcome};
-use dst_sim::ClientId;
+use dst_sim::{ClientId, NodeId};
 use serde::Serialize;
 
 use crate::api::Observation;
@@ -92,6 +92,13 @@ pub fn run_record<C: Serialize, O>(
     observations: &[Observed<C, O>],
     read_only: impl Fn(&C) -> bool,
 ) -> RunRecord {
+    run_record_of(observations.iter(), read_only)
+}
+
+fn run_record_of<'a, C: Serialize + 'a, O: 'a>(
+    observations: impl Iterator<Item = &'a Observed<C, O>>,
+    read_only: impl Fn(&C) -> bool,
+) -> RunRecord {
     let mut record = RunRecord::default();
     for (time_ns, observation) in observations {
         let time_ns = *time_ns;
@@ -149,6 +156,7 @@ pub fn run_record<C: Serialize, O>(
                     what: what.clone(),
                 })
             }
+            Observation::NewView { .. } | Observation::Path { .. } => {}
         }
     }
     record
@@ -170,6 +178,9 @@ pub struct RunFacts {
     pub safety: SafetyOptions,
     /// `Node::check_invariants` failures the engine collected (`RunSummary`).
     pub engine_invariant_failures: Vec<String>,
+    /// Byzantine replicas: what they report (commits, applies, invariant breaks) is not
+    /// evidence about correct replicas and is left out of every oracle.
+    pub byzantine: BTreeSet<NodeId>,
 }
 
 impl RunFacts {
@@ -184,7 +195,37 @@ impl RunFacts {
             nodes_required: nodes / 2 + 1,
             safety: SafetyOptions::default(),
             engine_invariant_failures: Vec::new(),
+            byzantine: BTreeSet::new(),
         }
+    }
+
+    /// A Byzantine-fault-tolerant cluster of `nodes = 3f + 1 + extra` with these Byzantine
+    /// members: `n - f` replicas are needed, the correct ones are available after the heal.
+    pub fn byzantine_fault_tolerant(
+        nodes: u32,
+        byzantine: BTreeSet<NodeId>,
+        quiet_start_ns: u64,
+        end_ns: u64,
+    ) -> Self {
+        let faults_max = nodes.saturating_sub(1) / 3;
+        RunFacts {
+            nodes_available: nodes - byzantine.len() as u32,
+            nodes_required: nodes - faults_max,
+            byzantine,
+            ..RunFacts::crash_fault_tolerant(nodes, quiet_start_ns, end_ns)
+        }
+    }
+
+    /// Is this observation evidence about correct replicas and clients?
+    fn counts<C, O>(&self, observation: &Observation<C, O>) -> bool {
+        let node = match observation {
+            Observation::Commit { node, .. }
+            | Observation::Apply { node, .. }
+            | Observation::InvariantViolated { node, .. }
+            | Observation::NewView { node, .. } => node,
+            _ => return true,
+        };
+        !self.byzantine.contains(node)
     }
 }
 
@@ -221,7 +262,15 @@ pub fn check_run<C: Serialize, O>(
     facts: &RunFacts,
     read_only: impl Fn(&C) -> bool,
 ) -> RunVerdict {
-    let record = run_record(observations, read_only);
+    let record = if facts.byzantine.is_empty() {
+        run_record(observations, read_only)
+    } else {
+        let honest: Vec<&Observed<C, O>> = observations
+            .iter()
+            .filter(|(_, observation)| facts.counts(observation))
+            .collect();
+        run_record_of(honest.into_iter(), read_only)
+    };
     let mut violations = check_safety(&record, &facts.safety);
     violations.extend(facts.engine_invariant_failures.iter().map(|failure| {
         Violation::new(Property::Invariant("check_invariants".to_string()), failure)

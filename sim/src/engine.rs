@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::CpuCosts;
 use crate::clock::NodeClock;
 use crate::decision::{Decide, DecisionKind, Divergence};
 use crate::faults::{FaultAction, FaultProfile, ScriptedFault};
@@ -77,6 +78,8 @@ pub struct SimConfig {
     /// corrupted request or reply is detected and dropped, never delivered as another
     /// well-formed message. Replica-to-replica links are the protocol's responsibility.
     pub client_checksums: bool,
+    /// Virtual CPU charged per signature and verification (see [`crate::auth`]).
+    pub cpu: CpuCosts,
     /// Count the encoded size of every message sent (costs an encoding per send when
     /// messages are not encoded anyway).
     pub measure_bytes: bool,
@@ -104,6 +107,7 @@ impl SimConfig {
             log_events: false,
             measure_bytes: false,
             client_checksums: true,
+            cpu: CpuCosts::default(),
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct SimStats {
     pub dropped_inbox_full: u64,
     /// Sends addressed to a node that does not exist.
     pub dropped_unknown_destination: u64,
+    /// Events that waited because their node was busy with virtual CPU work.
+    pub deferred_busy: u64,
     pub duplicated: u64,
     pub reordered: u64,
     pub corrupted: u64,
@@ -303,6 +309,8 @@ struct NodeSlot<N: Node, C: Client> {
     paused_inbox: VecDeque<Event<N, C>>,
     /// Time the latest pending sync of this incarnation completes (syncs complete in order).
     sync_done_ns: u64,
+    /// The node is computing (signing, verifying) until this time; its events wait.
+    busy_until_ns: u64,
 }
 
 struct ClientSlot<C: Client> {
@@ -342,6 +350,8 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     fault_log: Vec<(u64, String)>,
     quiet: bool,
     encode: bool,
+    /// CPU time of the handler whose effects are being applied: its sends leave that late.
+    send_delay_ns: u64,
 }
 
 impl<N: Node, C: Client<Node = N>> Sim<N, C> {
@@ -375,6 +385,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 live_timers: BTreeSet::new(),
                 paused_inbox: VecDeque::new(),
                 sync_done_ns: 0,
+                busy_until_ns: 0,
             })
             .collect();
         let clients = clients
@@ -410,6 +421,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             fault_log: Vec::new(),
             quiet: false,
             encode,
+            send_delay_ns: 0,
         }
     }
 
@@ -618,12 +630,20 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                     self.hold_if_paused(to, Event::Message { from, to, msg });
                     return;
                 }
+                if let Some(until_ns) = self.busy_until(to) {
+                    self.schedule(until_ns, Event::Message { from, to, msg });
+                    return;
+                }
                 self.stats.messages_delivered += 1;
                 self.step_node(to, |node, ctx| node.on_message(ctx, from, msg));
             }
             Event::Request { from, to, request } => {
                 if self.nodes[to.0 as usize].status != Status::Up {
                     self.hold_if_paused(to, Event::Request { from, to, request });
+                    return;
+                }
+                if let Some(until_ns) = self.busy_until(to) {
+                    self.schedule(until_ns, Event::Request { from, to, request });
                     return;
                 }
                 self.stats.requests_delivered += 1;
@@ -654,6 +674,16 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             Event::Fault(action) => self.apply_fault(action),
             Event::FaultTick => self.random_fault(),
         }
+    }
+
+    /// If the node is still busy with CPU work of an earlier handler: until when.
+    #[inline]
+    fn busy_until(&mut self, node: NodeId) -> Option<u64> {
+        let until_ns = self.nodes[node.0 as usize].busy_until_ns;
+        (until_ns > self.now_ns).then(|| {
+            self.stats.deferred_busy += 1;
+            until_ns
+        })
     }
 
     /// For a node that is not up: queues the event if it is paused, drops it if crashed.
@@ -688,6 +718,17 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.hold_if_paused(node, event);
             return;
         }
+        if let Some(until_ns) = self.busy_until(node) {
+            let event = Event::NodeTimer {
+                node,
+                incarnation,
+                id,
+                timer,
+            };
+            self.schedule(until_ns, event);
+            return;
+        }
+        let slot = &mut self.nodes[node.0 as usize];
         slot.live_timers.remove(&id);
         self.stats.timers_fired += 1;
         self.step_node(node, |n, ctx| n.on_timer(ctx, timer));
@@ -729,13 +770,20 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             &mut self.decider,
             &mut slot.next_timer_id,
             &mut self.ignored,
-        );
+        )
+        .with_costs(self.config.cpu);
         handler(node, &mut ctx);
+        let cpu_ns = ctx.cpu_used_ns();
+        if cpu_ns > 0 {
+            slot.busy_until_ns = now_ns + cpu_ns;
+        }
         if let Err(failure) = node.check_invariants() {
             let message = format!("{} at {}: {failure}", id, fmt_ms(now_ns));
             self.invariant_failures.push(message);
         }
+        self.send_delay_ns = cpu_ns;
         self.apply_node_effects(id);
+        self.send_delay_ns = 0;
         if !self.ignored.is_empty() {
             self.count_ignored(id);
         }
@@ -813,7 +861,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         );
         let slot = &mut self.nodes[id.0 as usize];
         // Syncs of one node complete in the order they were issued.
-        let done_ns = (self.now_ns + latency_ns).max(slot.sync_done_ns);
+        let done_ns = (self.now_ns + self.send_delay_ns + latency_ns).max(slot.sync_done_ns);
         slot.sync_done_ns = done_ns;
         let incarnation = slot.incarnation;
         self.schedule(
@@ -941,8 +989,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.stats.reordered += 1;
             latency_ns += self.decider.below(DecisionKind::Reorder, window_ns + 1);
         }
+        let depart_ns = self.now_ns + self.send_delay_ns;
         self.network
-            .arrival_ns(from, to, self.now_ns, latency_ns, size_bytes)
+            .arrival_ns(from, to, depart_ns, latency_ns, size_bytes)
     }
 
     /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
@@ -1130,6 +1179,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         slot.live_timers.clear();
         slot.paused_inbox.clear();
         slot.sync_done_ns = 0;
+        slot.busy_until_ns = 0;
         slot.storage.crash(&mut self.decider);
         self.stats.crashes += 1;
     }

@@ -8,6 +8,8 @@
 //!
 //! Data flows one way: seed -> decisions -> events -> node handlers -> effects -> history.
 
+pub mod auth;
+pub mod byzantine;
 pub mod clock;
 pub mod decision;
 pub mod engine;
@@ -20,6 +22,8 @@ pub mod testing;
 pub mod time;
 pub mod trace;
 
+pub use auth::{CpuCosts, Digest, Principal, Signature, Signed};
+pub use byzantine::Adversarial;
 pub use decision::{DecisionKind, DecisionSource, SeededSource};
 pub use engine::{
     check_determinism, EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak,

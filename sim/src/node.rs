@@ -15,6 +15,7 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{CpuCosts, Digest, Principal, Signature, Signed};
 use crate::decision::{Decide, DecisionKind, DecisionSource};
 use crate::storage::{Storage, StorageError};
 
@@ -99,6 +100,12 @@ pub trait Node: 'static {
     fn check_invariants(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Approximate bytes of protocol state this replica holds (log, certificates, buffered
+    /// messages, service snapshots kept for rollback), for the memory metric. Sampled by the
+    /// host when it measures.
+    fn footprint_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// A simulated client that drives a workload against the replicas.
@@ -181,6 +188,8 @@ pub struct NodeCtx<'a, N: Node + ?Sized> {
     decisions: &'a mut dyn DecisionSource,
     next_timer_id: &'a mut u64,
     ignored: &'a mut Vec<IgnoreReason>,
+    costs: CpuCosts,
+    cpu_ns: u64,
 }
 
 impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
@@ -205,7 +214,87 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
             decisions,
             next_timer_id,
             ignored,
+            costs: CpuCosts::FREE,
+            cpu_ns: 0,
         }
+    }
+
+    /// Sets the virtual CPU costs charged by `sign` and `verify` (hosts call this).
+    pub fn with_costs(mut self, costs: CpuCosts) -> Self {
+        self.costs = costs;
+        self
+    }
+
+    /// Virtual CPU this handler used so far; the host delays its sends and keeps the node
+    /// busy for that long.
+    pub fn cpu_used_ns(&self) -> u64 {
+        self.cpu_ns
+    }
+
+    /// Charges virtual CPU time (hashing, applying a command, ...).
+    pub fn charge_cpu(&mut self, duration_ns: u64) {
+        self.cpu_ns = self.cpu_ns.saturating_add(duration_ns);
+    }
+
+    /// Signs a digest as this node, charging the signing cost.
+    pub fn sign(&mut self, digest: &Digest) -> Signature {
+        self.charge_cpu(self.costs.sign_ns);
+        Signature::mint(Principal::Node(self.id), digest)
+    }
+
+    /// Signs a value (over [`Digest::of`] it) as this node.
+    pub fn sign_value<T: serde::Serialize>(&mut self, value: T) -> Signed<T> {
+        let signature = self.sign(&Digest::of(&value));
+        Signed { value, signature }
+    }
+
+    /// Checks a signature over a digest, charging the verification cost.
+    pub fn verify(&mut self, signature: &Signature, digest: &Digest) -> bool {
+        self.charge_cpu(self.costs.verify_ns);
+        signature.verify(digest)
+    }
+
+    /// Checks a signed value, charging the verification cost.
+    pub fn verify_signed<T: serde::Serialize>(&mut self, signed: &Signed<T>) -> bool {
+        self.charge_cpu(self.costs.verify_ns);
+        signed.verify()
+    }
+
+    /// Runs `handler` as another node type `M` with this node's identity, clock, decisions
+    /// and timer ids, and returns the effects it asked for instead of applying them. Wrappers
+    /// (Byzantine behaviours, Twins) use this to host honest nodes and rewrite what they do.
+    /// `storage` replaces this node's storage for the nested node (a twin has its own disk).
+    pub fn nest<M: Node + ?Sized>(
+        &mut self,
+        storage: Option<&mut Storage>,
+        handler: impl FnOnce(&mut NodeCtx<'_, M>),
+    ) -> Vec<Effect<M>> {
+        let mut effects = Vec::new();
+        let storage = match storage {
+            Some(storage) => storage,
+            None => &mut *self.storage,
+        };
+        let mut nested = NodeCtx {
+            id: self.id,
+            cluster_size: self.cluster_size,
+            local_now_ns: self.local_now_ns,
+            effects: &mut effects,
+            storage,
+            decisions: &mut *self.decisions,
+            next_timer_id: &mut *self.next_timer_id,
+            ignored: &mut *self.ignored,
+            costs: self.costs,
+            cpu_ns: 0,
+        };
+        handler(&mut nested);
+        let used_ns = nested.cpu_ns;
+        self.charge_cpu(used_ns);
+        effects
+    }
+
+    /// Asks the host for an effect directly (wrappers re-emitting a nested node's effects).
+    pub fn emit(&mut self, effect: Effect<N>) {
+        self.effects.push(effect);
     }
 
     /// This node's id.
@@ -353,5 +442,14 @@ impl<'a, C: Client + ?Sized> ClientCtx<'a, C> {
     /// Reports an observation (a history event) to the oracles.
     pub fn observe(&mut self, obs: <C::Node as Node>::Obs) {
         self.effects.push(ClientEffect::Observe(obs));
+    }
+    /// Signs a digest as this client (clients are not charged CPU).
+    pub fn sign(&mut self, digest: &Digest) -> Signature {
+        Signature::mint(Principal::Client(self.id), digest)
+    }
+    /// Signs a value (over [`Digest::of`] it) as this client.
+    pub fn sign_value<T: serde::Serialize>(&mut self, value: T) -> Signed<T> {
+        let signature = self.sign(&Digest::of(&value));
+        Signed { value, signature }
     }
 }
