@@ -7,11 +7,13 @@
 //! - [`kv`]: the key-value service; [`sessions`]: exactly-once client sessions over any
 //!   service; [`service`]: read-only commands; [`digest`]: stable digests (every protocol
 //!   reports commits with [`digest::command_digest`]).
-//! - [`client`]: the simulated client; [`workload`]: command generators.
+//! - [`client`]: the simulated client; [`bft_client`]: the client that needs f + 1
+//!   matching replies; [`workload`]: command generators.
 //! - `strategies` (feature `proptest`): proptest strategies for workloads and fault plans.
 //! - [`harness`]: observations to client histories and oracle records; all oracles in one call.
 
 pub mod api;
+pub mod bft_client;
 pub mod client;
 pub mod digest;
 pub mod harness;
@@ -23,6 +25,7 @@ pub mod strategies;
 pub mod workload;
 
 pub use api::{Observation, Reply, Request};
+pub use bft_client::{BftClient, BftClientConfig};
 pub use client::{ClientConfig, ClientStats, ClientTimer, SimClient};
 pub use digest::command_digest;
 pub use kv::{KvCommand, KvOutput, KvStore};
