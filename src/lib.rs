@@ -4,3 +4,4 @@
 pub mod corpus;
 pub mod runner;
 pub mod shrink;
+pub mod strategy;

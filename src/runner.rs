@@ -47,6 +47,8 @@ pub struct RunSpec {
     /// Client sessions checksum their traffic (off: corrupted requests and replies can arrive
     /// as other well-formed messages, as without end-to-end checksums).
     pub client_checksums: bool,
+    /// The exploration strategy that takes the decisions (see [`crate::strategy`]).
+    pub strategy: String,
 }
 
 impl RunSpec {
@@ -67,6 +69,7 @@ impl RunSpec {
             log_events: false,
             measure: false,
             client_checksums: true,
+            strategy: "random".to_string(),
         }
     }
 
@@ -80,7 +83,7 @@ impl RunSpec {
             ops: self.ops,
             seed: self.seed,
             config: format!(
-                "plan={:?};quiet_at_ms={};end_ms={}{}",
+                "plan={:?};quiet_at_ms={};end_ms={}{}{}",
                 self.plan,
                 self.quiet_at_ms,
                 self.end_ms,
@@ -88,6 +91,11 @@ impl RunSpec {
                     ""
                 } else {
                     ";client_checksums=off"
+                },
+                if self.strategy == "random" {
+                    String::new()
+                } else {
+                    format!(";strategy={}", self.strategy)
                 }
             ),
             trace_hash: String::new(),
@@ -105,6 +113,9 @@ impl RunSpec {
         }
         if !self.client_checksums {
             command.push_str(" --no-client-checksums");
+        }
+        if self.strategy != "random" {
+            command.push_str(&format!(" --strategy {}", self.strategy));
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
             command.push_str(&format!(
@@ -179,6 +190,7 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
         ));
     }
     FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
+    crate::strategy::validate(&spec.strategy)?;
     if spec.nodes == 0 || spec.nodes > 64 {
         return Err(format!(
             "--nodes must be between 1 and 64, not {}",
@@ -329,7 +341,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
 ) -> (Sim<N, C>, Knobs) {
     let mut decider: Decider = match &spec.replay {
         Some(trace) => ReplaySource::new(trace.decisions.clone()).into(),
-        None => SeededSource::new(spec.seed).into(),
+        None => crate::strategy::decider(spec),
     };
     decider.set_recording(spec.record);
     // Swarm knobs are the first decisions of the run, so a replay draws the same ones.
@@ -351,6 +363,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     config.log_events = spec.log_events;
     config.measure_bytes = spec.measure;
     config.client_checksums = spec.client_checksums;
+    crate::strategy::configure(spec, &mut config);
     if spec.protocol == "pingpong" {
         config.events_max = spec.ops.max(1) * 1_000;
     }

@@ -46,6 +46,9 @@ pub struct ClusterArgs {
     /// arrive as other well-formed requests and replies).
     #[arg(long)]
     pub no_client_checksums: bool,
+    /// Exploration strategy that takes the run's decisions (see `dst explore --help`).
+    #[arg(long, default_value = "random")]
+    pub strategy: String,
 }
 
 impl ClusterArgs {
@@ -56,6 +59,7 @@ impl ClusterArgs {
         spec.clients = self.clients;
         spec.ops = self.ops;
         spec.client_checksums = !self.no_client_checksums;
+        spec.strategy = self.strategy.clone();
         spec
     }
 }
