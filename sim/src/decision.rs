@@ -91,6 +91,19 @@ pub trait DecisionSource {
     fn divergence(&self) -> Option<Divergence> {
         None
     }
+
+    /// What the next decisions are about, for strategies that schedule by actor (PCT). Not a
+    /// decision: it is not recorded, and sources that do not care ignore it.
+    #[inline]
+    fn hint(&mut self, _hint: Hint) {}
+}
+
+/// Context the engine gives the decision source before some decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// The next latency, drop, duplicate, reorder and corruption decisions are for a message
+    /// between these endpoints (replicas are `0..nodes`, clients follow).
+    Transmit { from: u32, to: u32 },
 }
 
 /// Convenience draws on top of [`DecisionSource::choose`]. Integer ratios only: a seed keeps

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::CpuCosts;
 use crate::clock::NodeClock;
-use crate::decision::{Decide, DecisionKind, Divergence};
+use crate::decision::{Decide, DecisionKind, DecisionSource, Divergence, Hint};
 use crate::faults::{FaultAction, FaultProfile, ScriptedFault};
 use crate::hash::stable_hash;
 use crate::net::{corrupt_bytes, Network, PPM};
@@ -954,6 +954,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.stats.dropped_partition += 1;
             return;
         }
+        self.decider.hint(Hint::Transmit {
+            from: from as u32,
+            to: to as u32,
+        });
         let link = self.network.link;
         if self.decider.chance(DecisionKind::Drop, link.loss_ppm, PPM) {
             self.stats.dropped_loss += 1;

@@ -281,6 +281,12 @@ impl DecisionSource for Decider {
     fn divergence(&self) -> Option<Divergence> {
         Decider::divergence(self)
     }
+    #[inline]
+    fn hint(&mut self, hint: crate::decision::Hint) {
+        if let Source::Other(source) = &mut self.source {
+            source.hint(hint);
+        }
+    }
 }
 
 #[cfg(test)]
