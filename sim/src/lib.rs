@@ -21,9 +21,10 @@ pub mod storage;
 pub mod testing;
 pub mod time;
 pub mod trace;
+pub mod twins;
 
 pub use auth::{CpuCosts, Digest, Principal, Signature, Signed};
-pub use byzantine::Adversarial;
+pub use byzantine::{Adversarial, Behaviour, Byzantine, Tagged};
 pub use decision::{DecisionKind, DecisionSource, SeededSource};
 pub use engine::{
     check_determinism, EndReason, NoClient, RunSummary, Sim, SimConfig, SimStats, TieBreak,
@@ -37,3 +38,4 @@ pub use node::{
 pub use storage::{Storage, StorageError, StorageFaults};
 pub use time::{MS, SEC, US};
 pub use trace::{Decision, ReplaySource, Trace, TraceHeader};
+pub use twins::{TwinMsg, TwinsHost, TwinsScenario};
