@@ -12,7 +12,9 @@ use dst_protocols::workload::{KvWorkload, KvWorkloadConfig};
 use dst_protocols::Observation;
 use dst_raft::{Raft, RaftConfig};
 use dst_sim::decision::SeededSource;
-use dst_sim::engine::{check_determinism, NoClient};
+use dst_sim::engine::{check_determinism, NoClient, NodeFactory};
+
+use crate::adversary::Adversary;
 use dst_sim::testing::PingPong;
 use dst_sim::trace::Decider;
 use dst_sim::{
@@ -23,6 +25,9 @@ use serde::Serialize;
 
 /// The protocols `dst run` knows.
 pub const PROTOCOLS: [&str; 3] = ["raft", "multipaxos", "pingpong"];
+
+/// The protocols that tolerate Byzantine replicas (profiles `byzantine` and `twins`).
+pub const BFT_PROTOCOLS: [&str; 0] = [];
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -49,6 +54,10 @@ pub struct RunSpec {
     pub client_checksums: bool,
     /// The exploration strategy that takes the decisions (see [`crate::strategy`]).
     pub strategy: String,
+    /// Byzantine replicas (profiles `byzantine`, `twins`); None: f = (n-1)/3.
+    pub byzantine: Option<u32>,
+    /// Every Byzantine replica's behaviour (profile `byzantine`); None: drawn per replica.
+    pub behaviour: Option<String>,
 }
 
 impl RunSpec {
@@ -70,6 +79,8 @@ impl RunSpec {
             measure: false,
             client_checksums: true,
             strategy: "random".to_string(),
+            byzantine: None,
+            behaviour: None,
         }
     }
 
@@ -83,7 +94,7 @@ impl RunSpec {
             ops: self.ops,
             seed: self.seed,
             config: format!(
-                "plan={:?};quiet_at_ms={};end_ms={}{}{}",
+                "plan={:?};quiet_at_ms={};end_ms={}{}{}{}",
                 self.plan,
                 self.quiet_at_ms,
                 self.end_ms,
@@ -96,10 +107,23 @@ impl RunSpec {
                     String::new()
                 } else {
                     format!(";strategy={}", self.strategy)
-                }
+                },
+                self.adversary_options()
             ),
             trace_hash: String::new(),
         }
+    }
+
+    /// The adversary options as they appear in a trace header ("" when defaulted).
+    fn adversary_options(&self) -> String {
+        let mut options = String::new();
+        if let Some(count) = self.byzantine {
+            options.push_str(&format!(";byzantine={count}"));
+        }
+        if let Some(behaviour) = &self.behaviour {
+            options.push_str(&format!(";behaviour={behaviour}"));
+        }
+        options
     }
 
     /// The command line that reproduces this run.
@@ -116,6 +140,12 @@ impl RunSpec {
         }
         if self.strategy != "random" {
             command.push_str(&format!(" --strategy {}", self.strategy));
+        }
+        if let Some(count) = self.byzantine {
+            command.push_str(&format!(" --byzantine {count}"));
+        }
+        if let Some(behaviour) = &self.behaviour {
+            command.push_str(&format!(" --behaviour {behaviour}"));
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
             command.push_str(&format!(
@@ -191,6 +221,21 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     }
     FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
     crate::strategy::validate(&spec.strategy)?;
+    crate::adversary::validate(
+        &spec.profile,
+        spec.nodes,
+        spec.byzantine,
+        spec.behaviour.as_deref(),
+    )?;
+    let adversarial = matches!(spec.profile.as_str(), "byzantine" | "twins");
+    if adversarial && !BFT_PROTOCOLS.contains(&spec.protocol.as_str()) {
+        return Err(format!(
+            "--profile {} needs a Byzantine-fault-tolerant protocol ({}), not {}",
+            spec.profile,
+            BFT_PROTOCOLS.join(", "),
+            spec.protocol
+        ));
+    }
     if spec.nodes == 0 || spec.nodes > 64 {
         return Err(format!(
             "--nodes must be between 1 and 64, not {}",
@@ -239,14 +284,19 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
     match spec.protocol.as_str() {
         "pingpong" => Ok(simulate(
             spec,
-            |_| PingPong::new(10),
+            |_| Box::new(|_| PingPong::new(10)),
             |_| NoClient::<PingPong>::default(),
-            |_, _| (Vec::new(), Metrics::default()),
+            |_, _, _| (Vec::new(), Metrics::default()),
         )),
-        "raft" => Ok(simulate(spec, raft_node(), kv_client(spec), judge_kv(spec))),
+        "raft" => Ok(simulate(
+            spec,
+            |_| Box::new(raft_node()),
+            kv_client(spec),
+            judge_kv(spec),
+        )),
         "multipaxos" => Ok(simulate(
             spec,
-            paxos_node(),
+            |_| Box::new(paxos_node()),
             kv_client(spec),
             judge_kv(spec),
         )),
@@ -283,13 +333,19 @@ type KvObserved = (u64, Observation<KvCommand, KvOutput>);
 
 fn judge_kv(
     spec: &RunSpec,
-) -> impl FnOnce(&RunSummary, &[KvObserved]) -> (Vec<Violation>, Metrics) {
+) -> impl FnOnce(&RunSummary, &[KvObserved], &Adversary) -> (Vec<Violation>, Metrics) {
     let nodes = spec.nodes;
+    let bft = BFT_PROTOCOLS.contains(&spec.protocol.as_str());
     let profile = FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed));
     let mean_delay_ns = profile.map_or(1, |p| mean_latency_ns(&p.link.latency));
-    move |summary, observations| {
+    move |summary, observations, adversary| {
         let metrics = measure(summary, observations, mean_delay_ns);
-        let facts = RunFacts::crash_fault_tolerant(nodes, summary.quiet_at_ns, summary.virtual_ns);
+        let (quiet_ns, end_ns) = (summary.quiet_at_ns, summary.virtual_ns);
+        let facts = if bft {
+            RunFacts::byzantine_fault_tolerant(nodes, adversary.byzantine.clone(), quiet_ns, end_ns)
+        } else {
+            RunFacts::crash_fault_tolerant(nodes, quiet_ns, end_ns)
+        };
         let verdict = check_kv_run(observations, &facts, &CheckConfig::default());
         let violations = verdict
             .violations
@@ -320,13 +376,13 @@ pub fn check_run_determinism(spec: &RunSpec) -> Result<Result<u64, String>, Stri
         "pingpong" => Ok(check_determinism(|| {
             build_sim(
                 spec,
-                |_| PingPong::new(10),
+                |_| Box::new(|_| PingPong::new(10)),
                 |_| NoClient::<PingPong>::default(),
             )
             .0
         })),
         "raft" => Ok(check_determinism(|| {
-            build_sim(spec, raft_node(), kv_client(spec)).0
+            build_sim(spec, |_| Box::new(raft_node()), kv_client(spec)).0
         })),
         other => Err(format!("unknown protocol '{other}'")),
     }
@@ -336,9 +392,9 @@ type Knobs = Vec<(String, String)>;
 
 fn build_sim<N: Node, C: Client<Node = N>>(
     spec: &RunSpec,
-    make_node: impl FnMut(NodeId) -> N + 'static,
+    make_node: impl FnOnce(&Adversary) -> NodeFactory<N>,
     make_client: impl Fn(u32) -> C,
-) -> (Sim<N, C>, Knobs) {
+) -> (Sim<N, C>, Knobs, Adversary) {
     let mut decider: Decider = match &spec.replay {
         Some(trace) => ReplaySource::new(trace.decisions.clone()).into(),
         None => crate::strategy::decider(spec),
@@ -346,7 +402,16 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     decider.set_recording(spec.record);
     // Swarm knobs are the first decisions of the run, so a replay draws the same ones.
     let profile = FaultProfile::named(&spec.profile, &mut decider).expect("validated profile");
-    let knobs = profile.knobs();
+    let mut knobs = profile.knobs();
+    let adversary = crate::adversary::draw(
+        &spec.profile,
+        spec.nodes,
+        spec.byzantine,
+        spec.behaviour.as_deref(),
+        &mut decider,
+    );
+    knobs.extend(adversary.knobs());
+    let bft = BFT_PROTOCOLS.contains(&spec.protocol.as_str());
     let clients = if spec.protocol == "pingpong" {
         0
     } else {
@@ -363,24 +428,33 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     config.log_events = spec.log_events;
     config.measure_bytes = spec.measure;
     config.client_checksums = spec.client_checksums;
+    if bft {
+        // Crashes and pauses count against f together with the Byzantine replicas.
+        let faults_max = spec.nodes.saturating_sub(1) / 3;
+        config.down_max = faults_max.saturating_sub(adversary.byzantine.len() as u32);
+    }
     crate::strategy::configure(spec, &mut config);
     if spec.protocol == "pingpong" {
         config.events_max = spec.ops.max(1) * 1_000;
     }
     let clients = (0..clients).map(make_client).collect();
+    let factory = make_node(&adversary);
     (
-        Sim::new(config, Box::new(make_node), clients, decider, spec.record),
+        Sim::new(config, factory, clients, decider, spec.record),
         knobs,
+        adversary,
     )
 }
 
+type Observed<'a, O> = &'a [(u64, O)];
+
 fn simulate<N: Node, C: Client<Node = N>>(
     spec: &RunSpec,
-    make_node: impl FnMut(NodeId) -> N + 'static,
+    make_node: impl FnOnce(&Adversary) -> NodeFactory<N>,
     make_client: impl Fn(u32) -> C,
-    judge: impl FnOnce(&RunSummary, &[(u64, N::Obs)]) -> (Vec<Violation>, Metrics),
+    judge: impl FnOnce(&RunSummary, Observed<'_, N::Obs>, &Adversary) -> (Vec<Violation>, Metrics),
 ) -> RunOutcome {
-    let (mut sim, knobs) = build_sim(spec, make_node, make_client);
+    let (mut sim, knobs, adversary) = build_sim(spec, make_node, make_client);
     let summary = sim.run();
     let observations = sim.take_observations();
     let mut violations: Vec<Violation> = summary
@@ -391,7 +465,7 @@ fn simulate<N: Node, C: Client<Node = N>>(
             detail: failure.clone(),
         })
         .collect();
-    let (judged, metrics) = judge(&summary, &observations);
+    let (judged, metrics) = judge(&summary, &observations, &adversary);
     violations.extend(judged);
     let trace = spec.record.then(|| {
         let mut header = spec.trace_header();
@@ -420,6 +494,8 @@ pub fn measure<C, O>(
     let mut slots = std::collections::BTreeSet::new();
     let mut invoked = std::collections::BTreeMap::new();
     let mut latencies_ns = Vec::new();
+    let mut views = std::collections::BTreeSet::new();
+    let (mut fast, mut paths) = (0u64, 0u64);
     for (time_ns, observation) in observations {
         match observation {
             Observation::Commit { slot, .. } => {
@@ -436,6 +512,13 @@ pub fn measure<C, O>(
                 if let Some(start) = invoked.remove(&(*client, *sequence)) {
                     latencies_ns.push(time_ns - start);
                 }
+            }
+            Observation::NewView { view, .. } => {
+                views.insert(*view);
+            }
+            Observation::Path { fast: on_fast, .. } => {
+                paths += 1;
+                fast += u64::from(*on_fast);
             }
             _ => {}
         }
@@ -458,6 +541,10 @@ pub fn measure<C, O>(
         bytes_per_commit: (stats.bytes_sent > 0)
             .then(|| per_commit(stats.bytes_sent))
             .flatten(),
-        ..Metrics::default()
+        // Views entered after the first: each distinct one is a view change or election.
+        view_changes: Some(views.range(1..).count() as u64),
+        fast_path_share: (paths > 0).then(|| fast as f64 / paths as f64),
+        replica_memory_bytes_max: (stats.replica_memory_bytes_max > 0)
+            .then_some(stats.replica_memory_bytes_max),
     }
 }

@@ -130,6 +130,8 @@ pub struct SimStats {
     pub dropped_unknown_destination: u64,
     /// Events that waited because their node was busy with virtual CPU work.
     pub deferred_busy: u64,
+    /// Largest protocol state a replica reported (`Node::footprint_bytes`), when measured.
+    pub replica_memory_bytes_max: u64,
     pub duplicated: u64,
     pub reordered: u64,
     pub corrupted: u64,
@@ -776,6 +778,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         let cpu_ns = ctx.cpu_used_ns();
         if cpu_ns > 0 {
             slot.busy_until_ns = now_ns + cpu_ns;
+        }
+        // Sampled, not exact: a replica's footprint changes slowly compared to events.
+        if self.config.measure_bytes && self.stats.events % 16 == 0 {
+            let bytes = node.footprint_bytes();
+            let max = &mut self.stats.replica_memory_bytes_max;
+            *max = (*max).max(bytes);
         }
         if let Err(failure) = node.check_invariants() {
             let message = format!("{} at {}: {failure}", id, fmt_ms(now_ns));

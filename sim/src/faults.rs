@@ -191,7 +191,7 @@ pub struct FaultProfile {
 }
 
 /// The profile names `dst` accepts.
-pub const PROFILE_NAMES: [&str; 8] = [
+pub const PROFILE_NAMES: [&str; 10] = [
     "none",
     "light",
     "heavy",
@@ -200,6 +200,8 @@ pub const PROFILE_NAMES: [&str; 8] = [
     "storage",
     "corruption",
     "swarm",
+    "byzantine",
+    "twins",
 ];
 
 impl FaultProfile {
@@ -221,8 +223,10 @@ impl FaultProfile {
     pub fn named(name: &str, decisions: &mut dyn DecisionSource) -> Result<FaultProfile, String> {
         let mut profile = FaultProfile::quiet_base(name);
         match name {
-            "none" => {}
-            "light" => {
+            // Twins runs get their partitions from the Twins scenario.
+            "none" | "twins" => {}
+            // Byzantine runs: the typed adversaries on top of a lightly faulty network.
+            "light" | "byzantine" => {
                 profile.link.loss_ppm = 5_000;
                 profile.link.duplicate_ppm = 2_000;
                 profile.link.reorder_ppm = 5_000;

@@ -30,7 +30,8 @@ pub struct ClusterArgs {
     /// Protocol: raft, multipaxos, pingpong.
     #[arg(long, default_value = "raft")]
     pub protocol: String,
-    /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm.
+    /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm,
+    /// byzantine (typed adversaries), twins (BFT protocols only).
     #[arg(long, default_value = "light")]
     pub profile: String,
     /// Number of replicas.
@@ -49,6 +50,14 @@ pub struct ClusterArgs {
     /// Exploration strategy that takes the run's decisions (see `dst explore --help`).
     #[arg(long, default_value = "random")]
     pub strategy: String,
+    /// Byzantine replicas under --profile byzantine or twins (default f = (nodes-1)/3; more
+    /// than f shows the checkers fire).
+    #[arg(long)]
+    pub byzantine: Option<u32>,
+    /// Behaviour of every Byzantine replica under --profile byzantine: silent, withhold,
+    /// equivocate, replay, forge, lie (default: drawn per replica from the seed).
+    #[arg(long)]
+    pub behaviour: Option<String>,
 }
 
 impl ClusterArgs {
@@ -60,6 +69,8 @@ impl ClusterArgs {
         spec.ops = self.ops;
         spec.client_checksums = !self.no_client_checksums;
         spec.strategy = self.strategy.clone();
+        spec.byzantine = self.byzantine;
+        spec.behaviour = self.behaviour.clone();
         spec
     }
 }

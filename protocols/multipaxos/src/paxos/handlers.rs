@@ -303,6 +303,11 @@ impl<S: StateMachine> MultiPaxos<S> {
         let last = best.keys().next_back().copied().unwrap_or(Slot(0));
         self.role = Role::Leader;
         self.leader_hint = Some(self.id);
+        // A new leader's ballot is Multi-Paxos's view change, for the comparison metrics.
+        ctx.observe(dst_protocols::Observation::NewView {
+            node: self.id,
+            view: self.ballot.round,
+        });
         self.lease = Default::default();
         self.proposals.clear();
         let last_known = self.chosen.keys().next_back().copied().unwrap_or(Slot(0));

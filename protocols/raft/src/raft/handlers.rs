@@ -122,6 +122,11 @@ impl<S: StateMachine> Raft<S> {
         let next = self.last_index().next();
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
+        // Elections are Raft's view changes, for the comparison metrics.
+        ctx.observe(Observation::NewView {
+            node: self.id,
+            view: self.meta.current_term.0,
+        });
         self.leader = Some(LeaderState {
             next_index: vec![next; size],
             match_index: vec![LogIndex(0); size],
