@@ -9,7 +9,7 @@ use dst_protocols::client::{ClientConfig, SimClient};
 use dst_protocols::harness::{check_kv_run, RunFacts};
 use dst_protocols::kv::{KvCommand, KvOutput, KvStore};
 use dst_protocols::workload::{KvWorkload, KvWorkloadConfig};
-use dst_protocols::Observation;
+use dst_protocols::{Configurable, Observation};
 use dst_raft::{Raft, RaftConfig};
 use dst_sim::decision::SeededSource;
 use dst_sim::engine::{check_determinism, NoClient, NodeFactory};
@@ -58,6 +58,8 @@ pub struct RunSpec {
     pub byzantine: Option<u32>,
     /// Every Byzantine replica's behaviour (profile `byzantine`); None: drawn per replica.
     pub behaviour: Option<String>,
+    /// Protocol design options (`--option name=value`), applied in order to its defaults.
+    pub options: Vec<(String, String)>,
 }
 
 impl RunSpec {
@@ -81,6 +83,7 @@ impl RunSpec {
             strategy: "random".to_string(),
             byzantine: None,
             behaviour: None,
+            options: Vec::new(),
         }
     }
 
@@ -123,6 +126,9 @@ impl RunSpec {
         if let Some(behaviour) = &self.behaviour {
             options.push_str(&format!(";behaviour={behaviour}"));
         }
+        for (name, value) in &self.options {
+            options.push_str(&format!(";option:{name}={value}"));
+        }
         options
     }
 
@@ -146,6 +152,9 @@ impl RunSpec {
         }
         if let Some(behaviour) = &self.behaviour {
             command.push_str(&format!(" --behaviour {behaviour}"));
+        }
+        for (name, value) in &self.options {
+            command.push_str(&format!(" --option {name}={value}"));
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
             command.push_str(&format!(
@@ -221,6 +230,7 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     }
     FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
     crate::strategy::validate(&spec.strategy)?;
+    protocol_options(spec)?;
     crate::adversary::validate(
         &spec.profile,
         spec.nodes,
@@ -278,6 +288,39 @@ fn describe_header(header: &TraceHeader) -> String {
     )
 }
 
+/// Every design option of the spec's protocol with its value after `spec.options` are
+/// applied; an unknown option or a bad value is an error.
+pub fn protocol_options(spec: &RunSpec) -> Result<Vec<(String, String)>, String> {
+    let list = match spec.protocol.as_str() {
+        "raft" => raft_config(spec)?.options(),
+        "multipaxos" => paxos_config(spec)?.options(),
+        other => {
+            if let Some((name, _)) = spec.options.first() {
+                return Err(format!(
+                    "{other} has no option '{name}' (it has no options)"
+                ));
+            }
+            Vec::new()
+        }
+    };
+    Ok(list
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect())
+}
+
+fn raft_config(spec: &RunSpec) -> Result<RaftConfig, String> {
+    let mut config = RaftConfig::default();
+    config.apply_options(&spec.options)?;
+    Ok(config)
+}
+
+fn paxos_config(spec: &RunSpec) -> Result<PaxosConfig, String> {
+    let mut config = PaxosConfig::default();
+    config.apply_options(&spec.options)?;
+    Ok(config)
+}
+
 /// Runs one seed. Errors are bad input.
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
     validate(spec)?;
@@ -288,18 +331,24 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
             |_| NoClient::<PingPong>::default(),
             |_, _, _| (Vec::new(), Metrics::default()),
         )),
-        "raft" => Ok(simulate(
-            spec,
-            |_| Box::new(raft_node()),
-            kv_client(spec),
-            judge_kv(spec),
-        )),
-        "multipaxos" => Ok(simulate(
-            spec,
-            |_| Box::new(paxos_node()),
-            kv_client(spec),
-            judge_kv(spec),
-        )),
+        "raft" => {
+            let config = raft_config(spec)?;
+            Ok(simulate(
+                spec,
+                |_| Box::new(raft_node(config)),
+                kv_client(spec),
+                judge_kv(spec),
+            ))
+        }
+        "multipaxos" => {
+            let config = paxos_config(spec)?;
+            Ok(simulate(
+                spec,
+                |_| Box::new(paxos_node(config)),
+                kv_client(spec),
+                judge_kv(spec),
+            ))
+        }
         other => Err(format!("unknown protocol '{other}'")),
     }
 }
@@ -307,13 +356,11 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
 type KvRaft = Raft<KvStore>;
 type KvClient<N> = SimClient<N, KvWorkload>;
 
-fn raft_node() -> impl FnMut(NodeId) -> KvRaft + 'static {
-    let config = RaftConfig::default();
+fn raft_node(config: RaftConfig) -> impl FnMut(NodeId) -> KvRaft + 'static {
     move |_| Raft::for_service(config.clone(), KvStore::new())
 }
 
-fn paxos_node() -> impl FnMut(NodeId) -> MultiPaxos<KvStore> + 'static {
-    let config = PaxosConfig::default();
+fn paxos_node(config: PaxosConfig) -> impl FnMut(NodeId) -> MultiPaxos<KvStore> + 'static {
     move |_| MultiPaxos::for_service(config.clone(), KvStore::new())
 }
 
@@ -382,7 +429,8 @@ pub fn check_run_determinism(spec: &RunSpec) -> Result<Result<u64, String>, Stri
             .0
         })),
         "raft" => Ok(check_determinism(|| {
-            build_sim(spec, |_| Box::new(raft_node()), kv_client(spec)).0
+            let config = raft_config(spec).expect("validated options");
+            build_sim(spec, |_| Box::new(raft_node(config)), kv_client(spec)).0
         })),
         other => Err(format!("unknown protocol '{other}'")),
     }

@@ -18,6 +18,7 @@ pub mod client;
 pub mod digest;
 pub mod harness;
 pub mod kv;
+pub mod options;
 pub mod service;
 pub mod sessions;
 #[cfg(any(test, feature = "proptest"))]
@@ -29,6 +30,7 @@ pub use bft_client::{BftClient, BftClientConfig};
 pub use client::{ClientConfig, ClientStats, ClientTimer, SimClient};
 pub use digest::command_digest;
 pub use kv::{KvCommand, KvOutput, KvStore};
+pub use options::{Configurable, OptionList};
 pub use service::Service;
 pub use sessions::{SessionOutput, Sessions, SESSIONS_MAX};
 pub use workload::{Burst, Draw, KvWorkload, KvWorkloadConfig, ScriptedWorkload, Step, Workload};

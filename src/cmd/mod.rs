@@ -58,6 +58,14 @@ pub struct ClusterArgs {
     /// equivocate, replay, forge, lie (default: drawn per replica from the seed).
     #[arg(long)]
     pub behaviour: Option<String>,
+    /// A protocol design option, `name=value` (repeatable; `dst run --list-options` shows
+    /// them). An unknown option is an error.
+    #[arg(long = "option", value_name = "NAME=VALUE", value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_option(text: &str) -> Result<(String, String), String> {
+    dst_protocols::options::parse_assignment(text)
 }
 
 impl ClusterArgs {
@@ -71,6 +79,7 @@ impl ClusterArgs {
         spec.strategy = self.strategy.clone();
         spec.byzantine = self.byzantine;
         spec.behaviour = self.behaviour.clone();
+        spec.options = self.options.clone();
         spec
     }
 }

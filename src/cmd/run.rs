@@ -131,6 +131,16 @@ fn check_determinism(spec: &RunSpec, json: bool) -> ExitCode {
     }
 }
 
+fn options_json(spec: &RunSpec) -> serde_json::Value {
+    let options = runner::protocol_options(spec).unwrap_or_default();
+    serde_json::Value::Object(
+        options
+            .into_iter()
+            .map(|(name, value)| (name, json!(value)))
+            .collect(),
+    )
+}
+
 fn report(outcome: &RunOutcome, json: bool) {
     let spec = &outcome.spec;
     let summary = &outcome.summary;
@@ -154,6 +164,7 @@ fn report(outcome: &RunOutcome, json: bool) {
             "trace_hash": format!("{:016x}", summary.trace_hash),
             "end_reason": format!("{:?}", summary.end_reason),
             "knobs": knobs,
+            "options": options_json(spec),
             "stats": summary.stats,
             "faults": summary.fault_log.len(),
             "reproduce": spec.command(),
@@ -189,6 +200,11 @@ fn report(outcome: &RunOutcome, json: bool) {
         summary.trace_hash,
         summary.end_reason
     );
+    let options = runner::protocol_options(spec).unwrap_or_default();
+    if !options.is_empty() {
+        let options: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("options: {}", options.join(" "));
+    }
     for violation in &outcome.violations {
         println!("violation [{}]: {}", violation.property, violation.detail);
     }

@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use dst_protocols::options::{parse_bool, parse_ms, parse_number, unknown_option};
+use dst_protocols::{Configurable, OptionList};
 use dst_protocols::{Observation, Reply, Request, Service, Sessions};
 use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine, StorageError, TimerId, MS};
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,56 @@ impl Default for PaxosConfig {
             leader_lease: false,
             clock_drift_bound_ppm: 10_000,
         }
+    }
+}
+
+impl Configurable for PaxosConfig {
+    fn options(&self) -> OptionList {
+        vec![
+            (
+                "election_timeout_min_ms",
+                (self.election_timeout_min_ns / MS).to_string(),
+            ),
+            (
+                "election_timeout_max_ms",
+                (self.election_timeout_max_ns / MS).to_string(),
+            ),
+            (
+                "heartbeat_interval_ms",
+                (self.heartbeat_interval_ns / MS).to_string(),
+            ),
+            ("message_checksums", self.message_checksums.to_string()),
+            ("window", self.max_open_slots.to_string()),
+            ("catchup_max", self.max_catchup_per_message.to_string()),
+            ("leader_lease", self.leader_lease.to_string()),
+            (
+                "clock_drift_bound_ppm",
+                self.clock_drift_bound_ppm.to_string(),
+            ),
+        ]
+    }
+
+    fn set_option(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "election_timeout_min_ms" => self.election_timeout_min_ns = parse_ms(name, value)?,
+            "election_timeout_max_ms" => self.election_timeout_max_ns = parse_ms(name, value)?,
+            "heartbeat_interval_ms" => self.heartbeat_interval_ns = parse_ms(name, value)?,
+            "message_checksums" => self.message_checksums = parse_bool(name, value)?,
+            "window" => self.max_open_slots = parse_number(name, value)?,
+            "catchup_max" => self.max_catchup_per_message = parse_number(name, value)?,
+            "leader_lease" => self.leader_lease = parse_bool(name, value)?,
+            "clock_drift_bound_ppm" => self.clock_drift_bound_ppm = parse_number(name, value)?,
+            _ => return Err(unknown_option("multipaxos", name, &self.options())),
+        }
+        if self.election_timeout_min_ns == 0
+            || self.election_timeout_max_ns <= self.election_timeout_min_ns
+            || self.heartbeat_interval_ns == 0
+            || self.max_open_slots == 0
+            || self.max_catchup_per_message == 0
+        {
+            return Err(format!("option {name}={value} makes the configuration invalid (timeouts must be positive with min < max, windows at least 1)"));
+        }
+        Ok(())
     }
 }
 

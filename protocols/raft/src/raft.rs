@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use dst_protocols::options::{parse_bool, parse_ms, parse_number, unknown_option};
+use dst_protocols::{Configurable, OptionList};
 use dst_protocols::{Observation, Reply, Request, Service, Sessions};
 use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine, StorageError, TimerId, MS};
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,81 @@ impl Default for RaftConfig {
             max_pending_reads: 1024,
             storage_retry_ns: 10 * MS,
         }
+    }
+}
+
+impl Configurable for RaftConfig {
+    fn options(&self) -> OptionList {
+        let read_mode = match self.read_mode {
+            ReadMode::Log => "log",
+            ReadMode::ReadIndex => "read_index",
+            ReadMode::Lease => "lease",
+        };
+        vec![
+            (
+                "election_timeout_min_ms",
+                (self.election_timeout_min_ns / MS).to_string(),
+            ),
+            (
+                "election_timeout_max_ms",
+                (self.election_timeout_max_ns / MS).to_string(),
+            ),
+            (
+                "heartbeat_interval_ms",
+                (self.heartbeat_interval_ns / MS).to_string(),
+            ),
+            ("pre_vote", self.pre_vote.to_string()),
+            ("check_quorum", self.check_quorum.to_string()),
+            ("read_mode", read_mode.to_string()),
+            (
+                "clock_drift_bound_ppm",
+                self.clock_drift_bound_ppm.to_string(),
+            ),
+            ("message_checksums", self.message_checksums.to_string()),
+            (
+                "snapshot_threshold_entries",
+                self.snapshot_threshold_entries.to_string(),
+            ),
+            ("batch_max", self.max_entries_per_message.to_string()),
+        ]
+    }
+
+    fn set_option(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "election_timeout_min_ms" => self.election_timeout_min_ns = parse_ms(name, value)?,
+            "election_timeout_max_ms" => self.election_timeout_max_ns = parse_ms(name, value)?,
+            "heartbeat_interval_ms" => self.heartbeat_interval_ns = parse_ms(name, value)?,
+            "pre_vote" => self.pre_vote = parse_bool(name, value)?,
+            "check_quorum" => self.check_quorum = parse_bool(name, value)?,
+            "read_mode" => {
+                self.read_mode = match value {
+                    "log" => ReadMode::Log,
+                    "read_index" => ReadMode::ReadIndex,
+                    "lease" => ReadMode::Lease,
+                    _ => {
+                        return Err(format!(
+                            "option read_mode: '{value}' is not log, read_index or lease"
+                        ))
+                    }
+                }
+            }
+            "clock_drift_bound_ppm" => self.clock_drift_bound_ppm = parse_number(name, value)?,
+            "message_checksums" => self.message_checksums = parse_bool(name, value)?,
+            "snapshot_threshold_entries" => {
+                self.snapshot_threshold_entries = parse_number(name, value)?
+            }
+            "batch_max" => self.max_entries_per_message = parse_number(name, value)?,
+            _ => return Err(unknown_option("raft", name, &self.options())),
+        }
+        if self.election_timeout_min_ns == 0
+            || self.election_timeout_max_ns <= self.election_timeout_min_ns
+            || self.heartbeat_interval_ns == 0
+            || self.max_entries_per_message == 0
+            || self.snapshot_threshold_entries == 0
+        {
+            return Err(format!("option {name}={value} makes the configuration invalid (timeouts must be positive with min < max, batches and snapshot thresholds at least 1)"));
+        }
+        Ok(())
     }
 }
 
