@@ -35,10 +35,18 @@ pub struct Entry {
     /// Whether client sessions checksummed their traffic (absent in older entries: on).
     #[serde(default = "default_true")]
     pub client_checksums: bool,
+    /// The strategy that found the failure (absent in older entries: random). Replay uses
+    /// it too: a strategy may set the engine up differently (pct decides ties).
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn default_strategy() -> String {
+    "random".into()
 }
 
 impl Entry {
@@ -52,6 +60,7 @@ impl Entry {
         spec.quiet_at_ms = self.quiet_at_ms;
         spec.end_ms = self.end_ms;
         spec.client_checksums = self.client_checksums;
+        spec.strategy = self.strategy.clone();
         spec.replay = Some(trace);
         spec
     }
@@ -70,8 +79,13 @@ pub fn save(
         .first()
         .map(|v| v.property.clone())
         .ok_or("the run did not fail: nothing to keep")?;
+    let strategy = if spec.strategy == "random" {
+        String::new()
+    } else {
+        format!("-{}", spec.strategy.replace(':', "_"))
+    };
     let name = format!(
-        "{}-{}-{}-seed{}",
+        "{}-{}-{}{strategy}-seed{}",
         spec.protocol,
         spec.profile,
         signature.replace(':', "_"),
@@ -94,6 +108,7 @@ pub fn save(
         dst_version: env!("CARGO_PKG_VERSION").to_string(),
         trace: format!("{name}.trace"),
         client_checksums: spec.client_checksums,
+        strategy: spec.strategy.clone(),
     };
     // The trace first: an entry never points at a missing trace, even if killed in between.
     trace.write_atomic(&dir.join(&entry.trace))?;

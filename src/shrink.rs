@@ -33,7 +33,9 @@ pub struct Shrunk {
 /// Shrinks the failing run of `spec` (which must fail). `attempts_max` bounds the replays.
 ///
 /// First the configuration shrinks (fewer operations, clients and nodes, rerun from the same
-/// seed), then the decision trace of the smallest failing configuration.
+/// seed), then the decision trace of the smallest failing configuration. A spec that replays
+/// a recorded trace (a failure found by a campaign strategy, which its seed alone does not
+/// reproduce) keeps its configuration, since the trace belongs to it; its trace shrinks.
 pub fn shrink(spec: &RunSpec, attempts_max: u32) -> Result<Shrunk, String> {
     let original = runner::run(spec)?;
     let Some(first) = original.violations.first() else {
@@ -43,7 +45,11 @@ pub fn shrink(spec: &RunSpec, attempts_max: u32) -> Result<Shrunk, String> {
         ));
     };
     let signature = first.property.clone();
-    let mut recording = shrink_config(spec, &signature);
+    let mut recording = if spec.replay.is_some() {
+        spec.clone()
+    } else {
+        shrink_config(spec, &signature)
+    };
     recording.record = true;
     let start = runner::run(&recording)?;
     let trace = start.trace.clone().expect("recorded run has a trace");

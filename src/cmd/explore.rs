@@ -1,40 +1,77 @@
-//! `dst explore`: many seeds of a protocol, with a summary of what broke.
+//! `dst explore`: many runs of a protocol under one or more strategies, with a summary of what
+//! broke, time and runs to the first violation, and (with `--corpus`) shrunk failures kept.
+//!
+//! Per-seed strategies (random, swarm, pct) run each seed independently on `--jobs` threads;
+//! a failure is reproduced by its seed. Campaign strategies (coverage, exhaustive) run each
+//! seed as one step of a campaign (one campaign per job); a failure is kept as its recorded
+//! trace in `--trace-dir`, and reproduced by replaying it.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use dst::runner::{self, RunOutcome, RunSpec};
+use dst::strategy::coverage::Coverage;
+use dst::strategy::exhaustive::{Bounds, Exhaustive};
+use dst::strategy::Strategy;
+use dst_sim::Trace;
 use serde_json::json;
+
+mod progress;
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     cluster: super::ClusterArgs,
-    /// How many seeds.
-    #[arg(long, default_value_t = 100)]
-    seeds: u64,
+    /// How many seeds (runs) in all shards together [default: 100, or unbounded with --time].
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Stop starting new runs after this many wall seconds.
+    #[arg(long)]
+    time: Option<f64>,
     /// The first seed; seeds run are first-seed .. first-seed + seeds.
     #[arg(long, default_value_t = 1)]
     first_seed: u64,
-    /// Run only shard K of N ("K/N", K from 0): seeds whose index is K modulo N.
+    /// Run only shard K of N ("K/N", K from 0): seeds whose index is K modulo N. Also read from
+    /// JOB_COMPLETION_INDEX (Kubernetes indexed jobs) with DST_SHARDS.
     #[arg(long)]
     shard: Option<String>,
-    /// Worker threads (each seed is an independent single-threaded simulation).
+    /// Worker threads (each seed is an independent single-threaded simulation; campaign
+    /// strategies run one campaign per job).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// Print the summary as one JSON object.
+    /// Print the summary as one JSON object (with --compare: one per strategy, one per line).
     #[arg(long)]
     json: bool,
     /// Shrink failures and keep one entry per failure signature in this corpus folder.
     #[arg(long)]
-    corpus: Option<std::path::PathBuf>,
+    corpus: Option<PathBuf>,
     /// Replays the shrinker may spend per kept failure.
     #[arg(long, default_value_t = 200)]
     shrink_attempts: u32,
+    /// Compare strategies on the same seeds: a comma-separated list (e.g.
+    /// random,swarm,pct,coverage,exhaustive); --strategy is then ignored.
+    #[arg(long)]
+    compare: Option<String>,
+    /// Stop each campaign at its first violation (for time-to-first-violation figures).
+    #[arg(long)]
+    stop_on_violation: bool,
+    /// Where campaign strategies write the recorded traces of failing runs.
+    #[arg(long, default_value = "dst-traces")]
+    trace_dir: PathBuf,
+    /// Exhaustive: deviations only among the first this many decisions.
+    #[arg(long, default_value_t = 200)]
+    depth: usize,
+    /// Exhaustive: at most this many deviations from the base run.
+    #[arg(long, default_value_t = 2)]
+    deviations: u32,
 }
+
+/// A failing run: seed, "[property] detail", reproduce command, recorded trace (campaigns).
+type Failure = (u64, String, String, Option<Trace>);
 
 #[derive(Default)]
 struct Tally {
@@ -42,44 +79,88 @@ struct Tally {
     events: u64,
     virtual_ns: u128,
     by_property: BTreeMap<String, u64>,
-    failing: Vec<(u64, String, String)>,
+    failing: Vec<Failure>,
     /// Wall seconds from the start until the first violating seed finished.
     first_violation_seconds: Option<f64>,
     /// Seeds finished when the first violation was found (including it).
     seeds_to_first_violation: Option<u64>,
+    /// What a campaign strategy did (pool, features, pruning).
+    campaign: Vec<String>,
+}
+
+/// The seeds of one shard, lazily: the `n`-th is `first + shard + n * shards`.
+#[derive(Clone, Copy)]
+struct SeedRange {
+    first: u64,
+    shard: u64,
+    shards: u64,
+    total: u64,
+}
+
+impl SeedRange {
+    fn get(&self, n: u64) -> Option<u64> {
+        let index = self.shard.checked_add(n.checked_mul(self.shards)?)?;
+        (index < self.total).then(|| self.first.wrapping_add(index))
+    }
+    fn len(&self) -> u64 {
+        self.total.saturating_sub(self.shard).div_ceil(self.shards)
+    }
 }
 
 /// Entry point.
 pub fn main(args: Args) -> ExitCode {
-    let shard = match parse_shard(args.shard.as_deref()) {
+    let (shard, shards) = match parse_shard(args.shard.as_deref()) {
         Ok(shard) => shard,
         Err(error) => return super::bad_input(error),
     };
-    let template = spec_for(&args, args.first_seed);
-    if let Err(error) = runner::validate(&template) {
-        return super::bad_input(error);
+    let strategies: Vec<String> = match &args.compare {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        None => vec![args.cluster.strategy.clone()],
+    };
+    for name in &strategies {
+        let template = spec_for(&args, name, args.first_seed);
+        if let Err(error) = runner::validate(&template) {
+            return super::bad_input(error);
+        }
     }
     if args.jobs == 0 {
         return super::bad_input("--jobs must be at least 1");
     }
-    let seeds: Vec<u64> = (0..args.seeds)
-        .filter(|index| index % shard.1 == shard.0)
-        .map(|index| args.first_seed + index)
-        .collect();
-    let (tally, wall_seconds) = explore(&args, &seeds);
-    report(&args, &tally, wall_seconds);
-    if let Some(dir) = &args.corpus {
-        keep_failures(&args, &tally, dir);
+    if args.time.is_some_and(|t| t.is_nan() || t <= 0.0) {
+        return super::bad_input("--time must be a positive number of seconds");
     }
-    if tally.failing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    let default_seeds = if args.time.is_some() { u64::MAX } else { 100 };
+    let range = SeedRange {
+        first: args.first_seed,
+        shard,
+        shards,
+        total: args.seeds.unwrap_or(default_seeds),
+    };
+    let mut any_failure = false;
+    let mut rows = Vec::new();
+    for name in &strategies {
+        let (tally, wall_seconds) = explore(&args, name, range);
+        any_failure |= !tally.failing.is_empty();
+        report(&args, name, &tally, wall_seconds);
+        if let Some(dir) = &args.corpus {
+            keep_failures(&args, name, &tally, dir);
+        }
+        rows.push((name.clone(), tally, wall_seconds));
+    }
+    if strategies.len() > 1 && !args.json {
+        compare_table(&rows);
+    }
+    if any_failure {
         ExitCode::from(super::EXIT_VIOLATION)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
-fn spec_for(args: &Args, seed: u64) -> RunSpec {
-    args.cluster.spec(seed)
+fn spec_for(args: &Args, strategy: &str, seed: u64) -> RunSpec {
+    let mut spec = args.cluster.spec(seed);
+    spec.strategy = strategy.to_string();
+    spec
 }
 
 /// Parses "K/N"; also reads the index variables of Kubernetes indexed jobs and CI matrices.
@@ -111,33 +192,130 @@ fn parse_shard(text: Option<&str>) -> Result<(u64, u64), String> {
     Ok((index, count))
 }
 
-// Exploration is tooling: it times itself and runs independent simulations on threads.
-#[allow(clippy::disallowed_methods)]
-fn explore(args: &Args, seeds: &[u64]) -> (Tally, f64) {
-    let started = std::time::Instant::now();
-    let next = AtomicU64::new(0);
-    let tally = Mutex::new(Tally::default());
-    std::thread::scope(|scope| {
-        for _ in 0..args.jobs.min(seeds.len().max(1)) {
-            scope.spawn(|| loop {
-                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(&seed) = seeds.get(index) else { break };
-                let outcome = runner::run(&spec_for(args, seed)).expect("validated spec");
-                record(&tally, &outcome, started.elapsed().as_secs_f64());
-            });
-        }
-    });
-    let tally = tally
-        .into_inner()
-        .expect("no worker panicked while holding the tally");
-    (tally, started.elapsed().as_secs_f64())
+/// Shared by the workers of one strategy's campaign.
+struct Shared<'a> {
+    args: &'a Args,
+    strategy: &'a str,
+    tally: Mutex<Tally>,
+    stop: AtomicBool,
+    /// Numbers the failing traces a campaign writes (several runs share a seed label).
+    traces_written: AtomicU64,
+    progress: progress::Progress,
+    // Exploration is tooling: it times itself and runs independent simulations on threads.
+    #[allow(clippy::disallowed_types)]
+    started: std::time::Instant,
 }
 
-fn record(tally: &Mutex<Tally>, outcome: &RunOutcome, elapsed_seconds: f64) {
-    let mut tally = tally.lock().expect("tally lock");
+impl Shared<'_> {
+    fn elapsed_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// False once the campaign should start no new run.
+    fn go_on(&self) -> bool {
+        let out_of_time = self
+            .args
+            .time
+            .is_some_and(|limit| self.elapsed_seconds() >= limit);
+        !out_of_time && !self.stop.load(Ordering::Relaxed)
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // tooling: wall time of the campaign
+fn explore(args: &Args, strategy: &str, range: SeedRange) -> (Tally, f64) {
+    let shared = Shared {
+        args,
+        strategy,
+        tally: Mutex::new(Tally::default()),
+        stop: AtomicBool::new(false),
+        traces_written: AtomicU64::new(0),
+        progress: progress::Progress::new(strategy, range.len(), args.json),
+        started: std::time::Instant::now(),
+    };
+    let kind = Strategy::parse(strategy).expect("validated strategy");
+    let jobs = args.jobs.min(range.len().clamp(1, 1 << 16) as usize);
+    match kind {
+        Strategy::Exhaustive => exhaustive(&shared, range),
+        _ if kind.is_campaign() => std::thread::scope(|scope| {
+            for job in 0..jobs {
+                let shared = &shared;
+                scope.spawn(move || coverage(shared, range, job as u64, jobs as u64));
+            }
+        }),
+        _ => {
+            let next = AtomicU64::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..jobs {
+                    scope.spawn(|| per_seed_worker(&shared, range, &next));
+                }
+            });
+        }
+    }
+    shared.progress.finish();
+    let wall_seconds = shared.elapsed_seconds();
+    let tally = shared
+        .tally
+        .into_inner()
+        .expect("no worker panicked while holding the tally");
+    (tally, wall_seconds)
+}
+
+fn per_seed_worker(shared: &Shared<'_>, range: SeedRange, next: &AtomicU64) {
+    while shared.go_on() {
+        let Some(seed) = range.get(next.fetch_add(1, Ordering::Relaxed)) else {
+            break;
+        };
+        let spec = spec_for(shared.args, shared.strategy, seed);
+        let outcome = runner::run(&spec).expect("validated spec");
+        record(shared, &outcome);
+    }
+}
+
+/// One coverage campaign over the seeds `job`, `job + jobs`, ... of the shard.
+fn coverage(shared: &Shared<'_>, range: SeedRange, job: u64, jobs: u64) {
+    let Some(first) = range.get(job) else { return };
+    let template = spec_for(shared.args, shared.strategy, first);
+    let mut campaign = Coverage::new(&template, first);
+    let mut n = job;
+    while shared.go_on() {
+        let Some(seed) = range.get(n) else { break };
+        n += jobs;
+        let outcome = campaign.run(seed).expect("validated spec");
+        record(shared, &outcome);
+    }
+    let mut tally = shared.tally.lock().expect("tally lock");
+    tally.campaign.push(campaign.describe());
+}
+
+/// The bounded enumeration from the shard's first seed; `--seeds` bounds its runs.
+fn exhaustive(shared: &Shared<'_>, range: SeedRange) {
+    let Some(first) = range.get(0) else { return };
+    let template = spec_for(shared.args, shared.strategy, first);
+    let bounds = Bounds {
+        depth_max: shared.args.depth,
+        deviations_max: shared.args.deviations,
+    };
+    let mut campaign = Exhaustive::new(&template, bounds);
+    let mut runs = 0;
+    while shared.go_on() && runs < range.len() {
+        let Some(outcome) = campaign.run() else { break };
+        runs += 1;
+        record(shared, &outcome.expect("validated spec"));
+    }
+    let mut tally = shared.tally.lock().expect("tally lock");
+    tally.campaign.push(campaign.describe());
+}
+
+fn record(shared: &Shared<'_>, outcome: &RunOutcome) {
+    let failure = outcome.violations.first().map(|first| {
+        let line = format!("[{}] {}", first.property, first.detail);
+        let (command, trace) = reproduce(shared, outcome);
+        (outcome.spec.seed, line, command, trace)
+    });
+    let mut tally = shared.tally.lock().expect("tally lock");
     tally.seeds += 1;
-    if !outcome.violations.is_empty() && tally.first_violation_seconds.is_none() {
-        tally.first_violation_seconds = Some(elapsed_seconds);
+    if failure.is_some() && tally.first_violation_seconds.is_none() {
+        tally.first_violation_seconds = Some(shared.elapsed_seconds());
         tally.seeds_to_first_violation = Some(tally.seeds);
     }
     tally.events += outcome.summary.events;
@@ -148,27 +326,62 @@ fn record(tally: &Mutex<Tally>, outcome: &RunOutcome, elapsed_seconds: f64) {
             .entry(violation.property.clone())
             .or_default() += 1;
     }
-    if let Some(first) = outcome.violations.first() {
-        let line = format!("[{}] {}", first.property, first.detail);
-        tally
-            .failing
-            .push((outcome.spec.seed, line, outcome.spec.command()));
+    let failed = failure.is_some();
+    if let Some(failure) = failure {
+        tally.failing.push(failure);
+    }
+    drop(tally);
+    shared.progress.tick(failed);
+    if failed && shared.args.stop_on_violation {
+        shared.stop.store(true, Ordering::Relaxed);
     }
 }
 
-fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
-    let mut failing = tally.failing.clone();
-    failing.sort();
+/// The command that reproduces a failing run; for campaign runs it replays the recorded trace,
+/// written to `--trace-dir`.
+fn reproduce(shared: &Shared<'_>, outcome: &RunOutcome) -> (String, Option<Trace>) {
+    let command = outcome.spec.command();
+    let Some(trace) = outcome.trace.clone() else {
+        return (command, None);
+    };
+    let dir = &shared.args.trace_dir;
+    let number = shared.traces_written.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!(
+        "{}-{}-{}-seed{}-{number}.trace",
+        outcome.spec.protocol,
+        outcome.spec.profile,
+        shared.strategy.replace(':', "_"),
+        outcome.spec.seed
+    ));
+    let written = std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .and_then(|()| trace.write_atomic(&path));
+    match written {
+        Ok(()) => (
+            format!("{command} --replay {}", path.display()),
+            Some(trace),
+        ),
+        Err(error) => {
+            eprintln!("dst: warning: failing trace not written: {error}");
+            (format!("{command} (trace not written)"), Some(trace))
+        }
+    }
+}
+
+fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
+    let mut failing: Vec<&Failure> = tally.failing.iter().collect();
+    failing.sort_by_key(|f| f.0);
     let seeds_per_sec = tally.seeds as f64 / wall_seconds.max(1e-9);
     let ratio = tally.virtual_ns as f64 / 1e9 / wall_seconds.max(1e-9);
     if args.json {
         let object = json!({
             "protocol": args.cluster.protocol,
             "profile": args.cluster.profile,
+            "strategy": strategy,
             "seeds": tally.seeds,
             "violations": failing.len(),
             "violations_by_property": tally.by_property,
-            "failing_seeds": failing.iter().map(|(seed, what, command)| json!({"seed": seed, "violation": what, "reproduce": command})).collect::<Vec<_>>(),
+            "failing_seeds": failing.iter().map(|(seed, what, command, _)| json!({"seed": seed, "violation": what, "reproduce": command})).collect::<Vec<_>>(),
             "seeds_per_sec": seeds_per_sec,
             "virtual_to_wall": ratio,
             "events": tally.events,
@@ -176,12 +389,13 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
             "first_violation_seconds": tally.first_violation_seconds,
             "seeds_to_first_violation": tally.seeds_to_first_violation,
             "jobs": args.jobs,
+            "campaign": tally.campaign,
         });
         println!("{object}");
         return;
     }
     println!(
-        "{} seeds of {} under {}: {} violating, {:.1} seeds/s, virtual/wall {:.0}x, {} events, {:.2} s",
+        "{} seeds of {} under {} with {strategy}: {} violating, {:.1} seeds/s, virtual/wall {:.0}x, {} events, {:.2} s",
         tally.seeds,
         args.cluster.protocol,
         args.cluster.profile,
@@ -191,6 +405,9 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
         tally.events,
         wall_seconds
     );
+    for line in &tally.campaign {
+        println!("  {line}");
+    }
     for (property, count) in &tally.by_property {
         println!("  {property}: {count}");
     }
@@ -200,22 +417,48 @@ fn report(args: &Args, tally: &Tally, wall_seconds: f64) {
     ) {
         println!("first violation after {seeds} seeds, {seconds:.3} s");
     }
-    for (seed, what, command) in failing.iter().take(20) {
+    for (seed, what, command, _) in failing.iter().take(20) {
         println!("seed {seed}: {what}\n  reproduce: {command}\n  for cargo test: DST_SEED={seed}");
     }
 }
 
-/// Shrinks the lowest failing seed of each signature and keeps it in the corpus.
-fn keep_failures(args: &Args, tally: &Tally, dir: &std::path::Path) {
-    let mut failing = tally.failing.clone();
-    failing.sort();
+/// One row per strategy: runs, failures, and how soon the first one came.
+fn compare_table(rows: &[(String, Tally, f64)]) {
+    println!(
+        "\n{:<12} {:>8} {:>10} {:>12} {:>14} {:>10}",
+        "strategy", "seeds", "violating", "seeds-to-1st", "seconds-to-1st", "seeds/s"
+    );
+    for (name, tally, wall_seconds) in rows {
+        let first_seeds = tally
+            .seeds_to_first_violation
+            .map_or("-".to_string(), |s| s.to_string());
+        let first_seconds = tally
+            .first_violation_seconds
+            .map_or("-".to_string(), |s| format!("{s:.3}"));
+        println!(
+            "{:<12} {:>8} {:>10} {:>12} {:>14} {:>10.1}",
+            name,
+            tally.seeds,
+            tally.failing.len(),
+            first_seeds,
+            first_seconds,
+            tally.seeds as f64 / wall_seconds.max(1e-9)
+        );
+    }
+}
+
+/// Shrinks the lowest failing run of each signature and keeps it in the corpus.
+fn keep_failures(args: &Args, strategy: &str, tally: &Tally, dir: &Path) {
+    let mut failing: Vec<&Failure> = tally.failing.iter().collect();
+    failing.sort_by_key(|f| f.0);
     let mut kept = std::collections::BTreeSet::new();
-    for (seed, what, _) in failing {
+    for (seed, what, _, trace) in failing {
         let signature = what.split(']').next().unwrap_or_default().to_string();
         if !kept.insert(signature) {
             continue;
         }
-        let spec = spec_for(args, seed);
+        let mut spec = spec_for(args, strategy, *seed);
+        spec.replay = trace.clone();
         let shrunk = match dst::shrink::shrink(&spec, args.shrink_attempts) {
             Ok(shrunk) => shrunk,
             Err(error) => {
@@ -223,7 +466,7 @@ fn keep_failures(args: &Args, tally: &Tally, dir: &std::path::Path) {
                 continue;
             }
         };
-        let note = format!("found by dst explore: {what}");
+        let note = format!("found by dst explore --strategy {strategy}: {what}");
         match dst::corpus::save(dir, &shrunk.outcome, &shrunk.trace, &note) {
             Ok(path) => println!(
                 "kept {} (events {} -> {})",
