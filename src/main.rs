@@ -32,6 +32,8 @@ enum Command {
     Corpus(cmd::corpus::Command),
     /// Check histories for linearizability.
     Check(cmd::check::Args),
+    /// Compare protocols and protocol variants on identical seeds.
+    Compare(cmd::compare::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::main(args),
         Command::Explore(args) => cmd::explore::main(args),
         Command::Check(args) => cmd::check::main(args),
+        Command::Compare(args) => cmd::compare::main(args),
         Command::Shrink(args) => cmd::shrink::main(args),
         Command::Corpus(command) => cmd::corpus::main(command),
         Command::Bench(BenchCommand::Pingpong(args)) => cmd::bench_pingpong::main(args),

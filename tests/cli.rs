@@ -134,7 +134,7 @@ fn the_determinism_self_check_passes_a_deterministic_protocol() {
 
 #[test]
 fn bad_input_is_a_one_line_error_with_exit_code_2() {
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 13] = [
         &["run", "--protocol", "nonesuch"],
         &["run", "--protocol", "pingpong", "--profile", "nonesuch"],
         &[
@@ -153,6 +153,19 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
         ],
         &["run", "--protocol", "pingpong", "--plan", "at 5ms crash 17"],
         &["run", "--protocol", "pingpong", "--replay", "Cargo.toml"],
+        &["run", "--protocol", "raft", "--option", "prevote=false"],
+        &["run", "--protocol", "raft", "--option", "pre_vote=perhaps"],
+        &["run", "--protocol", "raft", "--profile", "byzantine"],
+        &["run", "--protocol", "raft", "--byzantine", "1"],
+        &["run", "--protocol", "raft", "--strategy", "nonesuch"],
+        &[
+            "compare",
+            "--protocols",
+            "raft",
+            "--variant",
+            "raft:nonesuch=1",
+        ],
+        &["compare", "--protocols", "raft", "--variant", "raft"],
     ];
     for args in cases {
         let output = dst(args);
@@ -306,4 +319,56 @@ fn shard_corpora_merge_into_the_corpus_of_one_run() {
         "merged shards differ from the unsharded run"
     );
     std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn compare_runs_every_row_on_the_same_seeds_and_writes_csv_and_svg() {
+    let dir = std::env::temp_dir().join(format!("dst-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let csv = dir.join("table.csv");
+    let svg = dir.join("plot.svg");
+    let output = dst(&[
+        "compare",
+        "--protocols",
+        "raft,multipaxos",
+        "--variant",
+        "raft:pre_vote=false,batch_max=4",
+        "--seeds",
+        "2",
+        "--ops",
+        "20",
+        "--json",
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+        "--plot",
+        svg.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = json_field(&output, "rows");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "two protocols and one variant");
+    assert_eq!(
+        rows[2]["options"]["pre_vote"], "false",
+        "the variant's options are recorded"
+    );
+    assert_eq!(rows[2]["options"]["batch_max"], "4");
+    for row in rows {
+        assert_eq!(row["seeds"], 2);
+        assert_eq!(row["seeds_with_violations"], 0, "{row}");
+        assert!(
+            row["commits_per_virtual_second"]["mean"]
+                .as_f64()
+                .unwrap_or(0.0)
+                > 0.0
+        );
+    }
+    let table = std::fs::read_to_string(&csv).expect("csv written");
+    assert_eq!(table.lines().count(), 4, "header and three rows: {table}");
+    let plot = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(plot.starts_with("<svg") && plot.contains("commits per virtual second"));
+    std::fs::remove_dir_all(&dir).ok();
 }

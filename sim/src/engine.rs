@@ -780,7 +780,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             slot.busy_until_ns = now_ns + cpu_ns;
         }
         // Sampled, not exact: a replica's footprint changes slowly compared to events.
-        if self.config.measure_bytes && self.stats.events % 16 == 0 {
+        if self.config.measure_bytes && self.stats.events.is_multiple_of(16) {
             let bytes = node.footprint_bytes();
             let max = &mut self.stats.replica_memory_bytes_max;
             *max = (*max).max(bytes);

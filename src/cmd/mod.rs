@@ -6,6 +6,7 @@ pub mod bench_check;
 pub mod bench_inference;
 pub mod bench_pingpong;
 pub mod check;
+pub mod compare;
 pub mod corpus;
 pub mod explore;
 pub mod run;
