@@ -1,1 +1,101 @@
-//! # Chained HotStuff (Yin et al., PODC 2019) as a sans-IO [`dst_sim::Node`]: work in progress.
+//! # Chained HotStuff (Yin, Malkhi, Reiter, Gueta, Abraham, PODC 2019) as a sans-IO [`dst_sim::Node`]
+//!
+//! [`HotStuff<S>`] replicates any [`dst_sim::StateMachine`] `S` among `n >= 3f + 1` replicas
+//! of which at most `f` are Byzantine. It follows the chained (pipelined) protocol of the
+//! paper (arXiv:1803.05069, Algorithms 3 and 4), with the parent of every block being the
+//! block its justify QC certifies (as in LibraBFT), a pacemaker with timeout certificates,
+//! and client sessions for exactly-once execution.
+//!
+//! ## Terms
+//! - A **block** carries a round, a height, its parent's digest, the justify **QC** (which
+//!   certifies the parent), its proposer and at most `batch_max` client requests, each
+//!   signed by its client. A block's identity is the SHA-256 digest of all of it.
+//! - A **vote** is a replica's signature over `(round, block digest)`. A **QC** is `n - f`
+//!   (`2f + 1` for `n = 3f + 1`) votes of distinct replicas for one `(round, block)`. The
+//!   genesis QC (round 0, the genesis block, no votes) is valid by definition.
+//! - A **timeout** is a replica's signature over `(round, its high QC's round)`; a **TC** is
+//!   `n - f` timeouts of distinct replicas for one round.
+//! - The leader of round `r` is `(r / leader_rounds) mod n`.
+//! - Safety data (durable): `last_voted_round`, `locked_qc`, and `high_qc`.
+//!
+//! ## Rules ("upon receiving ...")
+//! - **Upon a proposal** of block `B` for round `r` (from anyone, signed by `leader(r)`):
+//!   reject unless the signature is the leader's, `B.parent` is the block `B.justify`
+//!   certifies, `r > B.justify.round`, the batch is within bound, every request is signed
+//!   by its client, `B.justify` verifies (never trusted: `n - f` distinct valid signers), and
+//!   either `r = B.justify.round + 1` or the proposal carries a valid TC of round `r - 1`
+//!   whose highest reported QC round is `<= B.justify.round`. Enter round `r` (a TC entry is
+//!   a view change: `Observation::NewView`). If an ancestor is missing, keep the proposal
+//!   (bounded) and **fetch** the ancestor from peers. With the chain complete down to the
+//!   last committed block: process `B.justify` (below), then vote if `r` is the current
+//!   round, `r > last_voted_round`, and **safeNode(B)** holds:
+//!   `B` extends the locked block, or `B.justify.round > locked_qc.round`.
+//!   Voting: set `last_voted_round = r`, write the safety record and sync it, then send the
+//!   vote to `leader(r + 1)` (the send waits for the sync).
+//! - **Processing a QC** for block `X` (with `Y` the block `X.justify` certifies and `Z` the
+//!   one `Y.justify` certifies): enter round `X.round + 1`; `high_qc = max(high_qc, qc)`;
+//!   **lock** on the 2-chain: `locked_qc = X.justify` if it is higher; **commit** on the
+//!   3-chain: if `X.round = Y.round + 1` and `Y.round = Z.round + 1` (direct parents), commit
+//!   `Z` and every uncommitted ancestor, oldest first.
+//! - **Upon a vote** for `(r, B)` as `leader(r + 1)`: verify it, tally it; `n - f` distinct
+//!   voters form a QC, which is processed; then try to propose.
+//! - **Proposing** (leader of the current round `r`, once per round): with a QC of round
+//!   `r - 1` (or a TC of `r - 1`, carried along), extend `high_qc`'s block with requests from
+//!   the mempool that are neither executed nor in an uncommitted ancestor. A leader proposes
+//!   only if there is something to order, an uncommitted request in the chain, or a request
+//!   in one of the three newest blocks (so every replica sees the QC that commits it), or
+//!   it holds a TC; otherwise the chain rests until a request arrives.
+//! - **Pacemaker**: entering a round (re)starts its timer; its length doubles with every
+//!   timeout in a row (reset by a QC), capped at `round_timeout_max_ns`. Upon the timer with
+//!   work outstanding (mempool, uncommitted requests, pending proposals): broadcast a signed
+//!   timeout carrying the high QC and send the mempool to the next leader. Upon a timeout:
+//!   verify it (and its QC, if newer than ours, which is then processed); upon `n - f`
+//!   timeouts of round `r`: form a TC, enter `r + 1`; upon `f + 1` replicas' latest timeouts
+//!   at or above the current round: join them (enter that round and time out too). A sender
+//!   behind us gets our high QC and TC back.
+//! - **Upon a client request** (signed by the client, verified): a retry of the client's last
+//!   executed request is answered from the session cache; a new one enters the bounded
+//!   mempool (one per client, newest wins) and, from the client directly, is forwarded to
+//!   the leaders of the current and next round.
+//! - **Execution**: committed blocks execute in height order; each request takes the next
+//!   slot (a global counter of executed requests) through [`dst_protocols::Sessions`]; the
+//!   replica reports `Commit` and `Apply` per slot and replies `Done` to the client (every
+//!   replica replies; the client waits for `f + 1` matching replies). Committed blocks are
+//!   written to disk.
+//! - **Block sync**: upon `Fetch(digest, height)`, answer with that block and its ancestors
+//!   (at most `fetch_blocks_max`, from memory or, committed ones, from disk); upon `Blocks`,
+//!   keep only blocks asked for (their digest authenticates them against a verified QC's
+//!   chain) and ask for their missing parents.
+//! - **Recovery** after a crash: the newest readable safety record is restored; the rounds
+//!   in the names of unreadable newer records act as floors (never vote at or below the last
+//!   voted round; require justify QCs at least as high as the locked round). The committed
+//!   chain found on disk is re-executed (same slots, no replies), the rest is fetched.
+//!
+//! ## Invariants
+//! - A correct replica votes at most once per round, only for safe blocks, and only after its
+//!   safety record covering that vote is durable.
+//! - `locked_qc.round <= high_qc.round`; blocks held are the last committed one and blocks of
+//!   higher rounds; every queue and map is bounded (`mempool_max`, `blocks_max`, pending
+//!   proposals, fetches, vote tallies, one timeout per replica).
+//! - No certificate is used before it verifies; every rejected message is counted with its
+//!   reason through `ctx.ignore`.
+//!
+//! Not implemented: state transfer by snapshot (a replica far behind fetches and re-executes
+//! every block), read-only fast paths (reads are ordered like writes), reconfiguration.
+
+mod adversarial;
+mod config;
+mod consensus;
+pub mod durable;
+mod pacemaker;
+mod replica;
+mod sync;
+pub mod types;
+
+pub use adversarial::{forge_qc, Falsify};
+pub use config::HotStuffConfig;
+pub use replica::HotStuff;
+pub use types::{
+    proposal_digest, timeout_digest, vote_digest, Block, ClientRequest, HotStuffTimer, Message, Qc,
+    Round, Tc, TimeoutVote,
+};

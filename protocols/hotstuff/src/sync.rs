@@ -1,0 +1,221 @@
+//! Block sync (fetching missing ancestors from peers) and crash recovery.
+
+use dst_sim::{Digest, NodeId, StateMachine};
+
+use crate::durable::{self, SafetyRecord};
+use crate::replica::{Ctx, HotStuff, FETCHING_MAX};
+use crate::types::{Block, Message, Round};
+
+/// Tries of a storage read that fails with a transient I/O error.
+const READ_TRIES_MAX: usize = 3;
+
+fn read_retrying<S: StateMachine>(ctx: &mut Ctx<'_, S>, key: &str) -> Option<Vec<u8>> {
+    for _ in 0..READ_TRIES_MAX {
+        match ctx.read(key) {
+            Ok(value) => return value,
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+impl<S: StateMachine> HotStuff<S> {
+    /// Asks for a missing block (with its ancestors): from `to`, or from everyone.
+    pub(crate) fn fetch(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        block: Digest,
+        height: u64,
+        to: Option<NodeId>,
+    ) {
+        if self.fetching.contains_key(&block) || self.fetching.len() >= FETCHING_MAX {
+            return;
+        }
+        self.fetching.insert(block, height);
+        let msg = Message::Fetch { block, height };
+        match to {
+            Some(peer) if peer != self.id => ctx.send(peer, msg),
+            _ => ctx.broadcast(msg),
+        }
+    }
+
+    /// Asks everyone again for every block still missing.
+    pub(crate) fn refetch(&mut self, ctx: &mut Ctx<'_, S>) {
+        let wanted: Vec<(Digest, u64)> = self.fetching.iter().map(|(d, h)| (*d, *h)).collect();
+        for (block, height) in wanted {
+            ctx.broadcast(Message::Fetch { block, height });
+        }
+    }
+
+    /// Upon a fetch: answer with the block and its ancestors, newest first, from memory or
+    /// (committed ones) from disk.
+    pub(crate) fn on_fetch(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        block: Digest,
+        height: u64,
+    ) {
+        let mut blocks = Vec::new();
+        let (mut digest, mut height) = (block, height);
+        while blocks.len() < self.config.fetch_blocks_max && digest != self.genesis {
+            let Some(found) = self.find_block(ctx, digest, height) else {
+                break;
+            };
+            digest = found.parent;
+            height = found.height.saturating_sub(1);
+            blocks.push(found);
+        }
+        if blocks.is_empty() {
+            ctx.ignore("fetch for a block this replica does not hold");
+            return;
+        }
+        ctx.send(from, Message::Blocks { blocks });
+    }
+
+    fn find_block(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        digest: Digest,
+        height: u64,
+    ) -> Option<Block<S::Command>> {
+        if let Some(block) = self.blocks.get(&digest) {
+            return Some(block.clone());
+        }
+        if height == 0 || height > self.committed_height {
+            return None;
+        }
+        let key = durable::block_key(height);
+        let bytes = read_retrying(ctx, &key)?;
+        let block: Block<S::Command> = durable::decode(&key, &bytes)?;
+        (block.digest() == digest).then_some(block)
+    }
+
+    /// Upon blocks: keep those asked for (their digest proves them), ask for their missing
+    /// parents, and process what became complete.
+    pub(crate) fn on_blocks(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: NodeId,
+        blocks: Vec<Block<S::Command>>,
+    ) {
+        if blocks.len() > self.config.fetch_blocks_max {
+            ctx.ignore("blocks answer over the fetch bound");
+            return;
+        }
+        let mut useful = false;
+        let mut last_parent = None;
+        for block in blocks {
+            let digest = block.digest();
+            if self.fetching.remove(&digest).is_none() {
+                ctx.ignore("block not asked for");
+                continue;
+            }
+            if block.round <= self.committed_round || self.blocks.len() > self.config.blocks_max {
+                continue;
+            }
+            let parent = (block.parent, block.height.saturating_sub(1));
+            self.blocks.insert(digest, block);
+            useful = true;
+            if parent.0 != self.committed && !self.blocks.contains_key(&parent.0) {
+                // Wanted now; the next block of this answer is normally that parent.
+                self.fetching.insert(parent.0, parent.1);
+                last_parent = Some(parent);
+            }
+        }
+        if let Some((parent, height)) = last_parent {
+            if self.fetching.contains_key(&parent) && !self.blocks.contains_key(&parent) {
+                ctx.send(
+                    from,
+                    Message::Fetch {
+                        block: parent,
+                        height,
+                    },
+                );
+            }
+        }
+        if useful {
+            self.process_pending(ctx);
+        }
+    }
+
+    // ---- Recovery ---------------------------------------------------------------------
+
+    /// After a crash: restore the safety data (with floors from unreadable records), replay
+    /// the committed chain from disk, and rejoin at the round after the high QC.
+    pub(crate) fn recover(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.recover_safety(ctx);
+        self.replay_committed(ctx);
+        self.remember_qc(self.locked_qc.clone());
+        self.remember_qc(self.high_qc.clone());
+        // The high QC counts again once its chain is here (fetched if need be).
+        let high_qc = std::mem::replace(&mut self.high_qc, self.locked_qc.clone());
+        let round = high_qc.round.next().max(self.last_voted_round);
+        self.enter_round(ctx, round.max(Round(1)), false);
+        self.process_qc(ctx, high_qc);
+    }
+
+    fn recover_safety(&mut self, ctx: &mut Ctx<'_, S>) {
+        let keys = ctx.keys_with_prefix(durable::SAFETY_PREFIX);
+        let mut best: Option<SafetyRecord> = None;
+        for key in keys.iter().rev() {
+            let Some((version, voted, locked)) = durable::parse_safety_key(key) else {
+                continue;
+            };
+            self.safety_version = self.safety_version.max(version);
+            // Floors: what the newest (maybe unreadable) records promised.
+            self.last_voted_round = self.last_voted_round.max(voted);
+            self.lock_floor = self.lock_floor.max(locked);
+            if best.is_some() {
+                continue;
+            }
+            let record = read_retrying(ctx, key)
+                .and_then(|bytes| durable::decode::<SafetyRecord>(key, &bytes))
+                .filter(|record| {
+                    record.version == version
+                        && record.last_voted_round == voted
+                        && record.locked_qc.round == locked
+                });
+            best = record;
+        }
+        if let Some(record) = best {
+            self.last_voted_round = self.last_voted_round.max(record.last_voted_round);
+            self.locked_qc = record.locked_qc;
+            self.high_qc = record.high_qc;
+        }
+        if self.lock_floor <= self.locked_qc.round {
+            self.lock_floor = Round(0);
+        }
+    }
+
+    /// Re-executes the contiguous committed chain found on disk (no replies: the clients
+    /// had theirs).
+    fn replay_committed(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.replaying = true;
+        let mut height = 1u64;
+        loop {
+            let key = durable::block_key(height);
+            let Some(bytes) = read_retrying(ctx, &key) else {
+                break;
+            };
+            let Some(block) = durable::decode::<Block<S::Command>>(&key, &bytes) else {
+                break;
+            };
+            if block.height != height
+                || block.parent != self.committed
+                || block.round <= self.committed_round
+            {
+                break;
+            }
+            let digest = block.digest();
+            self.execute(ctx, &block);
+            self.blocks.remove(&self.committed);
+            self.committed = digest;
+            self.committed_round = block.round;
+            self.committed_height = height;
+            self.blocks.insert(digest, block);
+            height += 1;
+        }
+        self.replaying = false;
+    }
+}
