@@ -39,6 +39,15 @@ pub struct Entry {
     /// it too: a strategy may set the engine up differently (pct decides ties).
     #[serde(default = "default_strategy")]
     pub strategy: String,
+    /// Protocol design options (`--option name=value`), in the order they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<(String, String)>,
+    /// Byzantine replicas (`--byzantine`), when not drawn by the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byzantine: Option<u32>,
+    /// Every Byzantine replica's behaviour (`--behaviour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -61,6 +70,9 @@ impl Entry {
         spec.end_ms = self.end_ms;
         spec.client_checksums = self.client_checksums;
         spec.strategy = self.strategy.clone();
+        spec.options = self.options.clone();
+        spec.byzantine = self.byzantine;
+        spec.behaviour = self.behaviour.clone();
         spec.replay = Some(trace);
         spec
     }
@@ -84,8 +96,16 @@ pub fn save(
     } else {
         format!("-{}", spec.strategy.replace(':', "_"))
     };
+    // Entries of other variants of the same configuration must not share a name.
+    let variant = if spec.options.is_empty() && spec.byzantine.is_none() && spec.behaviour.is_none()
+    {
+        String::new()
+    } else {
+        let text = format!("{:?}{:?}{:?}", spec.options, spec.byzantine, spec.behaviour);
+        format!("-v{:08x}", dst_sim::stable_hash(&text) as u32)
+    };
     let name = format!(
-        "{}-{}-{}{strategy}-seed{}",
+        "{}-{}-{}{strategy}{variant}-seed{}",
         spec.protocol,
         spec.profile,
         signature.replace(':', "_"),
@@ -109,6 +129,9 @@ pub fn save(
         trace: format!("{name}.trace"),
         client_checksums: spec.client_checksums,
         strategy: spec.strategy.clone(),
+        options: spec.options.clone(),
+        byzantine: spec.byzantine,
+        behaviour: spec.behaviour.clone(),
     };
     // The trace first: an entry never points at a missing trace, even if killed in between.
     trace.write_atomic(&dir.join(&entry.trace))?;
@@ -201,16 +224,19 @@ pub struct MergeReport {
 }
 
 /// Merges corpus folders (for example one per shard) into `into`, keeping one entry per
-/// failure signature (protocol, profile, property, client checksums): the lowest seed.
+/// failure signature (protocol, profile, property, client checksums, design options and
+/// adversary): the lowest seed. The strategy that found it is not part of the signature: the
+/// same bug found by two strategies is one entry.
 pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
     let mut report = MergeReport::default();
     let signature = |e: &Entry| {
-        let checksums = e.client_checksums;
+        let variant = format!("{:?}{:?}{:?}", e.options, e.byzantine, e.behaviour);
         (
             e.protocol.clone(),
             e.profile.clone(),
             e.signature.clone(),
-            checksums,
+            e.client_checksums,
+            variant,
         )
     };
     let mut chosen: std::collections::BTreeMap<_, (Entry, Trace)> = Default::default();
