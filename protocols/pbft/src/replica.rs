@@ -294,6 +294,8 @@ impl<S: StateMachine> Pbft<S> {
             self.order_pending(ctx);
         } else if from_client {
             ctx.send(self.primary(), Message::Request(request));
+            let leader = Some(self.primary());
+            ctx.reply(client, Reply::Redirect { sequence, leader });
         }
         self.arm_request_timer(ctx);
     }
