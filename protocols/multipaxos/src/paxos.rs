@@ -437,6 +437,13 @@ impl<S: StateMachine> Node for MultiPaxos<S> {
         self.finish(ctx);
     }
 
+    /// Accepted and chosen values (encoded; never compacted) and the live service state.
+    fn footprint_bytes(&self) -> u64 {
+        let accepted = postcard::to_allocvec(&self.accepted).map_or(0, |bytes| bytes.len());
+        let chosen = postcard::to_allocvec(&self.chosen).map_or(0, |bytes| bytes.len());
+        (accepted + chosen + self.state.snapshot().len()) as u64
+    }
+
     fn check_invariants(&self) -> Result<(), String> {
         crate::invariants::check_local(self)
     }

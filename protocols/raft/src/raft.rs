@@ -580,6 +580,13 @@ impl<S: StateMachine> Node for Raft<S> {
         self.finish(ctx);
     }
 
+    /// The log (encoded), the latest snapshot and the live service state with its sessions.
+    fn footprint_bytes(&self) -> u64 {
+        let log = postcard::to_allocvec(&self.log).map_or(0, |bytes| bytes.len());
+        let state = self.state.snapshot().len();
+        (log + self.snapshot.data.len() + state) as u64
+    }
+
     fn check_invariants(&self) -> Result<(), String> {
         crate::invariants::check_local(self)
     }
