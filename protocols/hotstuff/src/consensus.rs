@@ -253,6 +253,7 @@ impl<S: StateMachine> HotStuff<S> {
         if let Some(qc) = self.pending_qc.take() {
             self.process_qc(ctx, qc);
         }
+        self.try_propose(ctx);
     }
 
     /// A verified proposal whose whole chain is here: store it, process its QC, maybe vote.
@@ -465,7 +466,7 @@ impl<S: StateMachine> HotStuff<S> {
             return;
         }
         if round <= self.high_qc.round || round.next() < self.current_round {
-            ctx.ignore("vote for a round already certified or left");
+            ctx.ignore("vote after its round's QC formed (or for a round left)");
             return;
         }
         if round.0 > self.current_round.0.saturating_add(VOTE_ROUNDS_AHEAD_MAX) {
@@ -515,12 +516,15 @@ impl<S: StateMachine> HotStuff<S> {
         {
             return;
         }
-        let tc = if self.high_qc.round.next() == round {
+        // With a TC, the QC must be at least as high as any its signers reported (this
+        // replica verified those QCs; one still being fetched is not usable yet).
+        let high_qc_round = self.high_qc.round;
+        let tc = if high_qc_round.next() == round {
             None
         } else if self
             .high_tc
             .as_ref()
-            .is_some_and(|tc| tc.round.next() == round)
+            .is_some_and(|tc| tc.round.next() == round && tc.high_qc_round() <= high_qc_round)
         {
             self.high_tc.clone()
         } else {

@@ -108,7 +108,7 @@ impl<S: StateMachine> HotStuff<S> {
         for block in blocks {
             let digest = block.digest();
             if self.fetching.remove(&digest).is_none() {
-                ctx.ignore("block not asked for");
+                // Held already (answers overlap), or never asked for: nothing to learn.
                 continue;
             }
             if block.round <= self.committed_round || self.blocks.len() > self.config.blocks_max {
@@ -136,6 +136,8 @@ impl<S: StateMachine> HotStuff<S> {
         }
         if useful {
             self.process_pending(ctx);
+        } else {
+            ctx.ignore("blocks answer with nothing asked for");
         }
     }
 

@@ -60,6 +60,19 @@ fn profile_runs(profile: &'static str, default_seeds: u64) {
     for seed in seeds(default_seeds) {
         let run = Run::new(seed, profile);
         let outcome = run_hotstuff(&run);
+        if std::env::var("DST_VERBOSE").is_ok() {
+            eprintln!(
+                "{profile} seed {seed}: {:?} at {} ms, events {}, completed {}, views {}, faults {:?}, ignored {:?}, corrupt {}",
+                outcome.summary.end_reason,
+                outcome.summary.virtual_ns / dst_sim::MS,
+                outcome.summary.events,
+                completed(&outcome.observations),
+                new_views(&outcome.observations),
+                outcome.summary.fault_log,
+                outcome.summary.stats.ignored,
+                outcome.summary.stats.corrupt_delivered,
+            );
+        }
         assert_clean(&run, &outcome, "seeded run");
     }
 }
@@ -82,6 +95,17 @@ fn no_violations_under_profile_heavy() {
 #[test]
 fn no_violations_under_profile_corruption() {
     profile_runs("corruption", 8);
+}
+
+/// The other fault profiles, a few seeds each (`DST_PROFILE` picks one).
+#[test]
+fn no_violations_under_the_other_profiles() {
+    let only = std::env::var("DST_PROFILE").ok();
+    for profile in ["partitions", "clocks", "storage", "swarm"] {
+        if only.as_deref().is_none_or(|only| only == profile) {
+            profile_runs(profile, 3);
+        }
+    }
 }
 
 #[test]
