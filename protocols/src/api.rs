@@ -72,4 +72,31 @@ pub enum Observation<C, O> {
         sequence: u64,
         fast: bool,
     },
+    /// A speculative protocol's replica (FastBFT) accepted an entry: history digest `hist` at
+    /// `slot` extends `prev` by the entry digest `entry` (short digests of the hash chain).
+    SpecAccept {
+        node: NodeId,
+        view: u64,
+        slot: u64,
+        prev: u64,
+        entry: u64,
+        hist: u64,
+    },
+    /// A client completed a request at `(view, slot)` of a speculative history `hist`.
+    SpecComplete {
+        client: ClientId,
+        sequence: u64,
+        view: u64,
+        slot: u64,
+        hist: u64,
+    },
+    /// A replica installed a history ending at `slot` with digest `hist`: a NEW-VIEW's
+    /// (`view: Some`) or a stable checkpoint's (`view: None`, with the service state digest).
+    SpecInstall {
+        node: NodeId,
+        view: Option<u64>,
+        slot: u64,
+        hist: u64,
+        state_digest: Option<u64>,
+    },
 }

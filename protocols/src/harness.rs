@@ -156,7 +156,11 @@ fn run_record_of<'a, C: Serialize + 'a, O: 'a>(
                     what: what.clone(),
                 })
             }
-            Observation::NewView { .. } | Observation::Path { .. } => {}
+            Observation::NewView { .. }
+            | Observation::Path { .. }
+            | Observation::SpecAccept { .. }
+            | Observation::SpecComplete { .. }
+            | Observation::SpecInstall { .. } => {}
         }
     }
     record

@@ -1,1 +1,62 @@
-//! # FastBFT: a speculative BFT protocol as a sans-IO [`dst_sim::Node`]: work in progress.
+//! # FastBFT: a speculative BFT protocol as a sans-IO [`dst_sim::Node`]
+//!
+//! Zyzzyva-like (Kotla et al., SOSP 2007) with the view change corrected to order evidence by
+//! view first (Abraham et al., arXiv:1712.01367 and 1801.10022). The design brief is
+//! `shared/docs/fastbft.md`; section numbers below refer to it.
+//!
+//! `n = 3f + 2c + 1` replicas; quorums `Qf = n - c` (fast), `Qs = 2f + c + 1` (slow and
+//! checkpoints), `Qvc = n - f` (view change), `Tf = f + c + 1` (fast evidence). Every message
+//! that serves as a proof is signed; every certificate is verified on receipt.
+//!
+//! ## Rules ("upon receiving ...")
+//! - Primary, upon a signed REQUEST newer than the client's last executed one: assign the next
+//!   slot `s`, `h_s = H(h_{s-1} || d)`, sign ORDER-REQ(v, s, h_s, d), execute, persist, answer
+//!   the client with a signed SPEC-RESPONSE and broadcast the ORDER-REQ. A request already
+//!   executed gets its SPEC-RESPONSE again (or `Final` if it is below the stable checkpoint).
+//! - Backup, upon ORDER-REQ of the current view signed by its primary, with `s = tip + 1`,
+//!   `h = H(tip || d)` and a valid request: append, execute speculatively, persist (synced
+//!   before the answer leaves), send SPEC-RESPONSE. `s > tip + 1`: buffer it and send
+//!   FILL-HOLE to the primary; after a timeout broadcast FILL-HOLE (anyone relays the signed
+//!   ORDER-REQs it holds), after another send IHTP. A second ORDER-REQ for one `(v, s)` with
+//!   another history is a POM: broadcast it and change view.
+//! - Backup, upon a REQUEST it has not seen: forward it to the primary and start a timer;
+//!   IHTP if it is not ordered in time.
+//! - Upon COMMIT(CC) from a client: verify the CC (`Qs` distinct replica signatures over one
+//!   `(v, seq, hist)`); if the log has `hist` at `seq`, store the CC durably and answer
+//!   LOCAL-COMMIT; a shorter log asks to fill the hole; a conflicting log sends IHTP.
+//! - Upon `f + 1` IHTPs for the current view, or a valid POM: broadcast VIEW-CHANGE(v+1)
+//!   (stable checkpoint with proof, Pareto-maximal CCs with their chains, and per slot the
+//!   latest-view accepted ORDER-REQ) and start a timer with exponential back-off; on expiry
+//!   move to the next view. Upon `f + 1` VIEW-CHANGEs for higher views, join.
+//! - New primary, upon `Qvc` valid VIEW-CHANGEs: compute the history with the rule of
+//!   [`select`] (by view first), re-sign its entries as ORDER-REQs of the new view, send
+//!   NEW-VIEW. Replicas recompute the history from the enclosed VIEW-CHANGEs and install only
+//!   an exact match: roll back to the stable checkpoint, re-execute the carried entries and
+//!   answer their clients in the new view.
+//! - Every `K` slots, and at the tip once idle: CHECKPOINT(v, s, h_s, state digest); `Qs`
+//!   matching ones form a checkpoint CC (kept like a CC) and trigger CHECKPOINT-COMMIT; `Qs`
+//!   matching CHECKPOINT-COMMITs make the checkpoint stable. Only then are entries final:
+//!   `Commit`/`Apply` are reported for them and the log below is garbage-collected.
+//! - A replica that sees a stable proof its log does not reach fetches the state
+//!   (STATE-REQ/STATE-REPLY), checks the snapshot against the proof and replays above it.
+//!
+//! ## Invariants (brief section 7)
+//! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)
+//! signed by a correct replica) are checked in [`dst_sim::Node::check_invariants`]; S1-S3
+//! are global and checked by the tests' oracle from the `Spec*` observations.
+
+mod adversary;
+mod checkpoint;
+pub mod client;
+pub mod config;
+pub mod durable;
+pub mod msg;
+mod normal;
+pub mod replica;
+pub mod select;
+mod view;
+
+pub use client::{FastBftClient, FastBftClientConfig};
+pub use config::{FastBftConfig, Params};
+pub use msg::{ClientMsg, FastReply, Msg};
+pub use replica::{FastBft, Timer};

@@ -1,0 +1,115 @@
+//! What FastBFT teaches the Byzantine wrappers: plausible but invalid messages and lies.
+//! Honest replicas reject every forgery here (tests in `tests/forgery.rs`).
+
+use dst_sim::{Adversarial, Digest, NodeCtx, StateMachine};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::msg::{entry_digest, Cc, CcEvidence, FastReply, Link, Msg, Vote};
+use crate::replica::FastBft;
+
+/// A different value of the same type: one byte of its encoding changed, if that decodes.
+fn mutate<T: Serialize + DeserializeOwned + PartialEq>(value: &T, variant: u64) -> Option<T> {
+    let bytes = postcard::to_allocvec(value).ok()?;
+    for offset in 0..bytes.len() {
+        let index = (variant as usize + offset) % bytes.len();
+        let mut changed = bytes.clone();
+        changed[index] ^= 1;
+        if let Ok(decoded) = postcard::from_bytes::<T>(&changed) {
+            if decoded != *value {
+                return Some(decoded);
+            }
+        }
+    }
+    None
+}
+
+impl<S: StateMachine> Adversarial for FastBft<S> {
+    fn forge(ctx: &mut NodeCtx<'_, Self>, msg: &Self::Msg, variant: u64) -> Option<Self::Msg> {
+        match msg {
+            // Another entry (a no-op) at the same (view, seq), signed as itself.
+            Msg::Order(order) => {
+                let mut body = order.order.value.clone();
+                body.digest = entry_digest::<S::Command>(None, body.seq);
+                body.hist = Digest::of(&("forged", body.hist));
+                let mut forged = order.clone();
+                forged.order = ctx.sign_value(body);
+                forged.request = None;
+                Some(Msg::Order(forged))
+            }
+            // A VIEW-CHANGE with a fabricated CC: its own vote repeated, or too few signers.
+            Msg::ViewChange(view_change) => {
+                let mut body = view_change.value.clone();
+                let seq = body.checkpoint.seq + 1;
+                let digest = entry_digest::<S::Command>(None, seq);
+                let hist = body.checkpoint.hist.chain(&digest);
+                let vote = ctx.sign_value(crate::msg::CheckpointBody {
+                    commit: false,
+                    view: body.new_view.saturating_sub(1),
+                    seq,
+                    hist,
+                    state_digest: 0,
+                    replica: body.replica,
+                });
+                let copies = if variant.is_multiple_of(2) { 4 } else { 1 };
+                let cc = Cc {
+                    view: body.new_view.saturating_sub(1),
+                    seq,
+                    hist,
+                    votes: vec![Vote::Checkpoint(vote); copies],
+                };
+                let chain = vec![Link {
+                    seq,
+                    digest,
+                    request: None,
+                }];
+                body.ccs.push(CcEvidence { cc, chain });
+                Some(Msg::ViewChange(Box::new(ctx.sign_value(body))))
+            }
+            // A NEW-VIEW whose re-issued history does not match its view changes.
+            Msg::NewView(new_view) => {
+                let mut body = new_view.value.clone();
+                match body.orders.pop() {
+                    Some(_) => {}
+                    None => body.view_changes.truncate(1),
+                }
+                Some(Msg::NewView(Box::new(ctx.sign_value(body))))
+            }
+            // A checkpoint vote with a wrong state digest.
+            Msg::Checkpoint(vote) => {
+                let mut body = vote.value.clone();
+                body.state_digest ^= 1 | variant;
+                Some(Msg::Checkpoint(ctx.sign_value(body)))
+            }
+            _ => None,
+        }
+    }
+
+    fn lie(ctx: &mut NodeCtx<'_, Self>, reply: &Self::Reply, variant: u64) -> Option<Self::Reply> {
+        match reply {
+            FastReply::Spec(spec) => {
+                let mut body = spec.value.clone();
+                match mutate(&body.output, variant) {
+                    Some(output) => body.output = output,
+                    None => body.hist = Digest::of(&("lie", body.hist)),
+                }
+                Some(FastReply::Spec(ctx.sign_value(body)))
+            }
+            FastReply::Final { sequence, output } => Some(FastReply::Final {
+                sequence: *sequence,
+                output: mutate(output, variant)?,
+            }),
+            FastReply::LocalCommit {
+                view,
+                seq,
+                hist,
+                sequence,
+            } => Some(FastReply::LocalCommit {
+                view: *view,
+                seq: *seq,
+                hist: Digest::of(&("lie", *hist)),
+                sequence: *sequence,
+            }),
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! View change: IHTP, POM, VIEW-CHANGE, NEW-VIEW (recomputed and checked), rollback.
+
+use std::collections::BTreeMap;
+
+use dst_protocols::Observation;
+use dst_sim::{NodeId, Principal, Signed};
+
+use crate::msg::{IhtpBody, Msg, NewViewBody, Order, OrderBody, ViewChangeBody};
+use crate::replica::{verifier, Ctx, Entry, FastBft, SignedViewChange, Status, Timer};
+use crate::select::{check_view_change, select, CheckedViewChange, Selection};
+
+impl<S: dst_sim::StateMachine> FastBft<S> {
+    /// Upon IHTP(v): at f+1 distinct complaints about the current view, change view.
+    pub(crate) fn on_ihtp(&mut self, ctx: &mut Ctx<'_, '_, S>, ihtp: Signed<IhtpBody>) {
+        let body = &ihtp.value;
+        if body.view != self.view || self.status != Status::Normal {
+            ctx.ignore("ihtp: not the current view");
+            return;
+        }
+        if !self.params.is_replica(body.replica)
+            || ihtp.signer() != Principal::Node(body.replica)
+            || !ctx.verify_signed(&ihtp)
+        {
+            ctx.ignore("ihtp: bad signature");
+            return;
+        }
+        self.ihtp.insert(body.replica);
+        if self.ihtp.len() >= self.params.one_correct() {
+            self.start_view_change(ctx, self.view + 1);
+        }
+    }
+
+    /// Upon POM: two ORDER-REQs of the current primary for one slot with different histories.
+    pub(crate) fn on_pom(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        first: Signed<OrderBody>,
+        second: Signed<OrderBody>,
+    ) {
+        let (a, b) = (&first.value, &second.value);
+        let primary = Principal::Node(self.params.primary(a.view));
+        let conflicting = a.view == b.view && a.seq == b.seq && a.hist != b.hist;
+        if !conflicting || a.view != self.view || self.status != Status::Normal {
+            ctx.ignore("pom: not a conflict in the current view");
+            return;
+        }
+        if first.signer() != primary
+            || second.signer() != primary
+            || !ctx.verify_signed(&first)
+            || !ctx.verify_signed(&second)
+        {
+            ctx.ignore("pom: bad signature");
+            return;
+        }
+        self.start_view_change(ctx, self.view + 1);
+    }
+
+    /// Stops accepting the current view and broadcasts VIEW-CHANGE(target).
+    pub(crate) fn start_view_change(&mut self, ctx: &mut Ctx<'_, '_, S>, target: u64) {
+        let current = match self.status {
+            Status::Normal => self.view,
+            Status::ViewChange { target } => target,
+        };
+        if target <= current {
+            return;
+        }
+        self.status = Status::ViewChange { target };
+        self.buffer.clear();
+        self.forwarded.clear();
+        if let Some(timer) = self.fill_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        self.persist_view(ctx);
+        ctx.sync();
+        let view_change = ctx.sign_value(self.view_change_body(target));
+        ctx.broadcast(Msg::ViewChange(Box::new(view_change.clone())));
+        self.view_changes.insert(self.id, view_change);
+        if let Some(timer) = self.view_change_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        let exponent = self.failed_view_changes.min(16);
+        let timeout_ns = self
+            .config
+            .view_change_timeout_ns
+            .saturating_mul(1 << exponent)
+            .min(self.config.view_change_timeout_ns_max);
+        self.view_change_timer =
+            Some(ctx.set_timer(timeout_ns, Timer::ViewChange { view: target }));
+        self.try_new_view(ctx);
+    }
+
+    fn view_change_body(&self, target: u64) -> ViewChangeBody<S::Command, S::Output> {
+        ViewChangeBody {
+            new_view: target,
+            replica: self.id,
+            checkpoint: self.stable.clone(),
+            ccs: self.ccs.clone(),
+            log: self.log.values().map(Entry::as_order).collect(),
+        }
+    }
+
+    /// No NEW-VIEW in time: try the next view.
+    pub(crate) fn on_view_change_timeout(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
+        if self.status == (Status::ViewChange { target: view }) {
+            self.view_change_timer = None;
+            self.failed_view_changes += 1;
+            self.start_view_change(ctx, view + 1);
+        }
+    }
+
+    /// Upon VIEW-CHANGE: keep the latest per sender; join at f+1 for higher views; the new
+    /// primary builds NEW-VIEW at Qvc.
+    pub(crate) fn on_view_change(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        from: NodeId,
+        view_change: SignedViewChange<S>,
+    ) {
+        let body = &view_change.value;
+        if body.replica != from || view_change.signer() != Principal::Node(from) {
+            ctx.ignore("view change: sender mismatch");
+            return;
+        }
+        if body.new_view <= self.view {
+            // The sender missed a NEW-VIEW this replica installed: resend it.
+            if let Some(new_view) = &self.last_new_view {
+                if body.new_view == self.view {
+                    ctx.send(from, Msg::NewView(new_view.clone()));
+                }
+            }
+            ctx.ignore("view change: old view");
+            return;
+        }
+        let newer = self
+            .view_changes
+            .get(&from)
+            .is_none_or(|held| held.value.new_view < body.new_view);
+        if !newer || !ctx.verify_signed(&view_change) {
+            ctx.ignore("view change: stale or bad signature");
+            return;
+        }
+        self.view_changes.insert(from, view_change);
+        self.join_higher_view(ctx);
+        self.try_new_view(ctx);
+    }
+
+    /// f+1 replicas ask for views above ours: join the lowest view they all want.
+    fn join_higher_view(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        let current = match self.status {
+            Status::Normal => self.view,
+            Status::ViewChange { target } => target,
+        };
+        let mut wanted: Vec<u64> = self
+            .view_changes
+            .values()
+            .map(|view_change| view_change.value.new_view)
+            .filter(|view| *view > current)
+            .collect();
+        if wanted.len() < self.params.one_correct() {
+            return;
+        }
+        wanted.sort_unstable_by(|a, b| b.cmp(a));
+        let target = wanted[self.params.one_correct() - 1];
+        self.start_view_change(ctx, target);
+    }
+
+    /// Validated VIEW-CHANGEs for `view` (at most `Qvc`, in replica order).
+    fn checked_for(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        view_changes: &[SignedViewChange<S>],
+        view: u64,
+    ) -> Vec<(SignedViewChange<S>, CheckedViewChange<S::Command>)> {
+        let entries_max = self.config.window() * 2;
+        let mut checked = Vec::new();
+        let mut senders = std::collections::BTreeSet::new();
+        for view_change in view_changes {
+            let body = &view_change.value;
+            if body.new_view != view || !senders.insert(body.replica) {
+                continue;
+            }
+            if !self.params.is_replica(body.replica)
+                || view_change.signer() != Principal::Node(body.replica)
+            {
+                continue;
+            }
+            let result = check_view_change(
+                &self.params,
+                body,
+                entries_max,
+                self.genesis_digest,
+                &mut verifier(ctx),
+            );
+            match result {
+                Ok(checked_view_change) => checked.push((view_change.clone(), checked_view_change)),
+                Err(reason) => ctx.ignore(reason),
+            }
+            if checked.len() == self.params.view_change_quorum() {
+                break;
+            }
+        }
+        checked
+    }
+
+    /// The new primary: at Qvc valid VIEW-CHANGEs, compute, sign and send NEW-VIEW.
+    fn try_new_view(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        let Status::ViewChange { target } = self.status else {
+            return;
+        };
+        if self.params.primary(target) != self.id {
+            return;
+        }
+        let candidates: Vec<SignedViewChange<S>> = self
+            .view_changes
+            .values()
+            .filter(|view_change| view_change.value.new_view == target)
+            .cloned()
+            .collect();
+        if candidates.len() < self.params.view_change_quorum() {
+            return;
+        }
+        let (used, checked): (Vec<_>, Vec<_>) = self
+            .checked_for(ctx, &candidates, target)
+            .into_iter()
+            .unzip();
+        if checked.len() < self.params.view_change_quorum() {
+            return;
+        }
+        let Some(selection) = select(&self.params, &checked, self.config.window() * 2) else {
+            return;
+        };
+        let orders: Vec<Signed<OrderBody>> = selection
+            .entries
+            .iter()
+            .map(|(seq, entry)| {
+                let body = OrderBody {
+                    view: target,
+                    seq: *seq,
+                    hist: entry.hist,
+                    digest: entry.digest,
+                };
+                self.note_signed(false, target, *seq, entry.hist);
+                ctx.sign_value(body)
+            })
+            .collect();
+        let body = NewViewBody {
+            view: target,
+            view_changes: used,
+            orders,
+        };
+        let new_view = Box::new(ctx.sign_value(body));
+        ctx.broadcast(Msg::NewView(new_view.clone()));
+        self.install(ctx, new_view, selection);
+    }
+
+    /// Upon NEW-VIEW: recompute the history from the enclosed VIEW-CHANGEs; install if the
+    /// re-issued ORDER-REQs match exactly.
+    pub(crate) fn on_new_view(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        new_view: Box<Signed<NewViewBody<S::Command, S::Output>>>,
+    ) {
+        let view = new_view.value.view;
+        let floor = match self.status {
+            Status::Normal => self.view + 1,
+            Status::ViewChange { target } => target.max(self.view + 1),
+        };
+        if view < floor {
+            ctx.ignore("new view: old view");
+            return;
+        }
+        let primary = Principal::Node(self.params.primary(view));
+        if new_view.signer() != primary || !ctx.verify_signed(&new_view) {
+            ctx.ignore("new view: not signed by the view's primary");
+            return;
+        }
+        let checked: Vec<CheckedViewChange<S::Command>> = self
+            .checked_for(ctx, &new_view.value.view_changes, view)
+            .into_iter()
+            .map(|(_, checked)| checked)
+            .collect();
+        if checked.len() < self.params.view_change_quorum() {
+            ctx.ignore("new view: too few valid view changes");
+            return;
+        }
+        let Some(selection) = select(&self.params, &checked, self.config.window() * 2) else {
+            return;
+        };
+        if !self.orders_match(&new_view.value.orders, &selection, view) {
+            ctx.ignore("new view: does not match the recomputed history");
+            return;
+        }
+        self.install(ctx, new_view, selection);
+    }
+
+    fn orders_match(
+        &self,
+        orders: &[Signed<OrderBody>],
+        selection: &Selection<S::Command>,
+        view: u64,
+    ) -> bool {
+        let primary = Principal::Node(self.params.primary(view));
+        orders.len() == selection.entries.len()
+            && orders
+                .iter()
+                .zip(&selection.entries)
+                .all(|(order, (seq, entry))| {
+                    order.value
+                        == OrderBody {
+                            view,
+                            seq: *seq,
+                            hist: entry.hist,
+                            digest: entry.digest,
+                        }
+                        && order.signer() == primary
+                        && order.verify()
+                })
+    }
+
+    /// Installs a NEW-VIEW: adopt its base (state transfer if needed), roll the log back to
+    /// the common prefix, take the carried entries, re-execute and answer their clients.
+    pub(crate) fn install(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        new_view: Box<Signed<NewViewBody<S::Command, S::Output>>>,
+        selection: Selection<S::Command>,
+    ) {
+        let view = new_view.value.view;
+        if selection.base.seq > self.stable.seq && !self.adopt_base(ctx, &selection) {
+            self.pending_new_view = Some(new_view);
+            return;
+        }
+        let orders: BTreeMap<u64, Signed<OrderBody>> = new_view
+            .value
+            .orders
+            .iter()
+            .map(|order| (order.value.seq, order.clone()))
+            .collect();
+        self.log.clear();
+        for (seq, entry) in &selection.entries {
+            if *seq <= self.stable.seq {
+                continue;
+            }
+            let Some(order) = orders.get(seq) else {
+                break;
+            };
+            self.log.insert(
+                *seq,
+                Entry {
+                    order: order.clone(),
+                    request: entry.request.clone(),
+                    output: None,
+                    state_digest: 0,
+                    spec: None,
+                },
+            );
+        }
+        self.replay();
+        self.enter_view(ctx, view);
+        self.last_new_view = Some(new_view);
+        self.persist_installed(ctx);
+        self.announce_installed(ctx, view);
+    }
+
+    /// Moves the stable checkpoint up to the NEW-VIEW's base if the log reaches it there.
+    fn adopt_base(&mut self, ctx: &mut Ctx<'_, '_, S>, selection: &Selection<S::Command>) -> bool {
+        let base = selection.base.clone();
+        if self.hist_at(base.seq) == Some(base.hist) {
+            self.make_stable(ctx, base);
+            return self.stable.seq == selection.base.seq;
+        }
+        self.request_state(ctx, base);
+        false
+    }
+
+    fn enter_view(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
+        self.view = view;
+        self.status = Status::Normal;
+        self.failed_view_changes = 0;
+        self.ihtp.clear();
+        self.buffer.clear();
+        self.pending_new_view = None;
+        self.view_changes
+            .retain(|_, held| held.value.new_view > view);
+        if let Some(timer) = self.view_change_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        if let Some(timer) = self.fill_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        ctx.observe(Observation::NewView {
+            node: self.id,
+            view,
+        });
+    }
+
+    fn persist_installed(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        self.persist_view(ctx);
+        let tip = self.tip();
+        for key in ctx.keys_with_prefix(crate::durable::LOG_PREFIX) {
+            let beyond = key
+                .strip_prefix(crate::durable::LOG_PREFIX)
+                .and_then(|seq| seq.parse::<u64>().ok())
+                .is_none_or(|seq| seq > tip);
+            if beyond {
+                let _ = ctx.delete(&key);
+            }
+        }
+        let seqs: Vec<u64> = self.log.keys().copied().collect();
+        for seq in seqs {
+            self.persist_entry(ctx, seq);
+        }
+        ctx.sync();
+    }
+
+    /// Reports the installed history and answers every carried entry's client in the new view.
+    fn announce_installed(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
+        let mut prev = self.stable.hist;
+        let accepted: Vec<(u64, u64, u64, u64)> = self
+            .log
+            .iter()
+            .map(|(seq, entry)| {
+                let item = (
+                    *seq,
+                    prev.short(),
+                    entry.order.value.digest.short(),
+                    entry.hist().short(),
+                );
+                prev = entry.hist();
+                item
+            })
+            .collect();
+        for (slot, prev, entry, hist) in accepted {
+            ctx.observe(Observation::SpecAccept {
+                node: self.id,
+                view,
+                slot,
+                prev,
+                entry,
+                hist,
+            });
+        }
+        ctx.observe(Observation::SpecInstall {
+            node: self.id,
+            view: Some(view),
+            slot: self.tip(),
+            hist: self.tip_hist().short(),
+            state_digest: None,
+        });
+        let seqs: Vec<u64> = self.log.keys().copied().collect();
+        let interval = self.config.checkpoint_interval;
+        for seq in seqs {
+            self.resend_spec(ctx, seq);
+            if seq % interval == 0 && self.snapshots.contains_key(&seq) {
+                self.send_checkpoint(ctx, seq);
+            }
+        }
+    }
+
+    /// Relays a NEW-VIEW's re-issued entries as ordinary ORDER-REQs (state transfer helper).
+    pub(crate) fn carried_orders(&self) -> Vec<Order<S::Command>> {
+        self.log.values().map(Entry::as_order).collect()
+    }
+}

@@ -1,0 +1,318 @@
+//! Shared helpers: FastBFT over the KV store in the real simulator, a test-only Byzantine
+//! wrapper, and the speculative oracle.
+
+#![allow(dead_code)]
+
+pub mod speculative;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dst_checkers::linearizability::CheckConfig;
+use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig};
+use dst_protocols::harness::{check_kv_run, RunFacts};
+use dst_protocols::{KvCommand, KvOutput, KvStore, KvWorkload, KvWorkloadConfig, Observation};
+use dst_sim::{
+    parse_plan, Adversarial, ClientId, CpuCosts, Effect, FaultProfile, Latency, Node, NodeCtx,
+    NodeId, RunSummary, SeededSource, Sim, SimConfig, SEC,
+};
+
+pub type Replica = FastBft<KvStore>;
+pub type KvObs = Observation<KvCommand, KvOutput>;
+
+/// What a test replica does besides running the honest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    /// Runs the protocol but never sends or replies.
+    Silent,
+    /// Lies in every reply to clients.
+    Liar,
+    /// Forges every outgoing replica message it knows a forgery of.
+    Forger,
+}
+
+/// An honest replica inside a behaviour (test-only; the project's wrappers live in sim/).
+pub struct TestNode {
+    pub inner: Replica,
+    pub behaviour: Behaviour,
+}
+
+impl TestNode {
+    fn relay(&mut self, ctx: &mut NodeCtx<'_, Self>, effects: Vec<Effect<Replica>>) {
+        for effect in effects {
+            let effect = match effect {
+                Effect::Send { .. } | Effect::Broadcast { .. } | Effect::Reply { .. }
+                    if self.behaviour == Behaviour::Silent =>
+                {
+                    continue
+                }
+                Effect::Reply { client, reply } if self.behaviour == Behaviour::Liar => {
+                    let mut forged = None;
+                    ctx.nest::<Replica>(None, |nested| forged = Replica::lie(nested, &reply, 0));
+                    Effect::Reply {
+                        client,
+                        reply: forged.unwrap_or(reply),
+                    }
+                }
+                Effect::Broadcast { msg } if self.behaviour == Behaviour::Forger => {
+                    let mut forged = None;
+                    ctx.nest::<Replica>(None, |nested| forged = Replica::forge(nested, &msg, 0));
+                    Effect::Broadcast {
+                        msg: forged.unwrap_or(msg),
+                    }
+                }
+                Effect::Send { to, msg } => Effect::Send { to, msg },
+                Effect::Broadcast { msg } => Effect::Broadcast { msg },
+                Effect::Reply { client, reply } => Effect::Reply { client, reply },
+                Effect::SetTimer {
+                    id,
+                    delay_ns,
+                    timer,
+                } => Effect::SetTimer {
+                    id,
+                    delay_ns,
+                    timer,
+                },
+                Effect::CancelTimer { id } => Effect::CancelTimer { id },
+                Effect::Sync { up_to } => Effect::Sync { up_to },
+                Effect::Observe(observation) => Effect::Observe(observation),
+            };
+            ctx.emit(effect);
+        }
+    }
+}
+
+impl Node for TestNode {
+    type Msg = <Replica as Node>::Msg;
+    type Timer = <Replica as Node>::Timer;
+    type Request = <Replica as Node>::Request;
+    type Reply = <Replica as Node>::Reply;
+    type Obs = KvObs;
+
+    fn on_start(&mut self, ctx: &mut NodeCtx<'_, Self>) {
+        let effects = ctx.nest(None, |nested| self.inner.on_start(nested));
+        self.relay(ctx, effects);
+    }
+    fn on_restart(&mut self, ctx: &mut NodeCtx<'_, Self>) {
+        let effects = ctx.nest(None, |nested| self.inner.on_restart(nested));
+        self.relay(ctx, effects);
+    }
+    fn on_message(&mut self, ctx: &mut NodeCtx<'_, Self>, from: NodeId, msg: Self::Msg) {
+        let effects = ctx.nest(None, |nested| self.inner.on_message(nested, from, msg));
+        self.relay(ctx, effects);
+    }
+    fn on_timer(&mut self, ctx: &mut NodeCtx<'_, Self>, timer: Self::Timer) {
+        let effects = ctx.nest(None, |nested| self.inner.on_timer(nested, timer));
+        self.relay(ctx, effects);
+    }
+    fn on_request(
+        &mut self,
+        ctx: &mut NodeCtx<'_, Self>,
+        client: ClientId,
+        request: Self::Request,
+    ) {
+        let effects = ctx.nest(None, |nested| {
+            self.inner.on_request(nested, client, request)
+        });
+        self.relay(ctx, effects);
+    }
+    fn check_invariants(&self) -> Result<(), String> {
+        match self.behaviour {
+            Behaviour::Honest => self.inner.check_invariants(),
+            _ => Ok(()),
+        }
+    }
+    fn footprint_bytes(&self) -> u64 {
+        self.inner.footprint_bytes()
+    }
+}
+
+/// One run's knobs.
+pub struct Run {
+    pub seed: u64,
+    pub profile: &'static str,
+    pub nodes: u32,
+    pub clients: u32,
+    pub requests_per_client: u64,
+    pub config: FastBftConfig,
+    pub client: FastBftClientConfig,
+    pub plan: &'static str,
+    pub behaviours: BTreeMap<NodeId, Behaviour>,
+    /// Constant one-way latency and free CPU, for counting message delays exactly.
+    pub constant_latency_ns: Option<u64>,
+    pub quiet_at_ns: u64,
+    pub end_ns: u64,
+}
+
+impl Run {
+    pub fn new(seed: u64, profile: &'static str) -> Self {
+        Run {
+            seed,
+            profile,
+            nodes: 4,
+            clients: 2,
+            requests_per_client: 20,
+            config: FastBftConfig {
+                checkpoint_interval: 8,
+                ..FastBftConfig::default()
+            },
+            client: FastBftClientConfig::default(),
+            plan: "",
+            behaviours: BTreeMap::new(),
+            constant_latency_ns: None,
+            quiet_at_ns: 4 * SEC,
+            end_ns: 30 * SEC,
+        }
+    }
+
+    pub fn byzantine(&self) -> BTreeSet<NodeId> {
+        self.behaviours
+            .iter()
+            .filter(|(_, behaviour)| **behaviour != Behaviour::Honest)
+            .map(|(node, _)| *node)
+            .collect()
+    }
+}
+
+pub type TestClient = FastBftClient<TestNode, KvWorkload>;
+
+/// What a run left behind.
+pub struct Outcome {
+    pub summary: RunSummary,
+    pub observations: Vec<(u64, KvObs)>,
+    pub sim: Sim<TestNode, TestClient>,
+}
+
+/// Runs a FastBFT cluster over the KV store.
+pub fn run(run: &Run) -> Outcome {
+    let mut knobs = SeededSource::new(run.seed ^ 0x5eed);
+    let mut profile = FaultProfile::named(run.profile, &mut knobs).expect("known profile");
+    let mut config = SimConfig::new(run.nodes, run.clients, profile.clone());
+    if let Some(latency_ns) = run.constant_latency_ns {
+        profile.link.latency = Latency::Constant { latency_ns };
+        config.profile = profile;
+        config.cpu = CpuCosts::FREE;
+        config.fsync_min_ns = 0;
+        config.fsync_max_ns = 0;
+    }
+    config.plan = parse_plan(run.plan).expect("valid plan");
+    config.quiet_at_ns = run.quiet_at_ns;
+    config.end_ns = run.end_ns;
+    config.down_max = (run.nodes - 1 - 2 * run.config.c) / 3;
+    let clients = (0..run.clients)
+        .map(|client| {
+            let workload = KvWorkloadConfig::contention(run.requests_per_client);
+            FastBftClient::new(run.client.clone(), KvWorkload::new(client, workload))
+        })
+        .collect();
+    let replica = run.config.clone();
+    let behaviours = run.behaviours.clone();
+    let make = move |id: NodeId| TestNode {
+        inner: FastBft::for_service(replica.clone(), KvStore::new()),
+        behaviour: behaviours.get(&id).copied().unwrap_or(Behaviour::Honest),
+    };
+    let mut sim = Sim::new(
+        config,
+        Box::new(make),
+        clients,
+        SeededSource::new(run.seed),
+        false,
+    );
+    let summary = sim.run();
+    let observations = sim.take_observations();
+    Outcome {
+        summary,
+        observations,
+        sim,
+    }
+}
+
+/// Every oracle: the harness's (agreement, validity, exactly-once, durability, liveness,
+/// linearizability) and the speculative S1-S3. Completions precede finality by design in a
+/// speculative protocol, so the durability oracle's "acknowledged before its first commit"
+/// is not a violation here (S1/S2 judge what completions promise).
+pub fn violations(run: &Run, outcome: &Outcome) -> Vec<String> {
+    let mut facts = RunFacts::byzantine_fault_tolerant(
+        run.nodes,
+        run.byzantine(),
+        outcome.summary.quiet_at_ns,
+        outcome.summary.virtual_ns,
+    );
+    facts.nodes_required = run.nodes - (run.nodes - 1 - 2 * run.config.c) / 3;
+    facts.engine_invariant_failures = outcome.summary.invariant_failures.clone();
+    let verdict = check_kv_run(&outcome.observations, &facts, &CheckConfig::default());
+    let mut found: Vec<String> = verdict
+        .violations
+        .iter()
+        .map(|violation| format!("{violation:?}"))
+        .filter(|text| !text.contains("before its first commit"))
+        .collect();
+    // The oracle elides repeats as "... and N more"; keep that line only next to a real one.
+    let real_durability = found
+        .iter()
+        .any(|text| text.contains("Durability") && !text.contains("... and"));
+    found.retain(|text| {
+        real_durability || !(text.contains("Durability") && text.contains("... and"))
+    });
+    found.extend(speculative::check_speculative(
+        &outcome.observations,
+        &run.byzantine(),
+    ));
+    found
+}
+
+/// (fast, slow) completions.
+pub fn paths(observations: &[(u64, KvObs)]) -> (u64, u64) {
+    let mut counts = (0, 0);
+    for (_, observation) in observations {
+        if let Observation::Path { fast, .. } = observation {
+            if *fast {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Completion latencies in ns.
+pub fn latencies(observations: &[(u64, KvObs)]) -> Vec<u64> {
+    let mut invoked = BTreeMap::new();
+    let mut latencies = Vec::new();
+    for (time_ns, observation) in observations {
+        match observation {
+            Observation::Invoke {
+                client, sequence, ..
+            } => {
+                invoked.insert((*client, *sequence), *time_ns);
+            }
+            Observation::Complete {
+                client, sequence, ..
+            } => {
+                if let Some(start) = invoked.remove(&(*client, *sequence)) {
+                    latencies.push(time_ns - start);
+                }
+            }
+            _ => {}
+        }
+    }
+    latencies
+}
+
+pub fn completions(observations: &[(u64, KvObs)]) -> usize {
+    observations
+        .iter()
+        .filter(|(_, observation)| matches!(observation, Observation::Complete { .. }))
+        .count()
+}
+
+pub fn new_views(observations: &[(u64, KvObs)]) -> BTreeSet<u64> {
+    observations
+        .iter()
+        .filter_map(|(_, observation)| match observation {
+            Observation::NewView { view, .. } => Some(*view),
+            _ => None,
+        })
+        .collect()
+}
