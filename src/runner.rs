@@ -4,12 +4,15 @@
 //! observations -> oracles -> verdict.
 
 use dst_checkers::linearizability::CheckConfig;
+use dst_hotstuff::{HotStuff, HotStuffConfig};
 use dst_multipaxos::{MultiPaxos, PaxosConfig};
+use dst_pbft::{Pbft, PbftConfig};
+use dst_protocols::bft_client::{BftClient, BftClientConfig};
 use dst_protocols::client::{ClientConfig, SimClient};
 use dst_protocols::harness::{check_kv_run, RunFacts};
 use dst_protocols::kv::{KvCommand, KvOutput, KvStore};
 use dst_protocols::workload::{KvWorkload, KvWorkloadConfig};
-use dst_protocols::{Configurable, Observation};
+use dst_protocols::{Configurable, Observation, Reply, Request};
 use dst_raft::{Raft, RaftConfig};
 use dst_sim::decision::SeededSource;
 use dst_sim::engine::{check_determinism, NoClient, NodeFactory};
@@ -18,16 +21,26 @@ use crate::adversary::Adversary;
 use dst_sim::testing::PingPong;
 use dst_sim::trace::Decider;
 use dst_sim::{
-    parse_plan, Client, FaultProfile, Node, NodeId, ReplaySource, RunSummary, Sim, SimConfig,
-    Trace, TraceHeader, MS,
+    parse_plan, Adversarial, Client, FaultProfile, Node, NodeId, ReplaySource, RunSummary, Signed,
+    Sim, SimConfig, Trace, TraceHeader, MS,
 };
 use serde::Serialize;
 
 /// The protocols `dst run` knows.
-pub const PROTOCOLS: [&str; 3] = ["raft", "multipaxos", "pingpong"];
+pub const PROTOCOLS: [&str; 5] = ["raft", "multipaxos", "pbft", "hotstuff", "pingpong"];
 
 /// The protocols that tolerate Byzantine replicas (profiles `byzantine` and `twins`).
-pub const BFT_PROTOCOLS: [&str; 0] = [];
+pub const BFT_PROTOCOLS: [&str; 2] = ["pbft", "hotstuff"];
+
+/// The default cluster size of a protocol: 5 replicas (f = 2) for crash-tolerant ones, 4
+/// (f = 1) for Byzantine-tolerant ones.
+pub fn default_nodes(protocol: &str) -> u32 {
+    if BFT_PROTOCOLS.contains(&protocol) {
+        4
+    } else {
+        5
+    }
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -69,7 +82,7 @@ impl RunSpec {
             protocol: protocol.to_string(),
             seed,
             profile: profile.to_string(),
-            nodes: 5,
+            nodes: default_nodes(protocol),
             clients: 3,
             ops: 200,
             plan: None,
@@ -294,6 +307,8 @@ pub fn protocol_options(spec: &RunSpec) -> Result<Vec<(String, String)>, String>
     let list = match spec.protocol.as_str() {
         "raft" => raft_config(spec)?.options(),
         "multipaxos" => paxos_config(spec)?.options(),
+        "pbft" => pbft_config(spec)?.options(),
+        "hotstuff" => hotstuff_config(spec)?.options(),
         other => {
             if let Some((name, _)) = spec.options.first() {
                 return Err(format!(
@@ -318,6 +333,22 @@ fn raft_config(spec: &RunSpec) -> Result<RaftConfig, String> {
 fn paxos_config(spec: &RunSpec) -> Result<PaxosConfig, String> {
     let mut config = PaxosConfig::default();
     config.apply_options(&spec.options)?;
+    Ok(config)
+}
+
+fn pbft_config(spec: &RunSpec) -> Result<PbftConfig, String> {
+    let mut config = PbftConfig::default();
+    for (name, value) in &spec.options {
+        config.set_option(name, value)?;
+    }
+    Ok(config)
+}
+
+fn hotstuff_config(spec: &RunSpec) -> Result<HotStuffConfig, String> {
+    let mut config = HotStuffConfig::default();
+    for (name, value) in &spec.options {
+        config.set_option(name, value)?;
+    }
     Ok(config)
 }
 
@@ -349,7 +380,70 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
                 judge_kv(spec),
             ))
         }
+        "pbft" => {
+            let config = pbft_config(spec)?;
+            Ok(run_bft(spec, move |_| {
+                Pbft::for_service(config.clone(), KvStore::new())
+            }))
+        }
+        "hotstuff" => {
+            let config = hotstuff_config(spec)?;
+            Ok(run_bft(spec, move |_| {
+                HotStuff::for_service(config.clone(), KvStore::new())
+            }))
+        }
         other => Err(format!("unknown protocol '{other}'")),
+    }
+}
+
+/// A BFT replica type the key-value clients and oracles can drive.
+pub trait KvBftNode:
+    Adversarial
+    + Node<
+        Request = Signed<Request<KvCommand>>,
+        Reply = Reply<KvOutput>,
+        Obs = Observation<KvCommand, KvOutput>,
+    >
+{
+}
+
+impl<P> KvBftNode for P where
+    P: Adversarial
+        + Node<
+            Request = Signed<Request<KvCommand>>,
+            Reply = Reply<KvOutput>,
+            Obs = Observation<KvCommand, KvOutput>,
+        >
+{
+}
+
+/// Runs a BFT protocol with its adversary: Twins hosts under `twins`, Byzantine wrappers
+/// (honest ones passing through) otherwise.
+fn run_bft<P: KvBftNode>(spec: &RunSpec, make: impl FnMut(NodeId) -> P + 'static) -> RunOutcome {
+    if spec.profile == "twins" {
+        simulate(
+            spec,
+            |adversary| adversary.twins_factory(make),
+            bft_client(spec),
+            judge_kv(spec),
+        )
+    } else {
+        simulate(
+            spec,
+            |adversary| adversary.byzantine_factory(make),
+            bft_client(spec),
+            judge_kv(spec),
+        )
+    }
+}
+
+/// BFT clients share `spec.ops` operations and accept f + 1 matching replies.
+fn bft_client<N: Node>(spec: &RunSpec) -> impl Fn(u32) -> BftClient<N, KvWorkload> {
+    let (clients, ops, nodes) = (spec.clients.max(1) as u64, spec.ops, spec.nodes);
+    move |client| {
+        let share = ops / clients + u64::from((client as u64) < ops % clients);
+        let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
+        BftClient::new(BftClientConfig::for_cluster(nodes), workload)
     }
 }
 
@@ -428,6 +522,15 @@ pub fn check_run_determinism(spec: &RunSpec) -> Result<Result<u64, String>, Stri
             )
             .0
         })),
+        "pbft" => {
+            let config = pbft_config(spec)?;
+            Ok(check_determinism(|| {
+                let config = config.clone();
+                let make = move |_| Pbft::for_service(config.clone(), KvStore::new());
+                let factory = |adversary: &Adversary| adversary.byzantine_factory(make);
+                build_sim(spec, factory, bft_client(spec)).0
+            }))
+        }
         "raft" => Ok(check_determinism(|| {
             let config = raft_config(spec).expect("validated options");
             build_sim(spec, |_| Box::new(raft_node(config)), kv_client(spec)).0

@@ -28,16 +28,16 @@ pub fn bad_input(message: impl std::fmt::Display) -> ExitCode {
 /// What to simulate: shared by `run`, `explore` and `shrink`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Protocol: raft, multipaxos, pingpong.
+    /// Protocol: raft, multipaxos, pbft, hotstuff, pingpong.
     #[arg(long, default_value = "raft")]
     pub protocol: String,
     /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm,
     /// byzantine (typed adversaries), twins (BFT protocols only).
     #[arg(long, default_value = "light")]
     pub profile: String,
-    /// Number of replicas.
-    #[arg(long, default_value_t = 5)]
-    pub nodes: u32,
+    /// Number of replicas (default: 5 for crash-tolerant protocols, 4 for BFT ones).
+    #[arg(long)]
+    pub nodes: Option<u32>,
     /// Number of simulated clients.
     #[arg(long, default_value_t = 3)]
     pub clients: u32,
@@ -73,7 +73,9 @@ impl ClusterArgs {
     /// The run of `seed` with these settings.
     pub fn spec(&self, seed: u64) -> dst::runner::RunSpec {
         let mut spec = dst::runner::RunSpec::new(&self.protocol, seed, &self.profile);
-        spec.nodes = self.nodes;
+        spec.nodes = self
+            .nodes
+            .unwrap_or_else(|| dst::runner::default_nodes(&self.protocol));
         spec.clients = self.clients;
         spec.ops = self.ops;
         spec.client_checksums = !self.no_client_checksums;
