@@ -12,7 +12,10 @@ pub struct HotStuffConfig {
     /// Cap of the doubling round timeout.
     pub round_timeout_max_ns: u64,
     /// Rounds each leader keeps before the next takes over: the leader of round `r` is
-    /// `(r / leader_rounds) mod n`.
+    /// `(r / leader_rounds) mod n`. A commit needs four consecutive rounds whose leaders
+    /// are correct (three certified blocks, each QC collected by the next round's leader,
+    /// then a proposal carrying the last QC); with one leader per round and n = 4 a single
+    /// silent replica breaks every such run of four, so the default keeps leaders for two.
     pub leader_rounds: u64,
     /// Most client requests buffered (one per client: a newer request replaces an older).
     pub mempool_max: usize,
@@ -28,7 +31,7 @@ impl Default for HotStuffConfig {
             batch_max: 16,
             round_timeout_ns: 300 * MS,
             round_timeout_max_ns: 5_000 * MS,
-            leader_rounds: 1,
+            leader_rounds: 2,
             mempool_max: 1_024,
             blocks_max: 2_048,
             fetch_blocks_max: 32,
