@@ -553,7 +553,6 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     decider.set_recording(spec.record);
     // Swarm knobs are the first decisions of the run, so a replay draws the same ones.
     let profile = FaultProfile::named(&spec.profile, &mut decider).expect("validated profile");
-    let mut knobs = profile.knobs();
     let adversary = crate::adversary::draw(
         &spec.profile,
         spec.nodes,
@@ -561,7 +560,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
         spec.behaviour.as_deref(),
         &mut decider,
     );
-    knobs.extend(adversary.knobs());
+    let adversary_knobs = adversary.knobs();
     let bft = BFT_PROTOCOLS.contains(&spec.protocol.as_str());
     let clients = if spec.protocol == "pingpong" {
         0
@@ -585,6 +584,9 @@ fn build_sim<N: Node, C: Client<Node = N>>(
         config.down_max = faults_max.saturating_sub(adversary.byzantine.len() as u32);
     }
     crate::strategy::configure(spec, &mut config);
+    // After the strategy: a per-seed strategy may redraw the profile's rates.
+    let mut knobs = config.profile.knobs();
+    knobs.extend(adversary_knobs);
     if spec.protocol == "pingpong" {
         config.events_max = spec.ops.max(1) * 1_000;
     }

@@ -104,6 +104,10 @@ pub enum Hint {
     /// The next latency, drop, duplicate, reorder and corruption decisions are for a message
     /// between these endpoints (replicas are `0..nodes`, clients follow).
     Transmit { from: u32, to: u32 },
+    /// Before a [`DecisionKind::Tie`] decision: one hint per tied event, in the order the
+    /// decision's values index them; `actor` is the endpoint the event is delivered to
+    /// (replicas `0..nodes`, clients follow; `u32::MAX` for the simulator's own events).
+    Candidate { actor: u32 },
 }
 
 /// Convenience draws on top of [`DecisionSource::choose`]. Integer ratios only: a seed keeps

@@ -1159,6 +1159,14 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             self.queue.pop();
             ties.push((next_sequence, slot));
         }
+        if ties.len() > 1 {
+            for &(_, slot) in &ties {
+                let actor = self.slab[slot as usize]
+                    .as_ref()
+                    .map_or(u32::MAX, |event| self.actor(event));
+                self.decider.hint(Hint::Candidate { actor });
+            }
+        }
         let chosen = self.decider.below(DecisionKind::Tie, ties.len() as u64) as usize;
         let (_, slot) = ties.remove(chosen);
         for (other_sequence, other) in ties {
@@ -1166,6 +1174,17 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 .push(Reverse(pack_key(time_ns, other_sequence, other)));
         }
         slot
+    }
+
+    /// The endpoint an event is delivered to (replicas first, then clients).
+    fn actor(&self, event: &Event<N, C>) -> u32 {
+        match event {
+            Event::Message { to, .. } | Event::Request { to, .. } => to.0,
+            Event::NodeTimer { node, .. } | Event::SyncDone { node, .. } => node.0,
+            Event::Reply { to, .. } => self.config.nodes + to.0,
+            Event::ClientTimer { client, .. } => self.config.nodes + client.0,
+            Event::Fault(_) | Event::FaultTick => u32::MAX,
+        }
     }
 
     fn boot(&mut self, id: NodeId, restart: bool) {
