@@ -88,6 +88,9 @@ pub struct ViewChange<C> {
     /// `2f + 1` checkpoint statements for `(stable_seq, stable_digest)`; empty at seq 0.
     pub checkpoint_proof: Vec<Signed<Statement>>,
     pub prepared: Vec<PreparedCert<C>>,
+    /// Committed certificates standing in for prepared certificates this replica lost to
+    /// storage damage (a committed value dominates every certificate for its slot).
+    pub committed: Vec<CommitProof<C>>,
 }
 
 /// NEW-VIEW: `2f + 1` view changes for `view` and the pre-prepares (the O set) they imply.
@@ -330,7 +333,7 @@ pub fn check_view_change<C: Serialize>(
         return Err("view change: for another view");
     }
     let signer = node_signer(&signed.signature, quorums.n).ok_or("view change: foreign signer")?;
-    if change.prepared.len() as u64 > window {
+    if change.prepared.len() as u64 > window || change.committed.len() as u64 > window {
         return Err("view change: more certificates than the window");
     }
     if !verify(&signed.signature, &Digest::of(change)) {
@@ -352,6 +355,17 @@ pub fn check_view_change<C: Serialize>(
         }
         if !seqs.insert(statement.seq) {
             return Err("view change: two certificates for one slot");
+        }
+    }
+    let mut committed_seqs = BTreeSet::new();
+    for proof in &change.committed {
+        let statement = check_commit_proof(verify, proof, quorums)?;
+        let high = change.stable_seq.0.saturating_add(window);
+        if statement.seq <= change.stable_seq || statement.seq.0 > high {
+            return Err("view change: committed certificate outside the water marks");
+        }
+        if !committed_seqs.insert(statement.seq) {
+            return Err("view change: two committed certificates for one slot");
         }
     }
     Ok(signer)
@@ -401,6 +415,21 @@ pub fn plan_new_view<C: Clone>(view: View, changes: &[&ViewChange<C>]) -> NewVie
                 *entry = (statement.view, statement.digest);
             }
             if let Some(request) = &cert.request {
+                plan.bodies.insert(statement.digest, request.clone());
+            }
+        }
+    }
+    for change in changes {
+        for proof in &change.committed {
+            let Some(statement) = proof.commits.first().map(|vote| vote.value) else {
+                continue;
+            };
+            if statement.seq <= plan.min_s {
+                continue;
+            }
+            // A committed value is the only one any later view may order in its slot.
+            best.insert(statement.seq, (View(u64::MAX), statement.digest));
+            if let Some(request) = &proof.request {
                 plan.bodies.insert(statement.digest, request.clone());
             }
         }

@@ -189,6 +189,21 @@ impl<S: StateMachine> Pbft<S> {
         self.mute
     }
 
+    /// A one-line account of the replica's state, for diagnostics.
+    pub fn debug_summary(&self) -> String {
+        format!(
+            "damaged {:?} pending {} view-changes {:?} timer {:?} attempt {}",
+            self.damaged,
+            self.pending.len(),
+            self.view_changes
+                .iter()
+                .map(|(view, changes)| (view.0, changes.keys().map(|n| n.0).collect::<Vec<_>>()))
+                .collect::<Vec<_>>(),
+            self.view_change_timer.map(|(epoch, _, watched)| (epoch, watched)),
+            self.view_change_attempt,
+        )
+    }
+
     pub(crate) fn primary(&self) -> NodeId {
         self.view.primary(self.quorums.n)
     }
@@ -933,9 +948,10 @@ impl<S: StateMachine> Pbft<S> {
                 ctx.send(from, Message::CommitProof(proof));
             }
         }
-        let lags = status.view < self.view || (status.view == self.view && status.view_changing);
-        if lags && !self.view_changing {
-            if let Some(new_view) = &self.new_view {
+        if let Some(new_view) = &self.new_view {
+            let installed = new_view.value.view;
+            let lags = status.view < installed || (status.view == installed && status.view_changing);
+            if lags {
                 ctx.send(from, Message::NewView(new_view.clone()));
             }
         }

@@ -52,14 +52,36 @@ impl<S: StateMachine> Pbft<S> {
         self.view = target;
         self.view_changing = true;
         self.own_view_change = None;
-        self.view_changes.retain(|view, _| *view >= target);
+        // Earlier view changes since the last installed view stay (and this replica keeps
+        // retransmitting its previous one): replicas still waiting for a quorum in that
+        // view may need it, or they could wait forever for each other.
+        let installed = self.new_view.as_ref().map_or(View(0), |nv| nv.value.view);
+        self.view_changes.retain(|view, _| *view > installed);
+        let own: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(_, changes)| changes.contains_key(&self.id))
+            .map(|(view, _)| *view)
+            .collect();
+        for view in own.iter().rev().skip(1) {
+            if let Some(changes) = self.view_changes.get_mut(view) {
+                changes.remove(&self.id);
+            }
+        }
+        self.view_changes.retain(|_, changes| !changes.is_empty());
         self.send_view_change(ctx);
     }
 
     /// Persists the view (the promise not to act in lower views) and sends VIEW-CHANGE.
     pub(crate) fn send_view_change(&mut self, ctx: &mut Ctx<'_, '_, S>) {
-        if self.damaged.iter().any(|seq| *seq > self.stable.seq) {
-            return ctx.ignore("view change: withheld while slots are damaged on disk");
+        // A slot whose record was damaged may hide a prepared certificate this replica
+        // promised to report; only a committed certificate for it can stand in.
+        let mut committed = Vec::new();
+        for seq in self.damaged.range(Seq(self.stable.seq.0 + 1)..) {
+            match self.log.get(seq).and_then(|slot| slot.committed.clone()) {
+                Some(proof) => committed.push(proof),
+                None => return ctx.ignore("view change: withheld while a damaged slot is open"),
+            }
         }
         if !self.persist_meta(ctx) {
             return;
@@ -75,6 +97,7 @@ impl<S: StateMachine> Pbft<S> {
                 .range(Seq(self.stable.seq.0 + 1)..)
                 .map(|(_, (cert, _))| cert.clone())
                 .collect(),
+            committed,
         };
         let signed = ctx.sign_value(change);
         self.own_view_change = Some(signed.clone());
@@ -87,9 +110,16 @@ impl<S: StateMachine> Pbft<S> {
     }
 
     pub(crate) fn retransmit_view_change(&mut self, ctx: &mut Ctx<'_, '_, S>) {
-        match &self.own_view_change {
-            Some(signed) => ctx.broadcast(Message::ViewChange(signed.clone())),
-            None => self.send_view_change(ctx),
+        if self.own_view_change.is_none() {
+            self.send_view_change(ctx);
+        }
+        let own: Vec<Signed<ViewChange<S::Command>>> = self
+            .view_changes
+            .values()
+            .filter_map(|changes| changes.get(&self.id).cloned())
+            .collect();
+        for signed in own {
+            ctx.broadcast(Message::ViewChange(signed));
         }
         if self.primary() == self.id {
             self.try_send_new_view(ctx);
