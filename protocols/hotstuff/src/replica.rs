@@ -376,6 +376,21 @@ impl<S: StateMachine> HotStuff<S> {
     }
 }
 
+impl<S: StateMachine> std::fmt::Debug for HotStuff<S> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HotStuff")
+            .field("id", &self.id)
+            .field("current_round", &self.current_round)
+            .field("last_voted_round", &self.last_voted_round)
+            .field("locked_round", &self.locked_qc.round)
+            .field("high_qc_round", &self.high_qc.round)
+            .field("committed_height", &self.committed_height)
+            .field("executed_slot", &self.executed_slot)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Encoded size of a value the footprint counts.
 fn size<T: serde::Serialize>(value: &T) -> u64 {
     postcard::to_allocvec(value).map_or(0, |bytes| bytes.len() as u64)
