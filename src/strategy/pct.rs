@@ -125,6 +125,8 @@ impl DecisionSource for PctSource {
                 }
                 self.transmits += 1;
             }
+            // Tie-breaking by priority is not used yet.
+            Hint::Candidate { .. } => {}
         }
     }
 }
