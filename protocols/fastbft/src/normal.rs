@@ -60,7 +60,11 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         match (self.locate(&request), via) {
             (Located::New, _) if self.is_primary() => self.order_request(ctx, request),
             (Located::New, None) => self.forward(ctx, request),
-            (Located::New, Some(_)) => ctx.ignore("forwarded request: not the primary"),
+            (Located::New, Some(backup)) => {
+                // A backup forwarding to a former primary has missed a view change.
+                self.help_laggard(ctx, backup, self.view.saturating_sub(1));
+                ctx.ignore("forwarded request: not the primary")
+            }
             (Located::Logged(seq), None) => self.resend_spec(ctx, seq),
             (Located::Logged(seq), Some(backup)) => {
                 if let Some(entry) = self.log.get(&seq) {
@@ -140,6 +144,8 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
     pub(crate) fn on_order(&mut self, ctx: &mut Ctx<'_, '_, S>, order: Order<S::Command>) {
         let body = order.order.value.clone();
         if body.view != self.view || self.status != Status::Normal {
+            let sender = self.params.primary(body.view);
+            self.help_laggard(ctx, sender, body.view);
             ctx.ignore("order: not the current view");
             return;
         }
@@ -351,6 +357,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         to_seq: u64,
     ) {
         if view != self.view || to_seq < from_seq {
+            self.help_laggard(ctx, from, view);
             ctx.ignore("fill-hole: other view or empty range");
             return;
         }

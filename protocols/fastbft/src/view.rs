@@ -14,6 +14,9 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
     pub(crate) fn on_ihtp(&mut self, ctx: &mut Ctx<'_, '_, S>, ihtp: Signed<IhtpBody>) {
         let body = &ihtp.value;
         if body.view != self.view || self.status != Status::Normal {
+            if self.params.is_replica(body.replica) {
+                self.help_laggard(ctx, body.replica, body.view);
+            }
             ctx.ignore("ihtp: not the current view");
             return;
         }
@@ -78,6 +81,24 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         if let Some(timer) = self.view_change_timer.take() {
             ctx.cancel_timer(timer);
         }
+        self.arm_view_change_timer(ctx);
+        self.try_new_view(ctx);
+    }
+
+    /// Starts the NEW-VIEW timer only once `Qvc` replicas want the target view (PBFT's
+    /// liveness rule): a lone replica never races ahead to views nobody else will join.
+    fn arm_view_change_timer(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        let Status::ViewChange { target } = self.status else {
+            return;
+        };
+        let wanting = self
+            .view_changes
+            .values()
+            .filter(|view_change| view_change.value.new_view >= target)
+            .count();
+        if self.view_change_timer.is_some() || wanting < self.params.view_change_quorum() {
+            return;
+        }
         let exponent = self.failed_view_changes.min(16);
         let timeout_ns = self
             .config
@@ -86,7 +107,15 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             .min(self.config.view_change_timeout_ns_max);
         self.view_change_timer =
             Some(ctx.set_timer(timeout_ns, Timer::ViewChange { view: target }));
-        self.try_new_view(ctx);
+    }
+
+    /// A replica still in an older view: send it the NEW-VIEW this replica installed.
+    pub(crate) fn help_laggard(&mut self, ctx: &mut Ctx<'_, '_, S>, to: NodeId, their_view: u64) {
+        if their_view < self.view && to != self.id {
+            if let Some(new_view) = &self.last_new_view {
+                ctx.send(to, Msg::NewView(new_view.clone()));
+            }
+        }
     }
 
     fn view_change_body(&self, target: u64) -> ViewChangeBody<S::Command, S::Output> {
@@ -123,11 +152,12 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         }
         if body.new_view <= self.view {
             // The sender missed a NEW-VIEW this replica installed: resend it.
-            if let Some(new_view) = &self.last_new_view {
-                if body.new_view == self.view {
+            if body.new_view == self.view {
+                if let Some(new_view) = &self.last_new_view {
                     ctx.send(from, Msg::NewView(new_view.clone()));
                 }
             }
+            self.help_laggard(ctx, from, body.new_view);
             ctx.ignore("view change: old view");
             return;
         }
@@ -141,6 +171,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         }
         self.view_changes.insert(from, view_change);
         self.join_higher_view(ctx);
+        self.arm_view_change_timer(ctx);
         self.try_new_view(ctx);
     }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod keys;
 pub mod speculative;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,93 @@
+//! Seeded runs under the fault profiles, and view changes.
+
+mod common;
+
+use common::{completions, new_views, paths, run, violations, Behaviour, Run};
+use dst_sim::testing::seeds_from_env;
+use dst_sim::NodeId;
+
+fn profile_runs(profile: &'static str) {
+    for seed in seeds_from_env(8) {
+        let setup = Run::new(seed, profile);
+        let outcome = run(&setup);
+        let found = violations(&setup, &outcome);
+        assert!(
+            found.is_empty(),
+            "DST_SEED={seed} profile {profile}: {found:#?}\nsummary: {:?}",
+            outcome.summary.end_reason
+        );
+        assert!(
+            completions(&outcome.observations) > 0,
+            "DST_SEED={seed}: nothing completed"
+        );
+    }
+}
+
+#[test]
+fn seeded_runs_without_faults_have_no_violations() {
+    profile_runs("none");
+}
+
+#[test]
+fn seeded_runs_under_light_faults_have_no_violations() {
+    profile_runs("light");
+}
+
+#[test]
+fn seeded_runs_under_heavy_faults_have_no_violations() {
+    profile_runs("heavy");
+}
+
+#[test]
+fn seeded_runs_under_corruption_have_no_violations() {
+    profile_runs("corruption");
+}
+
+#[test]
+fn a_crashed_primary_is_replaced_by_a_view_change() {
+    let mut setup = Run::new(7, "none");
+    setup.plan = "at 100ms crash 0";
+    let outcome = run(&setup);
+    let found = violations(&setup, &outcome);
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(
+        !new_views(&outcome.observations).is_empty(),
+        "a view change happened"
+    );
+    assert_eq!(
+        completions(&outcome.observations),
+        40,
+        "every request completed"
+    );
+}
+
+#[test]
+fn a_silent_primary_is_replaced_by_a_view_change() {
+    let mut setup = Run::new(8, "none");
+    setup.behaviours.insert(NodeId(0), Behaviour::Silent);
+    let outcome = run(&setup);
+    let found = violations(&setup, &outcome);
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(
+        new_views(&outcome.observations).contains(&1),
+        "view 1 installed"
+    );
+    let (fast, slow) = paths(&outcome.observations);
+    assert_eq!(fast + slow, 40, "every request completed");
+}
+
+#[test]
+fn a_forging_replica_is_harmless() {
+    for forger in [0, 2] {
+        let mut setup = Run::new(9 + forger as u64, "light");
+        setup.behaviours.insert(NodeId(forger), Behaviour::Forger);
+        let outcome = run(&setup);
+        let found = violations(&setup, &outcome);
+        assert!(found.is_empty(), "forger n{forger}: {found:#?}");
+        assert_eq!(
+            completions(&outcome.observations),
+            40,
+            "forger n{forger}: all completed"
+        );
+    }
+}
