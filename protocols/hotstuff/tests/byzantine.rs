@@ -11,6 +11,18 @@ use dst_protocols::harness::RunVerdict;
 use dst_protocols::KvStore;
 use dst_sim::{Behaviour, Byzantine, NodeId, TwinsHost, TwinsScenario, MS};
 
+/// The fault profile under the adversary: `light`, or `DST_PROFILE`.
+fn profile() -> &'static str {
+    match std::env::var("DST_PROFILE") {
+        Ok(name) => dst_sim::PROFILE_NAMES
+            .iter()
+            .find(|known| **known == name)
+            .copied()
+            .unwrap_or_else(|| panic!("DST_PROFILE={name:?} is not a profile")),
+        Err(_) => "light",
+    }
+}
+
 fn honest() -> KvHotStuff {
     HotStuff::for_service(HotStuffConfig::default(), KvStore::new())
 }
@@ -37,7 +49,7 @@ fn one_byzantine_replica_of_each_kind_changes_nothing() {
         for seed in seeds(2) {
             // Node 1 leads rounds 1, 5, 9, ...; node 2 is an ordinary backup at first.
             for node in [1, 2] {
-                let mut run = Run::new(seed, "light");
+                let mut run = Run::new(seed, profile());
                 run.byzantine = BTreeSet::from([NodeId(node)]);
                 let (verdict, done) = run_byzantine(&run, behaviour);
                 assert!(
@@ -81,7 +93,7 @@ fn twins_scenarios_stay_safe() {
     for seed in seeds(6) {
         let code = codes[(seed as usize * 7919) % codes.len()];
         let scenario = TwinsScenario::from_code(4, twins.clone(), 3, 400 * MS, code);
-        let mut run = Run::new(seed, "none");
+        let mut run = Run::new(seed, profile());
         run.byzantine = BTreeSet::from([NodeId(1)]);
         let outcome = run_with(&run, move |id| {
             let twin = scenario.twins.contains(&id).then(honest);
