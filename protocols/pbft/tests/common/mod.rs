@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+pub mod manual;
+
 use dst_checkers::linearizability::CheckConfig;
 use dst_pbft::{Pbft, PbftConfig};
 use dst_protocols::bft_client::{BftClient, BftClientConfig};
