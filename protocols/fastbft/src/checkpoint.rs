@@ -249,6 +249,26 @@ impl<S: StateMachine> FastBft<S> {
         }
     }
 
+    /// Asks `to` for any stable checkpoint above this replica's (at most once per fill-hole
+    /// timeout).
+    pub(crate) fn ask_state(&mut self, ctx: &mut Ctx<'_, '_, S>, to: NodeId) {
+        let now_ns = ctx.now_ns();
+        if now_ns
+            < self
+                .state_asked_ns
+                .saturating_add(self.config.fill_hole_timeout_ns)
+        {
+            return;
+        }
+        self.state_asked_ns = now_ns;
+        ctx.send(
+            to,
+            Msg::StateRequest {
+                seq: self.stable.seq + 1,
+            },
+        );
+    }
+
     /// Upon STATE-REQ: send the stable checkpoint, its snapshot and the entries above it.
     pub(crate) fn on_state_request(&mut self, ctx: &mut Ctx<'_, '_, S>, from: NodeId, seq: u64) {
         if self.stable.seq < seq || self.stable.seq == 0 {
@@ -327,8 +347,17 @@ impl<S: StateMachine> FastBft<S> {
                         self.snapshots.pop_first();
                     }
                     self.send_checkpoint(ctx, tip);
-                } else if let Some((_, vote)) = self.own_votes.iter().next_back() {
-                    ctx.broadcast(Msg::Checkpoint(vote.clone()));
+                } else if let Some(((latest, _), _)) = self.own_votes.iter().next_back() {
+                    // Both rounds of the latest checkpoint again: votes may have been lost.
+                    let latest = *latest;
+                    let votes: Vec<Signed<CheckpointBody>> = self
+                        .own_votes
+                        .range((latest, false)..=(latest, true))
+                        .map(|(_, vote)| vote.clone())
+                        .collect();
+                    for vote in votes {
+                        ctx.broadcast(Msg::Checkpoint(vote));
+                    }
                 }
             }
             Status::ViewChange { .. } => {

@@ -149,8 +149,15 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             ctx.ignore("order: not the current view");
             return;
         }
-        if body.seq <= self.stable.seq || body.seq > self.stable.seq + self.config.window() {
-            ctx.ignore("order: outside the window");
+        if body.seq <= self.stable.seq {
+            ctx.ignore("order: below the window");
+            return;
+        }
+        if body.seq > self.stable.seq + self.config.window() {
+            // The others checkpointed past this replica's window: fetch their state.
+            let sender = self.params.primary(body.view);
+            self.ask_state(ctx, sender);
+            ctx.ignore("order: beyond the window");
             return;
         }
         if let Some(entry) = self.log.get(&body.seq) {
@@ -400,6 +407,9 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
                 Timer::FillHole { view, stage: 1 },
             ));
         } else {
+            // The hole may lie below the others' stable checkpoint: ask for state too.
+            let primary = self.primary();
+            self.ask_state(ctx, primary);
             self.send_ihtp(ctx);
         }
     }

@@ -115,6 +115,10 @@ pub struct FastBft<S: StateMachine> {
     pub(crate) failed_view_changes: u32,
     pub(crate) tick_tip: u64,
     pub(crate) state_target: Option<StableProof>,
+    /// The view this replica built a NEW-VIEW for as its primary (built once: S5).
+    pub(crate) built_new_view: Option<u64>,
+    /// When this replica last asked for state without a proof in hand (rate limit).
+    pub(crate) state_asked_ns: u64,
     /// S5 bookkeeping: what this replica signed per (view, seq).
     pub(crate) signed_orders: BTreeMap<(u64, u64), Digest>,
     pub(crate) signed_specs: BTreeMap<(u64, u64), Digest>,
@@ -153,6 +157,8 @@ impl<S: StateMachine> FastBft<S> {
             failed_view_changes: 0,
             tick_tip: 0,
             state_target: None,
+            built_new_view: None,
+            state_asked_ns: 0,
             signed_orders: BTreeMap::new(),
             signed_specs: BTreeMap::new(),
             violation: None,

@@ -28,8 +28,25 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             return;
         }
         self.ihtp.insert(body.replica);
-        if self.ihtp.len() >= self.params.one_correct() {
-            self.start_view_change(ctx, self.view + 1);
+        self.count_complaints(ctx);
+    }
+
+    /// f+1 replicas complained about the current view (by IHTP, or by asking for a later
+    /// view): change view.
+    fn count_complaints(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let view = self.view;
+        let mut complaining = self.ihtp.clone();
+        complaining.extend(
+            self.view_changes
+                .iter()
+                .filter(|(_, held)| held.value.new_view > view)
+                .map(|(replica, _)| *replica),
+        );
+        if complaining.len() >= self.params.one_correct() {
+            self.start_view_change(ctx, view + 1);
         }
     }
 
@@ -171,6 +188,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         }
         self.view_changes.insert(from, view_change);
         self.join_higher_view(ctx);
+        self.count_complaints(ctx);
         self.arm_view_change_timer(ctx);
         self.try_new_view(ctx);
     }
@@ -238,7 +256,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         let Status::ViewChange { target } = self.status else {
             return;
         };
-        if self.params.primary(target) != self.id {
+        if self.params.primary(target) != self.id || self.built_new_view == Some(target) {
             return;
         }
         let candidates: Vec<SignedViewChange<S>> = self
@@ -280,6 +298,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             orders,
         };
         let new_view = Box::new(ctx.sign_value(body));
+        self.built_new_view = Some(target);
         ctx.broadcast(Msg::NewView(new_view.clone()));
         self.install(ctx, new_view, selection);
     }
@@ -410,6 +429,8 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         self.failed_view_changes = 0;
         self.ihtp.clear();
         self.buffer.clear();
+        // Checkpoint votes are per view: vote again for this view's history.
+        self.own_votes.clear();
         self.pending_new_view = None;
         self.view_changes
             .retain(|_, held| held.value.new_view > view);
