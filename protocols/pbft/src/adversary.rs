@@ -22,7 +22,7 @@ impl<S: StateMachine> Adversarial for Pbft<S> {
         match msg {
             Message::PrePrepare { statement, request } => {
                 let mut value = statement.value;
-                if variant % 2 == 0 {
+                if variant.is_multiple_of(2) {
                     // Equivocation: the same slot, a null request, properly signed.
                     value.digest = NULL_DIGEST;
                     Some(Message::PrePrepare {
@@ -116,7 +116,9 @@ fn forge_view_change<S: StateMachine>(
             request: None,
         },
     };
-    forged.prepared.retain(|held| held.pre_prepare.value.seq != cert.pre_prepare.value.seq);
+    forged
+        .prepared
+        .retain(|held| held.pre_prepare.value.seq != cert.pre_prepare.value.seq);
     forged.prepared.push(cert);
     ctx.sign_value(forged)
 }
@@ -128,7 +130,7 @@ fn forge_new_view<S: StateMachine>(
     variant: u64,
 ) -> Option<Signed<NewView<S::Command>>> {
     let mut forged = new_view.clone();
-    if variant % 2 == 0 || forged.pre_prepares.is_empty() {
+    if variant.is_multiple_of(2) || forged.pre_prepares.is_empty() {
         // One slot too many: a null request above max_s.
         let next = forged
             .pre_prepares

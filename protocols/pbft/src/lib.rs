@@ -87,8 +87,8 @@ use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine};
 
 pub use adversary::other_output;
 pub use message::{
-    ClientRequest, CommitProof, Message, NewView, Phase, PreparedCert, Quorums, Seq,
-    StateTransfer, Statement, Status, View, ViewChange,
+    ClientRequest, CommitProof, Message, NewView, Phase, PreparedCert, Quorums, Seq, StateTransfer,
+    Statement, Status, View, ViewChange,
 };
 pub use replica::{Pbft, PbftTimer};
 
@@ -131,7 +131,10 @@ impl PbftConfig {
         vec![
             ("checkpoint_interval", self.checkpoint_interval.to_string()),
             ("window", self.window.to_string()),
-            ("view_change_timeout_ms", self.view_change_timeout_ms.to_string()),
+            (
+                "view_change_timeout_ms",
+                self.view_change_timeout_ms.to_string(),
+            ),
             (
                 "view_change_backoff_max",
                 self.view_change_backoff_max.to_string(),
@@ -221,14 +224,17 @@ impl<S: StateMachine> Node for Pbft<S> {
     fn on_timer(&mut self, ctx: &mut NodeCtx<'_, Self>, timer: Self::Timer) {
         match timer {
             PbftTimer::Status => self.on_status_timer(ctx),
-            PbftTimer::ViewChange { epoch } if !self.mute => {
-                self.on_view_change_timer(ctx, epoch)
-            }
+            PbftTimer::ViewChange { epoch } if !self.mute => self.on_view_change_timer(ctx, epoch),
             PbftTimer::ViewChange { .. } => {}
         }
     }
 
-    fn on_request(&mut self, ctx: &mut NodeCtx<'_, Self>, client: ClientId, request: Self::Request) {
+    fn on_request(
+        &mut self,
+        ctx: &mut NodeCtx<'_, Self>,
+        client: ClientId,
+        request: Self::Request,
+    ) {
         if self.mute {
             return ctx.ignore("mute: storage lost a promise");
         }
@@ -255,12 +261,17 @@ mod tests {
             config.set_option(name, &value).expect("own value accepted");
         }
         assert_eq!(config, PbftConfig::default());
-        config.set_option("checkpoint_interval", "8").expect("valid");
+        config
+            .set_option("checkpoint_interval", "8")
+            .expect("valid");
         assert_eq!(config.checkpoint_interval, 8);
         assert!(config.set_option("nonsense", "1").is_err());
         assert!(config.set_option("window", "-1").is_err());
         assert!(config.set_option("window", "4").is_err(), "window below K");
         assert!(config.set_option("checkpoint_interval", "0").is_err());
-        assert_eq!(config.checkpoint_interval, 8, "a rejected value changed nothing");
+        assert_eq!(
+            config.checkpoint_interval, 8,
+            "a rejected value changed nothing"
+        );
     }
 }

@@ -410,7 +410,9 @@ pub fn plan_new_view<C: Clone>(view: View, changes: &[&ViewChange<C>]) -> NewVie
             if statement.seq <= plan.min_s {
                 continue;
             }
-            let entry = best.entry(statement.seq).or_insert((statement.view, statement.digest));
+            let entry = best
+                .entry(statement.seq)
+                .or_insert((statement.view, statement.digest));
             if statement.view > entry.0 {
                 *entry = (statement.view, statement.digest);
             }
@@ -436,7 +438,9 @@ pub fn plan_new_view<C: Clone>(view: View, changes: &[&ViewChange<C>]) -> NewVie
     }
     let max_s = best.keys().next_back().copied().unwrap_or(plan.min_s);
     for seq in plan.min_s.0 + 1..=max_s.0 {
-        let digest = best.get(&Seq(seq)).map_or(NULL_DIGEST, |(_, digest)| *digest);
+        let digest = best
+            .get(&Seq(seq))
+            .map_or(NULL_DIGEST, |(_, digest)| *digest);
         plan.pre_prepares.push(Statement {
             phase: Phase::PrePrepare,
             view,

@@ -6,9 +6,7 @@ use dst_protocols::Sessions;
 use dst_sim::{Digest, StateMachine};
 use serde::de::DeserializeOwned;
 
-use crate::durable::{
-    self, CheckpointRecord, Meta, PrePrepareRecord, RecordError, StableRecord,
-};
+use crate::durable::{self, CheckpointRecord, Meta, PrePrepareRecord, RecordError, StableRecord};
 use crate::message::{check_checkpoint_proof, PreparedCert, Seq, StateTransfer};
 use crate::replica::{verifier, Ctx, OwnCheckpoint, Pbft};
 
@@ -45,7 +43,10 @@ fn load_pair<S: StateMachine, T: DeserializeOwned>(
     for key in keys {
         match load::<S, T>(ctx, key) {
             Found::Valid(value) => {
-                if best.as_ref().is_none_or(|held| version(&value) > version(held)) {
+                if best
+                    .as_ref()
+                    .is_none_or(|held| version(&value) > version(held))
+                {
                     best = Some(value);
                 }
             }
@@ -157,8 +158,9 @@ impl<S: StateMachine> Pbft<S> {
     }
 
     fn recover_prepared(&mut self, ctx: &mut Ctx<'_, '_, S>) {
-        let mut found: BTreeMap<Seq, (Option<(PreparedCert<S::Command>, u8)>, bool)> =
-            BTreeMap::new();
+        // Per slot: the newest valid certificate with its copy, and whether a copy is corrupt.
+        type Copies<C> = BTreeMap<Seq, (Option<(PreparedCert<C>, u8)>, bool)>;
+        let mut found: Copies<S::Command> = BTreeMap::new();
         for key in ctx.keys_with_prefix(durable::PREPARED_PREFIX) {
             let Some(seq) = durable::parse_seq(durable::PREPARED_PREFIX, &key) else {
                 continue;

@@ -107,20 +107,27 @@ pub struct Pbft<S: StateMachine> {
     pub(crate) next_seq: Seq,
     /// Requests received and not yet executed, the latest per client.
     pub(crate) pending: BTreeMap<ClientId, ClientRequest<S::Command>>,
-    pub(crate) view_changes: BTreeMap<View, BTreeMap<NodeId, Signed<ViewChange<S::Command>>>>,
+    pub(crate) view_changes: ViewChanges<S::Command>,
     pub(crate) own_view_change: Option<Signed<ViewChange<S::Command>>>,
     /// The NEW-VIEW that installed the current view (to help lagging replicas).
     pub(crate) new_view: Option<Signed<NewView<S::Command>>>,
     /// The armed view-change timer: its epoch and the request it waits for (if any).
-    pub(crate) view_change_timer: Option<(u64, dst_sim::TimerId, Option<(ClientId, u64)>)>,
+    pub(crate) view_change_timer: Option<ArmedTimer>,
     pub(crate) timer_epoch: u64,
     pub(crate) view_change_attempt: u32,
 }
 
+/// Signature verification as the pure checks take it.
+pub(crate) type Verifier<'c> = dyn FnMut(&Signature, &Digest) -> bool + 'c;
+
+/// Valid VIEW-CHANGEs held, by target view and signer.
+pub(crate) type ViewChanges<C> = BTreeMap<View, BTreeMap<NodeId, Signed<ViewChange<C>>>>;
+
+/// The armed view-change timer: its epoch, handle and the request it waits for (if any).
+pub(crate) type ArmedTimer = (u64, dst_sim::TimerId, Option<(ClientId, u64)>);
+
 /// A verifier that charges the context's virtual CPU.
-pub(crate) fn verifier<'c, 'a: 'c, N: Node>(
-    ctx: &'c mut NodeCtx<'a, N>,
-) -> Box<dyn FnMut(&Signature, &Digest) -> bool + 'c> {
+pub(crate) fn verifier<'c, 'a: 'c, N: Node>(ctx: &'c mut NodeCtx<'a, N>) -> Box<Verifier<'c>> {
     Box::new(move |signature, digest| ctx.verify(signature, digest))
 }
 
@@ -199,7 +206,8 @@ impl<S: StateMachine> Pbft<S> {
                 .iter()
                 .map(|(view, changes)| (view.0, changes.keys().map(|n| n.0).collect::<Vec<_>>()))
                 .collect::<Vec<_>>(),
-            self.view_change_timer.map(|(epoch, _, watched)| (epoch, watched)),
+            self.view_change_timer
+                .map(|(epoch, _, watched)| (epoch, watched)),
             self.view_change_attempt,
         )
     }
@@ -242,11 +250,7 @@ impl<S: StateMachine> Pbft<S> {
     }
 
     /// Writes a record; false (and the message counted as ignored) on a storage error.
-    pub(crate) fn persist<T: Serialize>(
-        ctx: &mut Ctx<'_, '_, S>,
-        key: &str,
-        record: &T,
-    ) -> bool {
+    pub(crate) fn persist<T: Serialize>(ctx: &mut Ctx<'_, '_, S>, key: &str, record: &T) -> bool {
         match ctx.write(key, durable::encode(key, record)) {
             Ok(()) => true,
             Err(_) => {
@@ -400,7 +404,11 @@ impl<S: StateMachine> Pbft<S> {
         if self.damaged.contains(&value.seq) {
             return ctx.ignore("pre-prepare: slot damaged on disk");
         }
-        if let Some(slot) = self.log.get(&value.seq).filter(|slot| slot.view == self.view) {
+        if let Some(slot) = self
+            .log
+            .get(&value.seq)
+            .filter(|slot| slot.view == self.view)
+        {
             if let Some(accepted) = &slot.pre_prepare {
                 if accepted.value != value {
                     return ctx.ignore("pre-prepare: conflicts with the accepted one");
@@ -429,7 +437,8 @@ impl<S: StateMachine> Pbft<S> {
             return;
         }
         ctx.sync();
-        let prepare = Self::sign_statement(ctx, Phase::Prepare, value.view, value.seq, value.digest);
+        let prepare =
+            Self::sign_statement(ctx, Phase::Prepare, value.view, value.seq, value.digest);
         let now_ns = ctx.now_ns();
         let own = self.id;
         let slot = self.slot_in_view(value.seq);
@@ -442,7 +451,12 @@ impl<S: StateMachine> Pbft<S> {
     }
 
     /// A PREPARE or COMMIT vote.
-    pub(crate) fn on_vote(&mut self, ctx: &mut Ctx<'_, '_, S>, vote: Signed<Statement>, phase: Phase) {
+    pub(crate) fn on_vote(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        vote: Signed<Statement>,
+        phase: Phase,
+    ) {
         let value = vote.value;
         if value.phase != phase {
             return ctx.ignore("vote: wrong phase");
@@ -459,7 +473,11 @@ impl<S: StateMachine> Pbft<S> {
         if phase == Phase::Prepare && signer == self.primary() {
             return ctx.ignore("vote: prepare from the primary");
         }
-        if let Some(slot) = self.log.get(&value.seq).filter(|slot| slot.view == self.view) {
+        if let Some(slot) = self
+            .log
+            .get(&value.seq)
+            .filter(|slot| slot.view == self.view)
+        {
             let votes = if phase == Phase::Prepare {
                 &slot.prepares
             } else {
@@ -650,7 +668,7 @@ impl<S: StateMachine> Pbft<S> {
             }
             self.on_request_executed(ctx, client, sequence);
         }
-        if seq.0 % self.config.checkpoint_interval.max(1) == 0 {
+        if seq.0.is_multiple_of(self.config.checkpoint_interval.max(1)) {
             self.take_checkpoint(ctx, seq);
         }
     }
@@ -682,7 +700,9 @@ impl<S: StateMachine> Pbft<S> {
     pub(crate) fn on_checkpoint(&mut self, ctx: &mut Ctx<'_, '_, S>, vote: Signed<Statement>) {
         let value = vote.value;
         let interval = self.config.checkpoint_interval.max(1);
-        if value.phase != Phase::Checkpoint || value.view != View(0) || value.seq.0 % interval != 0
+        if value.phase != Phase::Checkpoint
+            || value.view != View(0)
+            || !value.seq.0.is_multiple_of(interval)
         {
             return ctx.ignore("checkpoint: malformed");
         }
@@ -727,7 +747,10 @@ impl<S: StateMachine> Pbft<S> {
         };
         let mut by_digest: BTreeMap<Digest, Vec<Signed<Statement>>> = BTreeMap::new();
         for vote in votes.values() {
-            by_digest.entry(vote.value.digest).or_default().push(vote.clone());
+            by_digest
+                .entry(vote.value.digest)
+                .or_default()
+                .push(vote.clone());
         }
         let quorum = self.quorums.quorum();
         if let Some((digest, mut proof)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum) {
@@ -899,7 +922,11 @@ impl<S: StateMachine> Pbft<S> {
         let interval_ns = self.status_interval_ns();
         let primary = self.is_primary();
         let mut outgoing = Vec::new();
-        for slot in self.log.range(Seq(self.last_executed.0 + 1)..).map(|(_, s)| s) {
+        for slot in self
+            .log
+            .range(Seq(self.last_executed.0 + 1)..)
+            .map(|(_, s)| s)
+        {
             if slot.view != self.view
                 || slot.committed.is_some()
                 || now_ns.saturating_sub(slot.accepted_ns) < interval_ns
@@ -938,11 +965,16 @@ impl<S: StateMachine> Pbft<S> {
                 ctx.send(from, Message::State(transfer));
             }
         }
-        let first = status.last_executed.max(self.stable.seq).0.saturating_add(1);
-        let last = self
+        let first = status
             .last_executed
+            .max(self.stable.seq)
             .0
-            .min(first.saturating_add(self.config.catch_up_max).saturating_sub(1));
+            .saturating_add(1);
+        let last = self.last_executed.0.min(
+            first
+                .saturating_add(self.config.catch_up_max)
+                .saturating_sub(1),
+        );
         for seq in first..=last {
             if let Some(proof) = self.log.get(&Seq(seq)).and_then(|s| s.committed.clone()) {
                 ctx.send(from, Message::CommitProof(proof));
@@ -950,7 +982,8 @@ impl<S: StateMachine> Pbft<S> {
         }
         if let Some(new_view) = &self.new_view {
             let installed = new_view.value.view;
-            let lags = status.view < installed || (status.view == installed && status.view_changing);
+            let lags =
+                status.view < installed || (status.view == installed && status.view_changing);
             if lags {
                 ctx.send(from, Message::NewView(new_view.clone()));
             }
@@ -999,7 +1032,10 @@ impl<S: StateMachine> Pbft<S> {
             let statements = slot.prepares.len()
                 + slot.commits.len()
                 + usize::from(slot.pre_prepare.is_some())
-                + slot.committed.as_ref().map_or(0, |proof| proof.commits.len());
+                + slot
+                    .committed
+                    .as_ref()
+                    .map_or(0, |proof| proof.commits.len());
             bytes += statements as u64 * STATEMENT_BYTES;
             bytes += slot.request.as_ref().map_or(0, encoded_bytes);
             bytes += 64;
@@ -1026,7 +1062,10 @@ impl<S: StateMachine> Pbft<S> {
     pub(crate) fn invariants(&self) -> Result<(), String> {
         if let Some((seq, _)) = self.log.iter().next() {
             if *seq <= self.stable.seq {
-                return Err(format!("log slot {} at or below the stable checkpoint", seq.0));
+                return Err(format!(
+                    "log slot {} at or below the stable checkpoint",
+                    seq.0
+                ));
             }
         }
         if let Some((seq, _)) = self.log.iter().next_back() {
@@ -1034,7 +1073,11 @@ impl<S: StateMachine> Pbft<S> {
                 return Err(format!("log slot {} above the high water mark", seq.0));
             }
         }
-        if self.own_checkpoints.keys().any(|seq| *seq < self.stable.seq) {
+        if self
+            .own_checkpoints
+            .keys()
+            .any(|seq| *seq < self.stable.seq)
+        {
             return Err("own checkpoint below the stable one kept".to_string());
         }
         for (seq, slot) in &self.log {
@@ -1043,7 +1086,10 @@ impl<S: StateMachine> Pbft<S> {
                     return Err(format!("slot {} committed without a quorum", seq.0));
                 }
                 if proof.commits.iter().any(|vote| vote.value.seq != *seq) {
-                    return Err(format!("slot {} committed with another slot's votes", seq.0));
+                    return Err(format!(
+                        "slot {} committed with another slot's votes",
+                        seq.0
+                    ));
                 }
             }
         }

@@ -183,7 +183,10 @@ impl<S: StateMachine> Pbft<S> {
     /// join the smallest of those views.
     fn maybe_join(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         let mut lowest_per_signer = std::collections::BTreeMap::new();
-        for (view, changes) in self.view_changes.range(View(self.view.0.saturating_add(1))..) {
+        for (view, changes) in self
+            .view_changes
+            .range(View(self.view.0.saturating_add(1))..)
+        {
             for signer in changes.keys() {
                 lowest_per_signer.entry(*signer).or_insert(*view);
             }
@@ -198,7 +201,10 @@ impl<S: StateMachine> Pbft<S> {
     /// With 2f + 1 view changes for our target, wait for the NEW-VIEW with an exponentially
     /// growing timeout; the new primary sends it.
     fn after_view_change_vote(&mut self, ctx: &mut Ctx<'_, '_, S>, view: View) {
-        let count = self.view_changes.get(&view).map_or(0, |changes| changes.len());
+        let count = self
+            .view_changes
+            .get(&view)
+            .map_or(0, |changes| changes.len());
         if count >= self.quorums.quorum() && self.view_change_timer.is_none() {
             let exponent = self
                 .view_change_attempt
@@ -369,7 +375,8 @@ impl<S: StateMachine> Pbft<S> {
     pub(crate) fn resign_recovered_votes(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         let seqs: BTreeSet<Seq> = self.log.keys().copied().collect();
         for seq in seqs {
-            let Some(statement) = self.log.get(&seq).and_then(|slot| slot.pre_prepare.clone()) else {
+            let Some(statement) = self.log.get(&seq).and_then(|slot| slot.pre_prepare.clone())
+            else {
                 continue;
             };
             let value = statement.value;

@@ -12,7 +12,11 @@ use dst_sim::{Behaviour, Byzantine, NodeId};
 type Wrapped = Byzantine<Pbft<KvStore>>;
 
 /// A cluster of 4 where the replicas in `byzantine` misbehave as `behaviour`.
-fn run_byzantine(run: &Run, behaviour: &str, byzantine: &'static [u32]) -> common::Outcome<Wrapped> {
+fn run_byzantine(
+    run: &Run,
+    behaviour: &str,
+    byzantine: &'static [u32],
+) -> common::Outcome<Wrapped> {
     let nodes = run.nodes;
     let name = behaviour.to_string();
     run_with(run, move |id: NodeId| {
@@ -57,4 +61,20 @@ fn a_byzantine_backup_cannot_break_safety_or_liveness() {
     for behaviour in Behaviour::NAMES {
         clean_with(behaviour, &[2], "light");
     }
+}
+
+/// Beyond the fault bound: with f + 1 = 2 lying replicas a client can collect f + 1 matching
+/// wrong answers, and the linearizability oracle must notice.
+#[test]
+fn f_plus_one_liars_are_caught_by_the_oracles() {
+    let mut caught = 0;
+    for seed in 1..=3 {
+        let run = Run::new(seed, "none");
+        let outcome = run_byzantine(&run, "lie", &[0, 1]);
+        let verdict = verdict(&outcome, run.nodes, &[0, 1]);
+        if !verdict.is_clean() {
+            caught += 1;
+        }
+    }
+    assert_eq!(caught, 3, "the oracles missed f + 1 liars");
 }

@@ -185,7 +185,8 @@ fn a_new_view_must_carry_exactly_the_recomputed_o_set() {
         .collect();
     forgeries.push(manual.sign_as(2, new_view.value.clone()));
     for variant in 0..2 {
-        let Msg::NewView(forged) = forge_as(&mut manual, 1, &Msg::NewView(new_view.clone()), variant)
+        let Msg::NewView(forged) =
+            forge_as(&mut manual, 1, &Msg::NewView(new_view.clone()), variant)
         else {
             panic!("a new view forges into a new view");
         };
@@ -199,9 +200,9 @@ fn a_new_view_must_carry_exactly_the_recomputed_o_set() {
         manual.deliver(1, 3, Msg::NewView(forged));
     }
     let entered = |manual: &Manual, id: u32| {
-        manual.observations.iter().any(|(_, obs)| {
-            matches!(obs, Observation::NewView { node, view: 1 } if *node == NodeId(id))
-        })
+        manual.observations.iter().any(
+            |(_, obs)| matches!(obs, Observation::NewView { node, view: 1 } if *node == NodeId(id)),
+        )
     };
     assert!(!entered(&manual, 3), "a forged new view was installed");
     let sends = manual.deliver(1, 2, Msg::NewView(new_view));
@@ -249,7 +250,10 @@ fn honest_replicas_reject_forged_normal_case_messages() {
         request: Some(request),
     };
     manual.deliver(2, 1, Msg::CommitProof(proof));
-    assert!(manual.commits_of(1).is_empty(), "a forged commit proof committed");
+    assert!(
+        manual.commits_of(1).is_empty(),
+        "a forged commit proof committed"
+    );
 
     // A snapshot that does not match its checkpoint proof is not installed.
     let snapshot = b"not the state".to_vec();

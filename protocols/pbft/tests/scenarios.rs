@@ -51,7 +51,10 @@ fn primary_replaced(plan: &'static str, what: &str) {
                 *time_ns > 150 * MS && matches!(obs, Observation::Complete { .. })
             })
             .count();
-        assert!(after_fault > 0, "seed {seed} {what}: nothing completed after the fault");
+        assert!(
+            after_fault > 0,
+            "seed {seed} {what}: nothing completed after the fault"
+        );
     }
 }
 
@@ -87,22 +90,31 @@ fn a_replica_behind_a_stable_checkpoint_catches_up_by_state_transfer() {
             .max()
             .expect("replicas");
         let lagging = outcome.sim.node(NodeId(3)).expect("n3 restarted");
-        assert_eq!(lagging.last_executed(), top, "seed {seed}: n3 did not catch up");
-        assert!(lagging.stable_seq().0 >= 8, "seed {seed}: n3 has no stable checkpoint");
+        assert_eq!(
+            lagging.last_executed(),
+            top,
+            "seed {seed}: n3 did not catch up"
+        );
+        assert!(
+            lagging.stable_seq().0 >= 8,
+            "seed {seed}: n3 has no stable checkpoint"
+        );
         // It skipped slots: some were never applied at n3, yet its state is the cluster's.
         let applied_by_n3 = outcome
             .observations
             .iter()
-            .filter(|(_, obs)| {
-                matches!(obs, Observation::Apply { node, .. } if *node == NodeId(3))
-            })
+            .filter(|(_, obs)| matches!(obs, Observation::Apply { node, .. } if *node == NodeId(3)))
             .count() as u64;
         assert!(
             applied_by_n3 < top.0,
             "seed {seed}: n3 applied every slot ({applied_by_n3}), no state transfer happened"
         );
         let reference = outcome.sim.node(NodeId(0)).expect("n0").state();
-        assert_eq!(lagging.state(), reference, "seed {seed}: n3's state differs");
+        assert_eq!(
+            lagging.state(),
+            reference,
+            "seed {seed}: n3's state differs"
+        );
     }
 }
 
@@ -125,6 +137,10 @@ fn stable_checkpoints_collect_the_log() {
             node.stable_seq(),
             node.last_executed()
         );
-        assert!(node.stable_seq().0 >= 80, "n{id}: stable {:?}", node.stable_seq());
+        assert!(
+            node.stable_seq().0 >= 80,
+            "n{id}: stable {:?}",
+            node.stable_seq()
+        );
     }
 }

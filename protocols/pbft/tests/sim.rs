@@ -8,7 +8,9 @@ use dst_sim::testing::seeds_from_env;
 
 fn clean_under(profile: &'static str) {
     for seed in seeds_from_env(8) {
-        let run = Run::new(seed, profile);
+        let mut run = Run::new(seed, profile);
+        // Long enough that the fault process crashes, partitions and corrupts during the run.
+        run.requests_per_client = 60;
         let outcome = run_pbft(&run);
         let verdict = verdict(&outcome, run.nodes, &[]);
         assert!(

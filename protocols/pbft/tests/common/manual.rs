@@ -4,9 +4,7 @@
 
 use dst_pbft::{Message, Pbft, PbftConfig};
 use dst_protocols::{KvCommand, KvStore, Request};
-use dst_sim::{
-    ClientCtx, ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Signed, Storage,
-};
+use dst_sim::{ClientCtx, ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Signed, Storage};
 use serde::Serialize;
 
 use super::{KvClient, KvObs, KvPbft};
@@ -51,7 +49,11 @@ impl Manual {
     }
 
     /// Runs `handler` on replica `id`; syncs complete at once; returns its sends.
-    pub fn with(&mut self, id: u32, handler: impl FnOnce(&mut KvPbft, &mut NodeCtx<'_, KvPbft>)) -> Sends {
+    pub fn with(
+        &mut self,
+        id: u32,
+        handler: impl FnOnce(&mut KvPbft, &mut NodeCtx<'_, KvPbft>),
+    ) -> Sends {
         self.clock_ns += 1_000;
         let index = id as usize;
         let mut effects = Vec::new();
@@ -124,7 +126,12 @@ impl Manual {
     }
 
     /// A request signed by its client.
-    pub fn request(&mut self, client: u32, sequence: u64, value: &str) -> Signed<Request<KvCommand>> {
+    pub fn request(
+        &mut self,
+        client: u32,
+        sequence: u64,
+        value: &str,
+    ) -> Signed<Request<KvCommand>> {
         let mut effects = Vec::new();
         let mut timer_id = 0;
         let mut ctx = ClientCtx::<KvClient<KvPbft>>::new(

@@ -116,7 +116,9 @@ pub fn run_with<N: KvNode>(run: &Run, make: impl FnMut(NodeId) -> N + 'static) -
 /// Runs PBFT over the KV store.
 pub fn run_pbft(run: &Run) -> Outcome<KvPbft> {
     let config = run.pbft.clone();
-    run_with(run, move |_| Pbft::for_service(config.clone(), KvStore::new()))
+    run_with(run, move |_| {
+        Pbft::for_service(config.clone(), KvStore::new())
+    })
 }
 
 /// Every oracle over a run with these Byzantine replicas.
