@@ -4,6 +4,8 @@
 //! observations -> oracles -> verdict.
 
 use dst_checkers::linearizability::CheckConfig;
+use dst_fastbft::client::FastNode;
+use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig};
 use dst_hotstuff::{HotStuff, HotStuffConfig};
 use dst_multipaxos::{MultiPaxos, PaxosConfig};
 use dst_pbft::{Pbft, PbftConfig};
@@ -27,10 +29,17 @@ use dst_sim::{
 use serde::Serialize;
 
 /// The protocols `dst run` knows.
-pub const PROTOCOLS: [&str; 5] = ["raft", "multipaxos", "pbft", "hotstuff", "pingpong"];
+pub const PROTOCOLS: [&str; 6] = [
+    "raft",
+    "multipaxos",
+    "pbft",
+    "hotstuff",
+    "fastbft",
+    "pingpong",
+];
 
 /// The protocols that tolerate Byzantine replicas (profiles `byzantine` and `twins`).
-pub const BFT_PROTOCOLS: [&str; 2] = ["pbft", "hotstuff"];
+pub const BFT_PROTOCOLS: [&str; 3] = ["pbft", "hotstuff", "fastbft"];
 
 /// The default cluster size of a protocol: 5 replicas (f = 2) for crash-tolerant ones, 4
 /// (f = 1) for Byzantine-tolerant ones.
@@ -309,6 +318,7 @@ pub fn protocol_options(spec: &RunSpec) -> Result<Vec<(String, String)>, String>
         "multipaxos" => paxos_config(spec)?.options(),
         "pbft" => pbft_config(spec)?.options(),
         "hotstuff" => hotstuff_config(spec)?.options(),
+        "fastbft" => fastbft_config(spec)?.options(),
         other => {
             if let Some((name, _)) = spec.options.first() {
                 return Err(format!(
@@ -348,6 +358,21 @@ fn hotstuff_config(spec: &RunSpec) -> Result<HotStuffConfig, String> {
     let mut config = HotStuffConfig::default();
     for (name, value) in &spec.options {
         config.set_option(name, value)?;
+    }
+    Ok(config)
+}
+
+fn fastbft_config(spec: &RunSpec) -> Result<FastBftConfig, String> {
+    let mut config = FastBftConfig::default();
+    for (name, value) in &spec.options {
+        config.set_option(name, value)?;
+    }
+    let needed = 3 + 2 * config.c + 1;
+    if spec.nodes < needed {
+        return Err(format!(
+            "fastbft with c={} needs at least 3f+2c+1 = {needed} replicas for f = 1, not {}",
+            config.c, spec.nodes
+        ));
     }
     Ok(config)
 }
@@ -392,7 +417,48 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
                 HotStuff::for_service(config.clone(), KvStore::new())
             }))
         }
+        "fastbft" => {
+            let config = fastbft_config(spec)?;
+            Ok(run_fastbft(spec, config))
+        }
         other => Err(format!("unknown protocol '{other}'")),
+    }
+}
+
+/// FastBFT with its own client (speculative responses, commit certificates).
+fn run_fastbft(spec: &RunSpec, config: FastBftConfig) -> RunOutcome {
+    let c = config.c;
+    let make = move |_| FastBft::for_service(config.clone(), KvStore::new());
+    if spec.profile == "twins" {
+        simulate(
+            spec,
+            |adversary| adversary.twins_factory(make),
+            fastbft_client(spec, c),
+            judge_kv(spec),
+        )
+    } else {
+        simulate(
+            spec,
+            |adversary| adversary.byzantine_factory(make),
+            fastbft_client(spec, c),
+            judge_kv(spec),
+        )
+    }
+}
+
+fn fastbft_client<N: FastNode<KvCommand, KvOutput>>(
+    spec: &RunSpec,
+    c: u32,
+) -> impl Fn(u32) -> FastBftClient<N, KvWorkload> {
+    let (clients, ops) = (spec.clients.max(1) as u64, spec.ops);
+    move |client| {
+        let share = ops / clients + u64::from((client as u64) < ops % clients);
+        let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
+        let config = FastBftClientConfig {
+            c,
+            ..FastBftClientConfig::default()
+        };
+        FastBftClient::new(config, workload)
     }
 }
 
@@ -477,16 +543,19 @@ fn judge_kv(
 ) -> impl FnOnce(&RunSummary, &[KvObserved], &Adversary) -> (Vec<Violation>, Metrics) {
     let nodes = spec.nodes;
     let bft = BFT_PROTOCOLS.contains(&spec.protocol.as_str());
+    // FastBFT answers on the fast path before any replica knows the entry final.
+    let speculative = spec.protocol == "fastbft";
     let profile = FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed));
     let mean_delay_ns = profile.map_or(1, |p| mean_latency_ns(&p.link.latency));
     move |summary, observations, adversary| {
         let metrics = measure(summary, observations, mean_delay_ns);
         let (quiet_ns, end_ns) = (summary.quiet_at_ns, summary.virtual_ns);
-        let facts = if bft {
+        let mut facts = if bft {
             RunFacts::byzantine_fault_tolerant(nodes, adversary.byzantine.clone(), quiet_ns, end_ns)
         } else {
             RunFacts::crash_fault_tolerant(nodes, quiet_ns, end_ns)
         };
+        facts.safety.speculative_acknowledgements = speculative;
         let verdict = check_kv_run(observations, &facts, &CheckConfig::default());
         let violations = verdict
             .violations

@@ -28,7 +28,7 @@ pub fn bad_input(message: impl std::fmt::Display) -> ExitCode {
 /// What to simulate: shared by `run`, `explore` and `shrink`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Protocol: raft, multipaxos, pbft, hotstuff, pingpong.
+    /// Protocol: raft, multipaxos, pbft, hotstuff, fastbft, pingpong.
     #[arg(long, default_value = "raft")]
     pub protocol: String,
     /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm,

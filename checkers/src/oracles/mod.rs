@@ -148,6 +148,9 @@ pub struct SafetyOptions {
     /// unchanged on every node that applied both it and the slot before. Not allowed, the log
     /// itself must hold each request once.
     pub duplicate_log_entries_allowed: bool,
+    /// Speculative protocols (Zyzzyva, FastBFT) answer clients before any replica knows the
+    /// entry is final: a completion may precede the first commit, which must still come.
+    pub speculative_acknowledgements: bool,
 }
 
 impl Default for SafetyOptions {
@@ -155,6 +158,7 @@ impl Default for SafetyOptions {
         SafetyOptions {
             committers_required: 1,
             duplicate_log_entries_allowed: true,
+            speculative_acknowledgements: false,
         }
     }
 }

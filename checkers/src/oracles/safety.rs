@@ -136,7 +136,7 @@ pub fn check_durability(record: &RunRecord, options: &SafetyOptions) -> Vec<Viol
             continue;
         };
         let first_time_ns = info.first_time_ns();
-        if first_time_ns > completion.time_ns {
+        if first_time_ns > completion.time_ns && !options.speculative_acknowledgements {
             collector.report(format!(
                 "{request} acknowledged at {} before its first commit at {}",
                 at(completion.time_ns),

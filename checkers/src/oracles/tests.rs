@@ -172,6 +172,24 @@ fn durability_catches_an_acknowledgement_before_commit() {
 }
 
 #[test]
+fn speculative_acknowledgements_may_precede_the_commit_but_not_replace_it() {
+    let speculative = SafetyOptions {
+        speculative_acknowledgements: true,
+        ..SafetyOptions::default()
+    };
+    let mut record = correct_record();
+    invoke(&mut record, 50, id(1, 2), false);
+    complete(&mut record, 51, id(1, 2));
+    commit(&mut record, 52, 0, 4, entry(id(1, 2)));
+    assert!(check_durability(&record, &speculative).is_empty());
+    invoke(&mut record, 60, id(1, 3), false);
+    complete(&mut record, 61, id(1, 3));
+    let violations = check_durability(&record, &speculative);
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    assert!(violations[0].detail.contains("never committed"));
+}
+
+#[test]
 fn durability_catches_too_few_committers() {
     let mut record = correct_record();
     invoke(&mut record, 50, id(1, 2), false);
