@@ -25,6 +25,7 @@ use dst_sim::SimConfig;
 
 use crate::runner::{self, RunOutcome, RunSpec};
 
+pub mod bytes;
 pub mod coverage;
 pub mod exhaustive;
 pub mod pct;
