@@ -4,6 +4,19 @@
 
 use std::path::Path;
 
+/// The one-screen summary of an entry's replay that its snapshot holds: what it expects, who
+/// found it, and what the run does (faults, network, violations).
+fn reviewed_summary(entry: &dst::corpus::Entry, outcome: &dst::runner::RunOutcome) -> String {
+    format!(
+        "expected: {} [{}], strategy: {}, recorded by dst {}\n{}\n",
+        entry.expected,
+        entry.signature,
+        entry.strategy,
+        entry.dst_version,
+        dst::shrink::event_summary(outcome)
+    )
+}
+
 #[test]
 fn every_corpus_entry_replays_as_expected() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
@@ -14,16 +27,24 @@ fn every_corpus_entry_replays_as_expected() {
         dir.display()
     );
     let mut problems = Vec::new();
+    let mut summaries = Vec::new();
     for (path, loaded) in entries {
         let name = path
-            .file_name()
+            .file_stem()
             .unwrap_or_default()
             .to_string_lossy()
             .to_string();
-        let result = loaded.and_then(|(entry, trace)| dst::corpus::check(&entry, trace));
-        match result {
-            Ok(description) => println!("{name}: {description}"),
-            Err(problem) => problems.push(format!("{name}: {problem}")),
+        let replayed = loaded.and_then(|(entry, trace)| {
+            let outcome = dst::corpus::replay(&entry, trace)?;
+            let verdict = dst::corpus::judge(&entry, &outcome);
+            Ok((verdict, reviewed_summary(&entry, &outcome)))
+        });
+        match replayed {
+            Ok((Ok(description), summary)) => {
+                println!("{name}: {description}");
+                summaries.push((name, summary));
+            }
+            Ok((Err(problem), _)) | Err(problem) => problems.push(format!("{name}: {problem}")),
         }
     }
     assert!(
@@ -31,6 +52,11 @@ fn every_corpus_entry_replays_as_expected() {
         "corpus problems:\n{}",
         problems.join("\n")
     );
+    // A change in what an entry's run does shows up as a snapshot diff in review
+    // (`cargo insta review`), even while the entry still passes.
+    for (name, summary) in summaries {
+        insta::assert_snapshot!(name, summary);
+    }
 }
 
 #[test]

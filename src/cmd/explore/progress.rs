@@ -1,52 +1,55 @@
-//! A progress line for long campaigns, only when stderr is a terminal (never in CI logs or
-//! when the output is JSON for machines).
+//! A progress bar for long campaigns (indicatif), drawn only when stderr is a terminal and
+//! the output is not JSON for machines: CI logs and pipes stay clean.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Redraw at most every this many runs.
-const REDRAW_EVERY: u64 = 16;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Counts finished runs and failures; draws on stderr when it is a terminal.
+/// Counts finished runs and failures on a bar.
 pub struct Progress {
-    label: String,
-    total: u64,
-    done: AtomicU64,
+    bar: ProgressBar,
     failed: AtomicU64,
-    visible: bool,
 }
 
 impl Progress {
-    /// A progress line for `total` runs (u64::MAX: unbounded, e.g. with --time).
+    /// A bar for `total` runs (u64::MAX: unbounded, e.g. with --time: a spinner).
     pub fn new(label: &str, total: u64, quiet: bool) -> Self {
+        let bar = if total == u64::MAX {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::new(total)
+        };
+        if quiet || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        let template = if total == u64::MAX {
+            "{prefix} {spinner} {pos} runs {msg} [{elapsed_precise}, {per_sec}]"
+        } else {
+            "{prefix} [{bar:32}] {pos}/{len} runs {msg} [{elapsed_precise}, eta {eta}]"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_string());
+        bar.set_message("0 violating");
         Progress {
-            label: label.to_string(),
-            total,
-            done: AtomicU64::new(0),
+            bar,
             failed: AtomicU64::new(0),
-            visible: !quiet && std::io::stderr().is_terminal(),
         }
     }
 
     /// One run finished.
     pub fn tick(&self, failed: bool) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        let failed =
-            self.failed.fetch_add(u64::from(failed), Ordering::Relaxed) + u64::from(failed);
-        if self.visible && (done.is_multiple_of(REDRAW_EVERY) || done == self.total) {
-            let total = if self.total == u64::MAX {
-                "?".to_string()
-            } else {
-                self.total.to_string()
-            };
-            eprint!("\r{}: {done}/{total} runs, {failed} violating", self.label);
+        if failed {
+            let count = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            self.bar.set_message(format!("{count} violating"));
         }
+        self.bar.inc(1);
     }
 
-    /// Clears the line.
+    /// Removes the bar before the summary prints.
     pub fn finish(&self) {
-        if self.visible {
-            eprint!("\r\x1b[2K");
-        }
+        self.bar.finish_and_clear();
     }
 }
