@@ -12,7 +12,8 @@
 //! priority rank (highest: minimum latency, lowest: maximum), which delivers the messages of
 //! higher-priority senders first, and demotes the top actor at d change points spread over
 //! the run's expected number of messages. With `TieBreak::Decide` it also picks among
-//! simultaneous events (at random until the engine tells it whose events they are). Every
+//! simultaneous events: the highest-priority actor's event first (`Hint::Candidate` says
+//! whose each is; the simulator's own events, such as faults, go first). Every
 //! other decision (loss, duplication, reordering, corruption, crashes, node randomness) goes
 //! to a seeded generator, so faults still happen at the profile's rates.
 //!
@@ -37,6 +38,8 @@ pub struct PctSource {
     transmits: u64,
     /// The sender of the message whose decisions come next.
     sender: Option<u32>,
+    /// The actors of the tied events the next `Tie` decision chooses among, in its order.
+    candidates: Vec<u32>,
 }
 
 impl PctSource {
@@ -63,6 +66,7 @@ impl PctSource {
             changes_done: 0,
             transmits: 0,
             sender: None,
+            candidates: Vec::new(),
         }
     }
 
@@ -89,6 +93,26 @@ impl PctSource {
         self.changes_done += 1;
     }
 
+    /// A tie: the event of the highest-priority actor runs first. The simulator's own events
+    /// (faults, the quiet phase) go before any actor's, so faults keep their times.
+    fn tie(&mut self, bound: u64) -> u64 {
+        let candidates = std::mem::take(&mut self.candidates);
+        if candidates.len() as u64 != bound {
+            // The engine did not say whose events these are: choose as the seed says.
+            return self.faults.choose(DecisionKind::Tie, bound);
+        }
+        let key = |actor: u32| match actor {
+            u32::MAX => u64::MAX,
+            actor => self.priorities.get(actor as usize).copied().unwrap_or(0),
+        };
+        // The first of the highest: among one actor's events, keep their FIFO order.
+        let best = candidates.iter().map(|&a| key(a)).max().unwrap_or(0);
+        candidates
+            .iter()
+            .position(|&actor| key(actor) == best)
+            .unwrap_or(0) as u64
+    }
+
     /// A latency decision for the current sender: lower rank, lower latency.
     fn latency(&self, bound: u64) -> u64 {
         let Some(sender) = self.sender else {
@@ -108,6 +132,7 @@ impl DecisionSource for PctSource {
     fn choose(&mut self, kind: DecisionKind, bound: u64) -> u64 {
         match kind {
             DecisionKind::Latency => self.latency(bound),
+            DecisionKind::Tie => self.tie(bound),
             _ => self.faults.choose(kind, bound),
         }
     }
@@ -126,7 +151,7 @@ impl DecisionSource for PctSource {
                 self.transmits += 1;
             }
             // Tie-breaking by priority is not used yet.
-            Hint::Candidate { .. } => {}
+            Hint::Candidate { actor } => self.candidates.push(actor),
         }
     }
 }
@@ -174,6 +199,31 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 5, "priorities stay distinct");
+    }
+
+    #[test]
+    fn ties_go_to_the_highest_priority_actor() {
+        let mut source = PctSource::new(5, 3, 0, 100);
+        let top = (0..3u32)
+            .max_by_key(|&a| source.priorities()[a as usize])
+            .unwrap();
+        let others: Vec<u32> = (0..3).filter(|&a| a != top).collect();
+        for actor in [others[0], top, others[1], top] {
+            source.hint(Hint::Candidate { actor });
+        }
+        assert_eq!(
+            source.choose(DecisionKind::Tie, 4),
+            1,
+            "the top actor's first event"
+        );
+        source.hint(Hint::Candidate { actor: others[0] });
+        source.hint(Hint::Candidate { actor: u32::MAX });
+        assert_eq!(
+            source.choose(DecisionKind::Tie, 2),
+            1,
+            "the simulator's own event first"
+        );
+        assert!(source.candidates.is_empty(), "candidates are used once");
     }
 
     #[test]
