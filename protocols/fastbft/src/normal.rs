@@ -65,7 +65,14 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
                 self.help_laggard(ctx, backup, self.view.saturating_sub(1));
                 ctx.ignore("forwarded request: not the primary")
             }
-            (Located::Logged(seq), None) => self.resend_spec(ctx, seq),
+            (Located::Logged(seq), None) => {
+                self.resend_spec(ctx, seq);
+                // A client retrying an ordered request is short of a quorum: if the entry
+                // does not settle soon, this view is not making progress.
+                if !self.is_primary() {
+                    self.watch(ctx, client, request.value.sequence);
+                }
+            }
             (Located::Logged(seq), Some(backup)) => {
                 if let Some(entry) = self.log.get(&seq) {
                     ctx.send(backup, Msg::Order(entry.as_order()));
@@ -87,6 +94,11 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
     fn forward(&mut self, ctx: &mut Ctx<'_, '_, S>, request: SignedRequest<S::Command>) {
         let (client, sequence) = (request.value.client, request.value.sequence);
         ctx.send(self.primary(), Msg::Forward(request));
+        self.watch(ctx, client, sequence);
+    }
+
+    /// Starts the request timer for `(client, sequence)` unless it is running.
+    fn watch(&mut self, ctx: &mut Ctx<'_, '_, S>, client: ClientId, sequence: u64) {
         let waiting = self.forwarded.get(&client) == Some(&sequence);
         if !waiting && self.forwarded.len() < FORWARDED_MAX {
             self.forwarded.insert(client, sequence);
@@ -108,12 +120,29 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             return;
         }
         self.forwarded.remove(&client);
+        if !self.settled(client, sequence) && self.status == Status::Normal {
+            self.send_ihtp(ctx);
+        }
+    }
+
+    /// True if the request is final here, or logged and covered by a CC this replica holds.
+    fn settled(&self, client: ClientId, sequence: u64) -> bool {
         let ordered = self
             .state
             .last_sequence(client)
             .is_some_and(|last| last >= sequence);
-        if !ordered && self.status == Status::Normal {
-            self.send_ihtp(ctx);
+        if !ordered {
+            return false;
+        }
+        let logged = self
+            .log
+            .iter()
+            .rev()
+            .find(|(_, entry)| entry.request_id() == Some((client, sequence)))
+            .map(|(seq, _)| *seq);
+        match logged {
+            None => true,
+            Some(seq) => self.ccs.iter().any(|held| held.cc.seq >= seq),
         }
     }
 

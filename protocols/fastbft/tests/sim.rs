@@ -91,3 +91,51 @@ fn a_forging_replica_is_harmless() {
         );
     }
 }
+
+#[test]
+fn an_equivocating_primary_is_replaced_and_completions_stay_consistent() {
+    for seed in seeds_from_env(4) {
+        let mut setup = Run::new(seed, "none");
+        setup.behaviours.insert(NodeId(0), Behaviour::Equivocator);
+        let outcome = run(&setup);
+        let found = violations(&setup, &outcome);
+        assert!(found.is_empty(), "DST_SEED={seed}: {found:#?}");
+        assert!(
+            new_views(&outcome.observations).contains(&1),
+            "DST_SEED={seed}: view 1 installed"
+        );
+        assert_eq!(
+            completions(&outcome.observations),
+            40,
+            "DST_SEED={seed}: all completed"
+        );
+    }
+}
+
+#[test]
+fn one_byzantine_replica_of_any_kind_under_light_faults_breaks_nothing() {
+    let kinds = [
+        Behaviour::Silent,
+        Behaviour::Liar,
+        Behaviour::Forger,
+        Behaviour::Equivocator,
+    ];
+    for seed in seeds_from_env(2) {
+        for (index, behaviour) in kinds.iter().enumerate() {
+            let node = NodeId(((seed as usize + index) % 4) as u32);
+            let profile = if std::env::var("FASTBFT_HEAVY").is_ok() {
+                "heavy"
+            } else {
+                "light"
+            };
+            let mut setup = Run::new(seed, profile);
+            setup.behaviours.insert(node, *behaviour);
+            let outcome = run(&setup);
+            let found = violations(&setup, &outcome);
+            assert!(
+                found.is_empty(),
+                "DST_SEED={seed} {behaviour:?} at {node}: {found:#?}"
+            );
+        }
+    }
+}

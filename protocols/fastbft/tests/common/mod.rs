@@ -9,12 +9,13 @@ pub mod speculative;
 use std::collections::{BTreeMap, BTreeSet};
 
 use dst_checkers::linearizability::CheckConfig;
-use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig};
+use dst_fastbft::msg::{entry_digest, Order, OrderBody};
+use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig, Msg};
 use dst_protocols::harness::{check_kv_run, RunFacts};
 use dst_protocols::{KvCommand, KvOutput, KvStore, KvWorkload, KvWorkloadConfig, Observation};
 use dst_sim::{
-    parse_plan, Adversarial, ClientId, CpuCosts, Effect, FaultProfile, Latency, Node, NodeCtx,
-    NodeId, RunSummary, SeededSource, Sim, SimConfig, SEC,
+    parse_plan, Adversarial, ClientId, CpuCosts, Digest, Effect, FaultProfile, Latency, Node,
+    NodeCtx, NodeId, RunSummary, SeededSource, Sim, SimConfig, SEC,
 };
 
 pub type Replica = FastBft<KvStore>;
@@ -30,6 +31,9 @@ pub enum Behaviour {
     Liar,
     /// Forges every outgoing replica message it knows a forgery of.
     Forger,
+    /// As primary, sends each ORDER-REQ to the lowest-numbered other replica and a
+    /// conflicting one (a no-op that chains correctly, signed as itself) to the rest.
+    Equivocator,
 }
 
 /// An honest replica inside a behaviour (test-only; the project's wrappers live in sim/).
@@ -55,6 +59,12 @@ impl TestNode {
                         reply: forged.unwrap_or(reply),
                     }
                 }
+                Effect::Broadcast {
+                    msg: Msg::Order(order),
+                } if self.behaviour == Behaviour::Equivocator => {
+                    self.equivocate(ctx, order);
+                    continue;
+                }
                 Effect::Broadcast { msg } if self.behaviour == Behaviour::Forger => {
                     let mut forged = None;
                     ctx.nest::<Replica>(None, |nested| forged = Replica::forge(nested, &msg, 0));
@@ -79,6 +89,33 @@ impl TestNode {
                 Effect::Observe(observation) => Effect::Observe(observation),
             };
             ctx.emit(effect);
+        }
+    }
+}
+
+impl TestNode {
+    fn equivocate(&mut self, ctx: &mut NodeCtx<'_, Self>, order: Order<KvCommand>) {
+        let body = &order.order.value;
+        let prev = self.inner.hist_of(body.seq - 1).unwrap_or(Digest::ZERO);
+        let digest = entry_digest::<KvCommand>(None, body.seq);
+        let conflicting = OrderBody {
+            hist: prev.chain(&digest),
+            digest,
+            ..body.clone()
+        };
+        let mut forged = None;
+        ctx.nest::<Replica>(None, |nested| forged = Some(nested.sign_value(conflicting)));
+        let me = ctx.id();
+        let others: Vec<NodeId> = ctx.nodes().filter(|node| *node != me).collect();
+        for (index, node) in others.into_iter().enumerate() {
+            let msg = match (&forged, index) {
+                (Some(forged), 1..) => Msg::Order(Order {
+                    order: forged.clone(),
+                    request: None,
+                }),
+                _ => Msg::Order(order.clone()),
+            };
+            ctx.send(node, msg);
         }
     }
 }
