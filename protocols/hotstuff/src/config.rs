@@ -29,7 +29,7 @@ impl Default for HotStuffConfig {
     fn default() -> Self {
         HotStuffConfig {
             batch_max: 16,
-            round_timeout_ns: 300 * MS,
+            round_timeout_ns: 200 * MS,
             round_timeout_max_ns: 5_000 * MS,
             leader_rounds: 2,
             mempool_max: 1_024,

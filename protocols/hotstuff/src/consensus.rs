@@ -195,7 +195,7 @@ impl<S: StateMachine> HotStuff<S> {
         }
         match tc {
             Some(tc) => {
-                tc.round.next() == block.round
+                self.round_after_tc(tc.round) == block.round
                     && justify.round >= tc.high_qc_round()
                     && self.verify_tc(ctx, tc)
             }
@@ -414,26 +414,29 @@ impl<S: StateMachine> HotStuff<S> {
                 .blocks
                 .get(&grandparent)
                 .is_some_and(|block| parent.round == block.round.next());
-        if consecutive && grandparent != self.committed {
-            self.commit(ctx, grandparent);
+        if consecutive && grandparent != self.committed && self.commit(ctx, grandparent) {
+            self.unannounced_commit = Some(qc.round);
         }
     }
 
-    /// Commits `target` and its uncommitted ancestors, oldest first, then prunes.
-    fn commit(&mut self, ctx: &mut Ctx<'_, S>, target: Digest) {
+    /// Commits `target` and its uncommitted ancestors, oldest first, then prunes. True if
+    /// they carried requests.
+    fn commit(&mut self, ctx: &mut Ctx<'_, S>, target: Digest) -> bool {
         let mut chain = Vec::new();
         let mut digest = target;
         while digest != self.committed {
             let Some(block) = self.blocks.get(&digest) else {
-                return; // cannot happen with a complete chain; commit nothing partially
+                return false; // cannot happen with a complete chain; commit nothing partially
             };
             chain.push(digest);
             digest = block.parent;
         }
+        let mut requests = false;
         for digest in chain.into_iter().rev() {
             let Some(block) = self.blocks.get(&digest).cloned() else {
-                return;
+                return requests;
             };
+            requests |= !block.requests.is_empty();
             self.execute(ctx, &block);
             self.committed = digest;
             self.committed_round = block.round;
@@ -445,6 +448,7 @@ impl<S: StateMachine> HotStuff<S> {
         self.pending.retain(|_, (block, _)| block.round > round);
         self.fetching
             .retain(|digest, _| !self.blocks.contains_key(digest));
+        requests
     }
 
     // ---- Votes and proposing ------------------------------------------------------------
@@ -521,11 +525,9 @@ impl<S: StateMachine> HotStuff<S> {
         let high_qc_round = self.high_qc.round;
         let tc = if high_qc_round.next() == round {
             None
-        } else if self
-            .high_tc
-            .as_ref()
-            .is_some_and(|tc| tc.round.next() == round && tc.high_qc_round() <= high_qc_round)
-        {
+        } else if self.high_tc.as_ref().is_some_and(|tc| {
+            self.round_after_tc(tc.round) == round && tc.high_qc_round() <= high_qc_round
+        }) {
             self.high_tc.clone()
         } else {
             return;
@@ -596,20 +598,22 @@ impl<S: StateMachine> HotStuff<S> {
     }
 
     /// Does the chain ending at `tip` still need blocks on top: a request in an uncommitted
-    /// block, or in one of the three newest blocks (others learn of its commit only from
-    /// the next proposal's QC)?
+    /// block, or a commit of requests this replica made from its high QC, which the others
+    /// learn only from the next proposal carrying that QC?
     fn chain_unfinished(&self, tip: Digest) -> bool {
+        if self.unannounced_commit == Some(self.high_qc.round) {
+            return true;
+        }
         let mut digest = tip;
-        for depth in 0..=self.blocks.len() {
+        for _ in 0..=self.blocks.len() {
             let Some(block) = self.blocks.get(&digest) else {
                 return false;
             };
-            let uncommitted = block.round > self.committed_round;
-            if !block.requests.is_empty() && (uncommitted || depth < 3) {
-                return true;
-            }
-            if !uncommitted && depth >= 2 {
+            if block.round <= self.committed_round {
                 return false;
+            }
+            if !block.requests.is_empty() {
+                return true;
             }
             digest = block.parent;
         }

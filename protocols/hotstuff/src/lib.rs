@@ -1,4 +1,7 @@
-//! # Chained HotStuff (Yin, Malkhi, Reiter, Gueta, Abraham, PODC 2019) as a sans-IO [`dst_sim::Node`]
+//! # Chained HotStuff as a sans-IO [`dst_sim::Node`]
+//!
+//! Yin, Malkhi, Reiter, Gueta, Abraham: "HotStuff: BFT Consensus with Linearity and
+//! Responsiveness", PODC 2019.
 //!
 //! [`HotStuff<S>`] replicates any [`dst_sim::StateMachine`] `S` among `n >= 3f + 1` replicas
 //! of which at most `f` are Byzantine. It follows the chained (pipelined) protocol of the
@@ -23,13 +26,14 @@
 //!   reject unless the signature is the leader's, `B.parent` is the block `B.justify`
 //!   certifies, `r > B.justify.round`, the batch is within bound, every request is signed
 //!   by its client, `B.justify` verifies (never trusted: `n - f` distinct valid signers), and
-//!   either `r = B.justify.round + 1` or the proposal carries a valid TC of round `r - 1`
-//!   whose highest reported QC round is `<= B.justify.round`. Enter round `r` (a TC entry is
-//!   a view change: `Observation::NewView`). If an ancestor is missing, keep the proposal
-//!   (bounded) and **fetch** the ancestor from peers. With the chain complete down to the
-//!   last committed block: process `B.justify` (below), then vote if `r` is the current
-//!   round, `r > last_voted_round`, and **safeNode(B)** holds:
-//!   `B` extends the locked block, or `B.justify.round > locked_qc.round`.
+//!   either `r = B.justify.round + 1` or the proposal carries a valid TC of a round `t`
+//!   whose highest reported QC round is `<= B.justify.round`, with `r` the first round of
+//!   the leader tenure after `t`'s (`t + 1` with one round per leader). Enter round `r` (a
+//!   TC entry is a view change: `Observation::NewView`). If an ancestor is missing, keep the
+//!   proposal (bounded) and **fetch** the ancestor from peers. With the chain complete down
+//!   to the last committed block: process `B.justify` (below), then vote if `r` is the
+//!   current round, `r > last_voted_round`, and **safeNode(B)** holds: `B` extends the
+//!   locked block, or `B.justify.round > locked_qc.round`.
 //!   Voting: set `last_voted_round = r`, write the safety record and sync it, then send the
 //!   vote to `leader(r + 1)` (the send waits for the sync).
 //! - **Processing a QC** for block `X` (with `Y` the block `X.justify` certifies and `Z` the
@@ -40,19 +44,22 @@
 //! - **Upon a vote** for `(r, B)` as `leader(r + 1)`: verify it, tally it; `n - f` distinct
 //!   voters form a QC, which is processed; then try to propose.
 //! - **Proposing** (leader of the current round `r`, once per round): with a QC of round
-//!   `r - 1` (or a TC of `r - 1`, carried along), extend `high_qc`'s block with requests from
-//!   the mempool that are neither executed nor in an uncommitted ancestor. A leader proposes
-//!   only if there is something to order, an uncommitted request in the chain, or a request
-//!   in one of the three newest blocks (so every replica sees the QC that commits it), or
-//!   it holds a TC; otherwise the chain rests until a request arrives.
+//!   `r - 1` (or a TC that leads to `r`, carried along), extend `high_qc`'s block with
+//!   requests from the mempool that are neither executed nor in an uncommitted ancestor
+//!   (at most `batch_max`, starting at a round-dependent client). A leader proposes
+//!   only if there is something to order, an uncommitted request in the chain, a commit of
+//!   requests it made from its high QC (the others commit them only when a proposal shows
+//!   them that QC), or a TC; otherwise the chain rests until a request arrives.
 //! - **Pacemaker**: entering a round (re)starts its timer; its length doubles with every
-//!   timeout in a row (reset by a QC), capped at `round_timeout_max_ns`. Upon the timer with
-//!   work outstanding (mempool, uncommitted requests, pending proposals): broadcast a signed
-//!   timeout carrying the high QC and send the mempool to the next leader. Upon a timeout:
-//!   verify it (and its QC, if newer than ours, which is then processed); upon `n - f`
-//!   timeouts of round `r`: form a TC, enter `r + 1`; upon `f + 1` replicas' latest timeouts
-//!   at or above the current round: join them (enter that round and time out too). A sender
-//!   behind us gets our high QC and TC back.
+//!   timeout in a row after the first (reset by a QC), capped at `round_timeout_max_ns`.
+//!   Upon the timer with work outstanding (mempool, uncommitted requests, pending
+//!   proposals): broadcast a signed timeout carrying the high QC and send the mempool to the
+//!   next leader. Upon a timeout: verify it (and its QC, if newer than ours, which is then
+//!   processed); upon `n - f` timeouts of round `r`: form a TC, enter the first round of the
+//!   next leader's tenure; upon `f + 1` replicas' latest timeouts at or above the current
+//!   round: join them (enter that round and time out too). A sender
+//!   behind us gets our high QC and TC back; a QC received that way is processed even if
+//!   it is below the high QC (it may complete a 3-chain on a branch we moved away from).
 //! - **Upon a client request** (signed by the client, verified): a retry of the client's last
 //!   executed request is answered from the session cache; a new one enters the bounded
 //!   mempool (one per client, newest wins) and, from the client directly, is forwarded to

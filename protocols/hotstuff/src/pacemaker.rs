@@ -29,9 +29,14 @@ impl<S: StateMachine> HotStuff<S> {
         self.try_propose(ctx);
     }
 
-    /// The current round's timeout: the base doubled per timeout in a row, capped.
+    /// The current round's timeout: the base, doubled per timeout in a row after the first,
+    /// capped. The first repeat is not doubled: a crashed leader costs two timeouts (the
+    /// round whose votes it should collect, then its own tenure), not a growing pause.
     pub(crate) fn round_timeout_ns(&self) -> u64 {
-        let exponent = self.timeouts_in_row.min(BACKOFF_EXPONENT_MAX);
+        let exponent = self
+            .timeouts_in_row
+            .saturating_sub(1)
+            .min(BACKOFF_EXPONENT_MAX);
         self.config
             .round_timeout_ns
             .saturating_mul(1u64 << exponent)
@@ -135,10 +140,11 @@ impl<S: StateMachine> HotStuff<S> {
             return;
         }
         let qc_behind = high_qc.round < self.high_qc.round;
-        let tc = self
-            .high_tc
-            .clone()
-            .filter(|tc| tc.round >= round && tc.round > self.high_qc.round);
+        // A TC helps if it leads past the sender's round (and past our QC's).
+        let tc = self.high_tc.clone().filter(|tc| {
+            let after = self.round_after_tc(tc.round);
+            after > round && after > self.high_qc.round.next()
+        });
         if qc_behind || tc.is_some() {
             ctx.send(
                 to,
@@ -202,7 +208,7 @@ impl<S: StateMachine> HotStuff<S> {
         if self.high_tc.as_ref().is_none_or(|held| held.round < round) {
             self.high_tc = Some(tc);
         }
-        self.enter_round(ctx, round.next(), true);
+        self.enter_round(ctx, self.round_after_tc(round), true);
     }
 
     /// Upon certificates from a peer that saw this replica behind.
@@ -214,7 +220,9 @@ impl<S: StateMachine> HotStuff<S> {
                 ctx.ignore("certificate with an invalid TC");
             }
         }
-        if qc.round <= self.high_qc.round {
+        // Even a QC below the high one can complete a 3-chain on a branch this replica
+        // moved away from (it commits what the sender committed): process any new one.
+        if qc.round <= self.committed_round || self.verified_qcs.contains_key(&qc.key()) {
             return;
         }
         match self.verify_qc(ctx, &qc) {

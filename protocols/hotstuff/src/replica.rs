@@ -73,6 +73,9 @@ pub struct HotStuff<S: StateMachine> {
     /// Blocks asked for, with their height hint.
     pub(crate) fetching: BTreeMap<Digest, u64>,
     pub(crate) verified_qcs: BTreeMap<(Round, Digest), Qc>,
+    /// The round of the QC whose processing committed requests here, until a proposal
+    /// carries a newer QC: the others commit them only once a proposal shows them this QC.
+    pub(crate) unannounced_commit: Option<Round>,
 
     // Execution.
     pub(crate) state: Sessions<S>,
@@ -121,6 +124,7 @@ impl<S: StateMachine> HotStuff<S> {
             pending_qc: None,
             fetching: BTreeMap::new(),
             verified_qcs: BTreeMap::new(),
+            unannounced_commit: None,
             state: Sessions::new(service),
             executed_slot: 0,
             replaying: false,
@@ -181,6 +185,14 @@ impl<S: StateMachine> HotStuff<S> {
     pub fn leader(&self, round: Round) -> NodeId {
         let turn = round.0 / self.config.leader_rounds;
         NodeId((turn % u64::from(self.nodes.max(1))) as u32)
+    }
+
+    /// The round a TC of `round` leads to: the first round of the next leader's tenure (a
+    /// leader that timed out once loses the rest of its rounds).
+    pub fn round_after_tc(&self, round: Round) -> Round {
+        let leader_rounds = self.config.leader_rounds;
+        let next_turn = (round.0 / leader_rounds).saturating_add(1);
+        Round(next_turn.saturating_mul(leader_rounds))
     }
 
     fn boot(&mut self, ctx: &mut Ctx<'_, S>) {

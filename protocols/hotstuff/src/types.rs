@@ -79,7 +79,7 @@ pub struct TimeoutVote {
 }
 
 /// A timeout certificate: `2f + 1` distinct replicas gave up on `round`. A proposal for
-/// `round + 1` carries it when its justify QC is not of `round`.
+/// `round` leads to (see `HotStuff::round_after_tc`) carries it when its QC is older.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tc {
     pub round: Round,

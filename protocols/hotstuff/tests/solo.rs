@@ -514,7 +514,13 @@ fn the_next_leader_forms_a_qc_from_a_quorum_of_distinct_votes() {
         "no QC from three distinct votes"
     );
     let proposed = effects.iter().any(|e| {
-        matches!(e, Effect::Broadcast { msg: Message::Propose { block, .. } } if block.round == Round(2) && block.parent == digest)
+        let Effect::Broadcast {
+            msg: Message::Propose { block, .. },
+        } = e
+        else {
+            return false;
+        };
+        block.round == Round(2) && block.parent == digest
     });
     assert!(
         proposed,

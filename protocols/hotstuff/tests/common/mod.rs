@@ -48,6 +48,8 @@ pub struct Run {
     pub quiet_at_ns: u64,
     pub end_ns: u64,
     pub byzantine: BTreeSet<NodeId>,
+    /// Keep running after the clients are done (until `end_ns`).
+    pub run_to_end: bool,
 }
 
 impl Run {
@@ -57,13 +59,14 @@ impl Run {
             profile,
             nodes: 4,
             clients: 3,
-            requests_per_client: 20,
+            requests_per_client: env_or("DST_REQUESTS", 20),
             reads_per_mille: 300,
             plan: "",
             config: HotStuffConfig::default(),
             quiet_at_ns: 4 * SEC,
             end_ns: 30 * SEC,
             byzantine: BTreeSet::new(),
+            run_to_end: false,
         }
     }
 
@@ -106,6 +109,7 @@ pub fn run_with<N: KvNode>(run: &Run, make: impl FnMut(NodeId) -> N + 'static) -
     config.plan = parse_plan(run.plan).expect("valid plan");
     config.quiet_at_ns = run.quiet_at_ns;
     config.end_ns = run.end_ns;
+    config.stop_when_clients_done = !run.run_to_end;
     config.down_max = (run.nodes.saturating_sub(1) / 3).saturating_sub(run.byzantine.len() as u32);
     let clients = (0..run.clients)
         .map(|client| {
@@ -168,4 +172,12 @@ pub fn new_views(observations: &[(u64, KvObs)]) -> usize {
 /// Seeds to run: `DST_SEED` alone, or `DST_SEEDS` (default `default`) from `DST_FIRST_SEED`.
 pub fn seeds(default: u64) -> Vec<u64> {
     dst_sim::testing::seeds_from_env(default)
+}
+
+/// A number from the environment, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
 }
