@@ -240,5 +240,37 @@ fn compare_reports_every_strategy_with_time_to_first_violation() {
         trace,
     ]);
     assert_eq!(replay.status.code(), Some(1), "{command}");
+    // `dst shrink --trace` shrinks such a trace; the shrunk trace replays the failure.
+    let shrunk = traces.join("shrunk.trace");
+    let cluster = [
+        "--protocol",
+        "raft",
+        "--profile",
+        "corruption",
+        "--no-client-checksums",
+        "--ops",
+        "40",
+        "--strategy",
+        "coverage",
+    ];
+    let output = dst(&[
+        &["shrink", "--trace", trace, "--attempts", "20", "--out"][..],
+        &[shrunk.to_str().expect("utf-8 path")],
+        &cluster,
+    ]
+    .concat());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("events"), "{stdout}");
+    let replay = dst(&[
+        &["run", "--replay", shrunk.to_str().expect("utf-8 path")][..],
+        &cluster,
+    ]
+    .concat());
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "the shrunk trace still fails"
+    );
     std::fs::remove_dir_all(&traces).ok();
 }

@@ -12,8 +12,13 @@ pub struct Args {
     #[command(flatten)]
     cluster: super::ClusterArgs,
     /// The failing seed.
-    #[arg(long, env = "DST_SEED")]
-    seed: u64,
+    #[arg(long, env = "DST_SEED", required_unless_present = "trace")]
+    seed: Option<u64>,
+    /// Shrink this recorded trace instead of the seed's run (failures found by the campaign
+    /// strategies, coverage and exhaustive, which their seed alone does not reproduce). Its
+    /// header must match the configuration given.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// Replays to try at most.
     #[arg(long, default_value_t = 400)]
     attempts: u32,
@@ -30,7 +35,16 @@ pub struct Args {
 
 /// Entry point.
 pub fn main(args: Args) -> ExitCode {
-    let spec = args.cluster.spec(args.seed);
+    let mut spec = args.cluster.spec(args.seed.unwrap_or(0));
+    if let Some(path) = &args.trace {
+        match dst_sim::Trace::read(path) {
+            Ok(trace) => {
+                spec.seed = trace.header.seed;
+                spec.replay = Some(trace);
+            }
+            Err(error) => return super::bad_input(error),
+        }
+    }
     if let Err(error) = runner::validate(&spec) {
         return super::bad_input(error);
     }
