@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use dst_protocols::Sessions;
-use dst_sim::{Digest, StateMachine};
+use dst_sim::{Digest, StateMachine, StorageError};
 use serde::de::DeserializeOwned;
 
 use crate::durable::{self, CheckpointRecord, Meta, PrePrepareRecord, RecordError, StableRecord};
@@ -18,8 +18,25 @@ enum Found<T> {
     Corrupt,
 }
 
+/// Reads retried after a transient I/O error before the record counts as unreadable.
+const READ_ATTEMPTS_MAX: usize = 16;
+
+fn read_retrying<S: StateMachine>(
+    ctx: &mut Ctx<'_, '_, S>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let mut result = ctx.read(key);
+    for _ in 1..READ_ATTEMPTS_MAX {
+        if result != Err(StorageError::Io) {
+            break;
+        }
+        result = ctx.read(key);
+    }
+    result
+}
+
 fn load<S: StateMachine, T: DeserializeOwned>(ctx: &mut Ctx<'_, '_, S>, key: &str) -> Found<T> {
-    match ctx.read(key) {
+    match read_retrying(ctx, key) {
         Ok(None) => Found::Absent,
         Ok(Some(bytes)) => match durable::decode(key, &bytes) {
             Ok(value) => Found::Valid(value),

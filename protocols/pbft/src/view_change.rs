@@ -74,21 +74,38 @@ impl<S: StateMachine> Pbft<S> {
 
     /// Persists the view (the promise not to act in lower views) and sends VIEW-CHANGE.
     pub(crate) fn send_view_change(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        if !self.persist_meta(ctx) {
+            return;
+        }
+        ctx.sync();
+        let Some(signed) = self.build_view_change(ctx, self.view) else {
+            return;
+        };
+        self.own_view_change = Some(signed.clone());
+        ctx.broadcast(Message::ViewChange(signed));
+        self.after_view_change_vote(ctx, self.view);
+    }
+
+    /// Signs (and holds) this replica's VIEW-CHANGE for `view` from its current P set.
+    fn build_view_change(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        view: View,
+    ) -> Option<Signed<ViewChange<S::Command>>> {
         // A slot whose record was damaged may hide a prepared certificate this replica
         // promised to report; only a committed certificate for it can stand in.
         let mut committed = Vec::new();
         for seq in self.damaged.range(Seq(self.stable.seq.0 + 1)..) {
             match self.log.get(seq).and_then(|slot| slot.committed.clone()) {
                 Some(proof) => committed.push(proof),
-                None => return ctx.ignore("view change: withheld while a damaged slot is open"),
+                None => {
+                    ctx.ignore("view change: withheld while a damaged slot is open");
+                    return None;
+                }
             }
         }
-        if !self.persist_meta(ctx) {
-            return;
-        }
-        ctx.sync();
         let change = ViewChange {
-            view: self.view,
+            view,
             stable_seq: self.stable.seq,
             stable_digest: self.stable.digest,
             checkpoint_proof: self.stable.proof.clone(),
@@ -100,18 +117,35 @@ impl<S: StateMachine> Pbft<S> {
             committed,
         };
         let signed = ctx.sign_value(change);
-        self.own_view_change = Some(signed.clone());
         self.view_changes
-            .entry(self.view)
+            .entry(view)
             .or_default()
             .insert(self.id, signed.clone());
-        ctx.broadcast(Message::ViewChange(signed));
-        self.after_view_change_vote(ctx, self.view);
+        Some(signed)
+    }
+
+    /// Supporting the view just below the target too: replicas still gathering a quorum
+    /// there (this one may have jumped past it by the f + 1 rule, or lost its earlier
+    /// VIEW-CHANGE in a crash) would otherwise wait for each other forever. Safe: it carries
+    /// this replica's current P set, and this replica never enters that lower view.
+    fn support_previous_view(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        let installed = self.new_view.as_ref().map_or(View(0), |nv| nv.value.view);
+        let previous = View(self.view.0.saturating_sub(1));
+        let held = self
+            .view_changes
+            .get(&previous)
+            .is_some_and(|changes| changes.contains_key(&self.id));
+        if previous > installed && !held {
+            self.build_view_change(ctx, previous);
+        }
     }
 
     pub(crate) fn retransmit_view_change(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         if self.own_view_change.is_none() {
             self.send_view_change(ctx);
+        }
+        if self.own_view_change.is_some() {
+            self.support_previous_view(ctx);
         }
         let own: Vec<Signed<ViewChange<S::Command>>> = self
             .view_changes
