@@ -30,17 +30,23 @@ pub mod attention;
 pub mod codec;
 pub mod experiment;
 pub mod faults;
+pub mod faulty;
 pub mod mamba;
 pub mod model;
 pub mod numerics;
 pub mod service;
+pub mod spec;
+pub mod workload;
 
 #[cfg(test)]
 mod tests;
 
+pub use faulty::{FaultyService, ServiceFault};
 pub use model::{LayerKind, Model, ModelConfig, Sampling, SessionState};
 pub use numerics::Kernel;
 pub use service::{Command, InferenceService, Output, ServiceConfig, ServiceError, SessionId};
+pub use spec::{check_inference_run, InferenceSpec};
+pub use workload::{InferenceWorkload, InferenceWorkloadConfig};
 
 /// Byte vocabulary.
 pub const VOCAB: usize = 256;
