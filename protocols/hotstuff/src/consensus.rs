@@ -12,6 +12,9 @@ use crate::types::{
     proposal_digest, signer_node, timeout_digest, vote_digest, Block, Message, Qc, Round, Tc,
 };
 
+/// Attempts at writing (and reading back) a safety record before a vote is given up.
+const SAFETY_WRITE_TRIES_MAX: usize = 3;
+
 /// Where a chain of parents from some block leads.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Chain {
@@ -259,7 +262,7 @@ impl<S: StateMachine> HotStuff<S> {
     /// A verified proposal whose whole chain is here: store it, process its QC, maybe vote.
     fn accept_block(&mut self, ctx: &mut Ctx<'_, S>, block: Block<S::Command>, tc: Option<Tc>) {
         let parent_height = self.blocks.get(&block.parent).map(|parent| parent.height);
-        if parent_height.map(|height| height + 1) != Some(block.height) {
+        if parent_height.and_then(|height| height.checked_add(1)) != Some(block.height) {
             ctx.ignore("proposal with a wrong height");
             return;
         }
@@ -344,7 +347,14 @@ impl<S: StateMachine> HotStuff<S> {
             high_qc: self.high_qc.clone(),
         };
         let key = durable::safety_key(&record);
-        if ctx.write(&key, durable::encode(&key, &record)).is_err() {
+        let bytes = durable::encode(&key, &record);
+        // Read back: a misdirected write lands under another key and leaves this one absent,
+        // which recovery could not tell from never written.
+        let written = (0..SAFETY_WRITE_TRIES_MAX).any(|_| {
+            ctx.write(&key, bytes.clone()).is_ok()
+                && ctx.read(&key).ok().flatten().as_deref() == Some(bytes.as_slice())
+        });
+        if !written {
             return false;
         }
         let keys = ctx.keys_with_prefix(durable::SAFETY_PREFIX);
@@ -535,7 +545,7 @@ impl<S: StateMachine> HotStuff<S> {
         let Some(parent) = self.blocks.get(&self.high_qc.block) else {
             return;
         };
-        let height = parent.height + 1;
+        let height = parent.height.saturating_add(1);
         let requests = self.batch_for(self.high_qc.block);
         if requests.is_empty() && tc.is_none() && !self.chain_unfinished(self.high_qc.block) {
             return;

@@ -2,8 +2,9 @@
 //!
 //! Layout (all keys under `hotstuff/`):
 //! - `hotstuff/safety/<version>-<last voted round>-<locked round>` (20 digits each): one
-//!   [`SafetyRecord`] per version, never overwritten. A new version is written and synced
-//!   before the vote it protects leaves. The rounds are also in the key name, which storage
+//!   [`SafetyRecord`] per version, never overwritten. A new version is written, read back
+//!   (a misdirected write would leave its key absent) and synced before the vote it
+//!   protects leaves. The rounds are also in the key name, which storage
 //!   faults never touch: if the newest record is unreadable (torn by a crash before its sync,
 //!   or a latent bit flip), recovery still knows lower bounds of the last voted round and of
 //!   the locked round, and treats them as floors. Versions older than [`SAFETY_VERSIONS_KEPT`]
