@@ -527,3 +527,105 @@ fn the_next_leader_forms_a_qc_from_a_quorum_of_distinct_votes() {
         "the leader of round 2 did not propose on the new QC"
     );
 }
+
+/// Runs the protocol's own forger as Byzantine node `node` on `msg`.
+fn forged(node: u32, msg: &Message<KvCommand>, variant: u64) -> Option<Message<KvCommand>> {
+    let (mut effects, mut storage, mut decisions) =
+        (Vec::new(), Storage::default(), SeededSource::new(3));
+    let (mut timers, mut ignored) = (0, Vec::new());
+    let mut ctx = NodeCtx::<Replica>::new(
+        NodeId(node),
+        NODES,
+        0,
+        &mut effects,
+        &mut storage,
+        &mut decisions,
+        &mut timers,
+        &mut ignored,
+    );
+    <Replica as dst_sim::Adversarial>::forge(&mut ctx, msg, variant)
+}
+
+/// Every forgery the Adversarial hook makes of a proposal or a timeout is rejected by a
+/// correct replica (the equivocating proposal is valid but comes second: no second vote).
+#[test]
+fn every_forgery_of_the_adversarial_hook_is_rejected() {
+    let chain = chain_of_three();
+    let (b1, b2) = (&chain[0], &chain[1]);
+    for variant in 0..8 {
+        let mut solo = Solo::start(3);
+        solo.deliver(1, propose(b1, None));
+        solo.deliver(2, propose(b2, None));
+        assert_eq!(solo.node.last_voted_round(), Round(2));
+        let b3 = &chain[2];
+        let equivocation = variant % 4 == 3;
+        if equivocation {
+            solo.deliver(3, propose(b3, None));
+        }
+        let voted = solo.node.last_voted_round();
+        let forgery = forged(3, &propose(b3, None), variant).expect("proposals are forged");
+        let effects = solo.deliver(3, forgery);
+        assert!(
+            votes(&effects).is_empty(),
+            "variant {variant}: voted for a forgery"
+        );
+        assert_eq!(solo.node.last_voted_round(), voted, "variant {variant}");
+        if equivocation {
+            continue; // the high QC moved with b3
+        }
+        let timeout = Message::Timeout {
+            round: Round(3),
+            high_qc: b3.justify.clone(),
+            signature: sign_as(0, &timeout_digest(Round(3), Round(2))),
+        };
+        let before = solo.node.high_qc().clone();
+        let forgery = forged(0, &timeout, variant).expect("timeouts are forged");
+        solo.deliver(0, forgery);
+        assert_eq!(
+            solo.ignored.len(),
+            1,
+            "variant {variant}: forged timeout accepted"
+        );
+        assert_eq!(solo.node.high_qc(), &before);
+    }
+}
+
+#[test]
+fn a_lying_replica_changes_the_output() {
+    let (mut effects, mut storage, mut decisions) =
+        (Vec::new(), Storage::default(), SeededSource::new(3));
+    let (mut timers, mut ignored) = (0, Vec::new());
+    let mut ctx = NodeCtx::<Replica>::new(
+        NodeId(1),
+        NODES,
+        0,
+        &mut effects,
+        &mut storage,
+        &mut decisions,
+        &mut timers,
+        &mut ignored,
+    );
+    for output in [
+        dst_protocols::KvOutput::Written,
+        dst_protocols::KvOutput::Value(None),
+        dst_protocols::KvOutput::Value(Some("v".to_string())),
+        dst_protocols::KvOutput::Swapped(true),
+    ] {
+        let reply = dst_protocols::Reply::Done {
+            sequence: 4,
+            output: output.clone(),
+        };
+        for variant in 0..2 {
+            let lie = <Replica as dst_sim::Adversarial>::lie(&mut ctx, &reply, variant);
+            match lie {
+                Some(dst_protocols::Reply::Done {
+                    sequence: 4,
+                    output: told,
+                }) => {
+                    assert_ne!(told, output, "a lie that tells the truth")
+                }
+                other => panic!("no lie about {output:?}: {other:?}"),
+            }
+        }
+    }
+}
