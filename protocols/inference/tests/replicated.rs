@@ -33,29 +33,80 @@ fn fastbft_none() {
 }
 
 #[test]
+fn fastbft_corruption() {
+    clean(Protocol::FastBft, "corruption", 2);
+}
+
+#[test]
+fn fastbft_byzantine() {
+    clean(Protocol::FastBft, "byzantine", 3);
+}
+
+#[test]
+fn fastbft_twins() {
+    clean(Protocol::FastBft, "twins", 2);
+}
+
+#[test]
+fn pbft_none() {
+    clean(Protocol::Pbft, "none", 1);
+}
+
+#[test]
+fn pbft_corruption() {
+    clean(Protocol::Pbft, "corruption", 1);
+}
+
+#[test]
+fn pbft_byzantine() {
+    clean(Protocol::Pbft, "byzantine", 2);
+}
+
+#[test]
+fn pbft_twins() {
+    clean(Protocol::Pbft, "twins", 1);
+}
+
+/// Many seeds, for measuring (release):
+/// `DST_SEEDS=500 cargo test --release -p dst-inference --test replicated -- --ignored --nocapture`
+/// Profiles from `DST_PROFILES` (comma-separated; default byzantine,twins,corruption) and the
+/// protocol from `DST_PROTOCOL` (fastbft or pbft). Prints seeds/s and every failing seed.
+#[test]
 #[ignore]
-fn show_one_run() {
-    for protocol in [Protocol::FastBft, Protocol::Pbft] {
-        for profile in ["none", "corruption", "byzantine", "twins"] {
-            let spec = Run::new(protocol, 3, profile);
+fn many_seeds() {
+    let profiles =
+        std::env::var("DST_PROFILES").unwrap_or_else(|_| "byzantine,twins,corruption".to_string());
+    let protocol = match std::env::var("DST_PROTOCOL").as_deref() {
+        Ok("pbft") => Protocol::Pbft,
+        _ => Protocol::FastBft,
+    };
+    let mut failing = Vec::new();
+    for profile in profiles.split(',') {
+        let profile: &'static str = Box::leak(profile.trim().to_string().into_boxed_str());
+        let seeds = seeds_from_env(500);
+        #[allow(clippy::disallowed_methods)] // wall time of a measurement, not of the simulation
+        let started = std::time::Instant::now();
+        let (mut completions, mut bad) = (0, 0);
+        for &seed in &seeds {
+            let spec = Run::new(protocol, seed, profile);
             let outcome = run(&spec);
+            completions += common::completions(&outcome.observations);
             let verdict = judge(&spec, &outcome);
-            let outputs = completed_outputs(&outcome.observations);
-            let report = verdict.linearizability.as_ref().unwrap();
-            println!(
-                "{protocol:?} {profile}: {} completions, virtual {} ms, events {}, partitions {}, violations {:?}, adversary {:?}",
-                outputs.len(),
-                outcome.summary.virtual_ns / 1_000_000,
-                outcome.summary.events,
-                report.partitions.len(),
-                verdict.violations,
-                outcome.adversary.behaviours
-            );
-            if profile == "none" {
-                for o in outputs.iter().take(12) {
-                    println!("  {o:?}");
-                }
+            if !verdict.is_clean() {
+                bad += 1;
+                println!(
+                    "{protocol:?} {profile} seed {seed}: {:?}",
+                    verdict.violations
+                );
+                failing.push((profile, seed));
             }
         }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "{protocol:?} {profile}: {} seeds, {bad} with violations, {completions} completions, {elapsed:.1} s, {:.1} seeds/s",
+            seeds.len(),
+            seeds.len() as f64 / elapsed
+        );
     }
+    assert!(failing.is_empty(), "failing seeds: {failing:?}");
 }
