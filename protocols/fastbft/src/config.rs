@@ -7,6 +7,8 @@ use dst_sim::{NodeId, MS, SEC};
 pub struct FastBftConfig {
     /// Extra replicas that keep the fast path alive: `n = 3f + 2c + 1`.
     pub c: u32,
+    /// `Tfast`, the client's wait for the fast path (see [`FastBftConfig::client_config`]).
+    pub fast_timeout_ns: u64,
     /// A checkpoint every this many slots (also taken at the tip after an idle tick).
     pub checkpoint_interval: u64,
     /// Idle time after which replicas checkpoint their tip (so the tail becomes final).
@@ -25,6 +27,7 @@ impl Default for FastBftConfig {
     fn default() -> Self {
         FastBftConfig {
             c: 0,
+            fast_timeout_ns: 50 * MS,
             checkpoint_interval: 128,
             checkpoint_idle_ns: 50 * MS,
             request_timeout_ns: 200 * MS,
@@ -57,6 +60,7 @@ impl FastBftConfig {
     pub fn options(&self) -> Vec<(&'static str, String)> {
         vec![
             ("c", self.c.to_string()),
+            ("fast_timeout_ms", (self.fast_timeout_ns / MS).to_string()),
             ("checkpoint_interval", self.checkpoint_interval.to_string()),
             (
                 "checkpoint_idle_ms",
@@ -100,6 +104,7 @@ impl FastBftConfig {
                 }
                 self.checkpoint_interval = k;
             }
+            "fast_timeout_ms" => self.fast_timeout_ns = parse_ms(name, value)?,
             "checkpoint_idle_ms" => self.checkpoint_idle_ns = parse_ms(name, value)?,
             "request_timeout_ms" => self.request_timeout_ns = parse_ms(name, value)?,
             "fill_hole_timeout_ms" => self.fill_hole_timeout_ns = parse_ms(name, value)?,
@@ -116,6 +121,15 @@ impl FastBftConfig {
             }
         }
         Ok(())
+    }
+
+    /// The client settings that must agree with the replicas' (`c`, `Tfast`).
+    pub fn client_config(&self) -> crate::client::FastBftClientConfig {
+        crate::client::FastBftClientConfig {
+            c: self.c,
+            fast_timeout_ns: self.fast_timeout_ns,
+            ..crate::client::FastBftClientConfig::default()
+        }
     }
 
     /// High water mark distance: the primary orders at most this far past the stable

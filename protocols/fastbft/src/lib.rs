@@ -40,6 +40,23 @@
 //! - A replica that sees a stable proof its log does not reach fetches the state
 //!   (STATE-REQ/STATE-REPLY), checks the snapshot against the proof and replays above it.
 //!
+//! ## Liveness rules added to the brief
+//! - The NEW-VIEW timer starts only once `Qvc` replicas ask for the target view (PBFT's
+//!   rule), so a lone replica never races ahead; a VIEW-CHANGE for a later view counts as a
+//!   complaint about the current one. A replica in an older view (seen through its IHTP,
+//!   VIEW-CHANGE, FILL-HOLE, forwarded request or ORDER-REQ) is sent the last NEW-VIEW.
+//! - A backup whose ordered request a client keeps retrying complains (IHTP) unless a CC it
+//!   holds covers the entry: the client is short of a quorum in this view.
+//! - A replica checkpoints its tip once idle, so the tail of a run becomes final; checkpoint
+//!   votes are retransmitted (both rounds) until stable; a replica whose window is overtaken
+//!   asks for state.
+//!
+//! ## Not done (deliberately simplified)
+//! VIEW-CONFIRM; the IHTP proof inside VIEW-CHANGE (a VIEW-CHANGE is used only in a set of
+//! `Qvc`, with at least `f + 1` correct senders); clients forwarding POMs. The NEW-VIEW a
+//! primary built is remembered in memory only (a primary that crashes mid view change may
+//! build another one for the same view; each is checked against the rule by every replica).
+//!
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)
 //! signed by a correct replica) are checked in [`dst_sim::Node::check_invariants`]; S1-S3
