@@ -4,7 +4,8 @@
 //!   VIEW-CHANGE leaves, so a restarted replica never goes back to an abandoned view);
 //! - `fb/log/<seq>`: every accepted ORDER-REQ (synced before its SPEC-RESPONSE leaves);
 //! - `fb/ccs`: the CC set (synced before a LOCAL-COMMIT or CHECKPOINT-COMMIT leaves);
-//! - `fb/stable`: the stable checkpoint's proof and service snapshot.
+//! - `fb/stable`: the stable checkpoint's proof and service snapshot;
+//! - `fb/built`: the last view this replica built a NEW-VIEW for as its primary.
 //!
 //! A record whose checksum fails (torn write, bit rot) reads as absent; a log is recovered
 //! only as far as it chains from the checkpoint.
@@ -16,6 +17,9 @@ use serde::Serialize;
 pub const VIEW_KEY: &str = "fb/view";
 pub const STABLE_KEY: &str = "fb/stable";
 pub const CCS_KEY: &str = "fb/ccs";
+/// The last view this replica built a NEW-VIEW for (it signs one per view, even across
+/// crashes).
+pub const BUILT_KEY: &str = "fb/built";
 pub const LOG_PREFIX: &str = "fb/log/";
 
 /// The key of the log record of `seq` (zero-padded, so keys sort by slot).

@@ -53,9 +53,7 @@
 //!
 //! ## Not done (deliberately simplified)
 //! VIEW-CONFIRM; the IHTP proof inside VIEW-CHANGE (a VIEW-CHANGE is used only in a set of
-//! `Qvc`, with at least `f + 1` correct senders); clients forwarding POMs. The NEW-VIEW a
-//! primary built is remembered in memory only (a primary that crashes mid view change may
-//! build another one for the same view; each is checked against the rule by every replica).
+//! `Qvc`, with at least `f + 1` correct senders); clients forwarding POMs.
 //!
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)

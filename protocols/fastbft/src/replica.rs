@@ -316,6 +316,7 @@ impl<S: StateMachine> FastBft<S> {
             }
         }
         self.recover_log(ctx);
+        self.built_new_view = read_record::<Self, u64>(ctx, durable::BUILT_KEY);
         if let Some(ccs) =
             read_record::<Self, Vec<CcEvidence<Cmd<S>, Out<S>>>>(ctx, durable::CCS_KEY)
         {

@@ -299,6 +299,8 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         };
         let new_view = Box::new(ctx.sign_value(body));
         self.built_new_view = Some(target);
+        crate::durable::write_record(ctx, crate::durable::BUILT_KEY, &target);
+        ctx.sync();
         ctx.broadcast(Msg::NewView(new_view.clone()));
         self.install(ctx, new_view, selection);
     }
