@@ -593,12 +593,20 @@ pub fn check_run_determinism(spec: &RunSpec) -> Result<Result<u64, String>, Stri
         })),
         "pbft" => {
             let config = pbft_config(spec)?;
-            Ok(check_determinism(|| {
-                let config = config.clone();
-                let make = move |_| Pbft::for_service(config.clone(), KvStore::new());
-                let factory = |adversary: &Adversary| adversary.byzantine_factory(make);
-                build_sim(spec, factory, bft_client(spec)).0
-            }))
+            let make = move |_| Pbft::for_service(config.clone(), KvStore::new());
+            Ok(if spec.profile == "twins" {
+                check_determinism(|| {
+                    let make = make.clone();
+                    let factory = |adversary: &Adversary| adversary.twins_factory(make);
+                    build_sim(spec, factory, bft_client(spec)).0
+                })
+            } else {
+                check_determinism(|| {
+                    let make = make.clone();
+                    let factory = |adversary: &Adversary| adversary.byzantine_factory(make);
+                    build_sim(spec, factory, bft_client(spec)).0
+                })
+            })
         }
         "raft" => Ok(check_determinism(|| {
             let config = raft_config(spec).expect("validated options");

@@ -115,3 +115,97 @@ fn raft_swarm() {
 fn multipaxos_corruption() {
     run_profile("multipaxos", "corruption", 16);
 }
+
+// The BFT protocols through the runner, with at most f Byzantine replicas (n = 4, f = 1):
+// typed adversaries drawn per seed, Twins scenarios drawn per seed, corruption, swarm.
+macro_rules! bft_profiles {
+    ($($name:ident: $protocol:literal, $profile:literal, $seeds:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run_profile($protocol, $profile, $seeds);
+            }
+        )*
+    };
+}
+
+bft_profiles! {
+    pbft_byzantine: "pbft", "byzantine", 8;
+    pbft_twins: "pbft", "twins", 4;
+    pbft_corruption: "pbft", "corruption", 8;
+    pbft_swarm: "pbft", "swarm", 8;
+    hotstuff_byzantine: "hotstuff", "byzantine", 8;
+    hotstuff_twins: "hotstuff", "twins", 4;
+    hotstuff_corruption: "hotstuff", "corruption", 8;
+    hotstuff_swarm: "hotstuff", "swarm", 8;
+    fastbft_byzantine: "fastbft", "byzantine", 8;
+    fastbft_twins: "fastbft", "twins", 4;
+    fastbft_corruption: "fastbft", "corruption", 8;
+    fastbft_swarm: "fastbft", "swarm", 8;
+}
+
+/// With f + 1 Byzantine replicas the oracles must fire: the same runner with one more liar,
+/// twin or equivocator breaks a property within a few dozen seeds. Returns the first
+/// violating seed.
+fn first_violation_with_f_plus_one(
+    protocol: &str,
+    profile: &str,
+    behaviour: Option<&str>,
+    seeds_max: u64,
+) -> Option<u64> {
+    (1..=seeds_max).find(|&seed| {
+        let mut spec = RunSpec::new(protocol, seed, profile);
+        spec.byzantine = Some(2);
+        spec.behaviour = behaviour.map(str::to_string);
+        !runner::run(&spec)
+            .expect("valid spec")
+            .violations
+            .is_empty()
+    })
+}
+
+#[test]
+fn f_plus_one_colluding_liars_are_caught() {
+    for protocol in ["pbft", "hotstuff"] {
+        let found = first_violation_with_f_plus_one(protocol, "byzantine", Some("lie"), 5);
+        assert!(
+            found.is_some(),
+            "{protocol}: two liars of four went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn f_plus_one_twins_are_caught() {
+    for protocol in ["pbft", "hotstuff"] {
+        let found = first_violation_with_f_plus_one(protocol, "twins", None, 30);
+        assert!(
+            found.is_some(),
+            "{protocol}: two twinned replicas of four went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn f_plus_one_fastbft_twins_are_caught() {
+    let found = first_violation_with_f_plus_one("fastbft", "twins", None, 40);
+    assert!(
+        found.is_some(),
+        "two twinned FastBFT replicas of four went unnoticed"
+    );
+}
+
+#[test]
+fn bft_runs_are_deterministic_on_a_sample_of_seeds() {
+    for seed in seeds_from_env(2) {
+        for (protocol, profile) in [("pbft", "byzantine"), ("pbft", "twins")] {
+            let mut spec = RunSpec::new(protocol, seed, profile);
+            spec.ops = 40;
+            let result = runner::check_run_determinism(&spec).expect("valid spec");
+            assert!(
+                result.is_ok(),
+                "{protocol} seed {seed} under {profile}: {result:?}"
+            );
+        }
+    }
+}
