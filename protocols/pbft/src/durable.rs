@@ -1,13 +1,14 @@
 //! Durable safety data: record layout and a key-bound checksummed encoding.
 //!
 //! Keys (all under `pbft/`):
-//! - `pbft/meta/0`, `pbft/meta/1`: [`Meta`] (view, view-change flag); written alternately,
-//!   the valid copy with the higher version wins, so a torn write keeps the previous one.
+//! - `pbft/meta/0`, `pbft/meta/1`: [`Meta`] (view, view-change flag); both copies written in
+//!   turn, the valid copy with the higher version wins: a bit flip in one copy leaves the
+//!   other, and a crash tears at most the copy being written.
 //! - `pbft/stable/0`, `pbft/stable/1`: [`StableRecord`] (the stable checkpoint and its proof),
-//!   alternately like meta.
+//!   like meta.
 //! - `pbft/ckpt/<seq>`: [`CheckpointRecord`], this replica's own service snapshot at a
 //!   checkpoint, written (and synced) before its CHECKPOINT message leaves.
-//! - `pbft/pp/<seq>`: [`PrePrepareRecord`], the pre-prepare accepted (or, at the primary,
+//! - `pbft/pp/<seq>/<0|1>`: [`PrePrepareRecord`] (two copies, like meta), the pre-prepare accepted (or, at the primary,
 //!   issued) for the slot in the current view, synced before the PREPARE (or PRE-PREPARE)
 //!   leaves: a replica never prepares two requests for one slot and view, even across a crash.
 //! - `pbft/pc/<seq>/<0|1>`: [`PreparedCert`], the slot's latest prepared certificate, synced
@@ -79,8 +80,8 @@ pub fn checkpoint_key(seq: Seq) -> String {
     format!("{CHECKPOINT_PREFIX}{:020}", seq.0)
 }
 
-pub fn pre_prepare_key(seq: Seq) -> String {
-    format!("{PRE_PREPARE_PREFIX}{:020}", seq.0)
+pub fn pre_prepare_keys(seq: Seq) -> [String; 2] {
+    [0, 1].map(|copy| format!("{PRE_PREPARE_PREFIX}{:020}/{copy}", seq.0))
 }
 
 pub fn prepared_key(seq: Seq, copy: u8) -> String {
@@ -181,7 +182,7 @@ mod tests {
             Some(Seq(42))
         );
         assert_eq!(
-            parse_seq(PRE_PREPARE_PREFIX, &pre_prepare_key(Seq(9))),
+            parse_seq(PRE_PREPARE_PREFIX, &pre_prepare_keys(Seq(9))[1]),
             Some(Seq(9))
         );
         assert_eq!(parse_seq(PRE_PREPARE_PREFIX, "pbft/pp/12"), None);

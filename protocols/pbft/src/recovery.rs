@@ -7,7 +7,7 @@ use dst_sim::{Digest, StateMachine, StorageError};
 use serde::de::DeserializeOwned;
 
 use crate::durable::{self, CheckpointRecord, Meta, PrePrepareRecord, RecordError, StableRecord};
-use crate::message::{check_checkpoint_proof, PreparedCert, Seq, StateTransfer};
+use crate::message::{check_checkpoint_proof, PreparedCert, Seq, StateTransfer, View};
 use crate::replica::{verifier, Ctx, OwnCheckpoint, Pbft};
 
 /// What reading one key gave.
@@ -98,8 +98,8 @@ impl<S: StateMachine> Pbft<S> {
             self.stable = stable;
         }
         self.recover_state(ctx);
-        self.recover_pre_prepares(ctx);
-        self.recover_prepared(ctx);
+        let pre_prepared = self.recover_pre_prepares(ctx);
+        self.recover_prepared(ctx, &pre_prepared);
         self.resign_recovered_votes(ctx);
         let last_assigned = self
             .log
@@ -148,8 +148,11 @@ impl<S: StateMachine> Pbft<S> {
         }
     }
 
-    fn recover_pre_prepares(&mut self, ctx: &mut Ctx<'_, '_, S>) {
-        let now_ns = ctx.now_ns();
+    /// The accepted pre-prepares; returns the view of each slot's latest one.
+    fn recover_pre_prepares(&mut self, ctx: &mut Ctx<'_, '_, S>) -> BTreeMap<Seq, View> {
+        // Per slot: the valid copy of the highest view, and whether a copy is corrupt.
+        type Copies<C> = BTreeMap<Seq, (Option<PrePrepareRecord<C>>, bool)>;
+        let mut found: Copies<S::Command> = BTreeMap::new();
         for key in ctx.keys_with_prefix(durable::PRE_PREPARE_PREFIX) {
             let Some(seq) = durable::parse_seq(durable::PRE_PREPARE_PREFIX, &key) else {
                 continue;
@@ -157,24 +160,44 @@ impl<S: StateMachine> Pbft<S> {
             if !self.in_window(seq) {
                 continue;
             }
+            let entry = found.entry(seq).or_insert((None, false));
             match load::<S, PrePrepareRecord<S::Command>>(ctx, &key) {
                 Found::Valid(record) if record.statement.value.seq == seq => {
-                    if record.statement.value.view == self.view {
-                        let slot = self.slot_in_view(seq);
-                        slot.pre_prepare = Some(record.statement);
-                        slot.request = record.request;
-                        slot.accepted_ns = now_ns;
+                    let view = record.statement.value.view;
+                    if entry
+                        .0
+                        .as_ref()
+                        .is_none_or(|held| view > held.statement.value.view)
+                    {
+                        entry.0 = Some(record);
                     }
                 }
-                Found::Valid(_) | Found::Corrupt => {
-                    self.damaged.insert(seq);
-                }
+                Found::Valid(_) | Found::Corrupt => entry.1 = true,
                 Found::Absent | Found::Torn => {}
             }
         }
+        let now_ns = ctx.now_ns();
+        let mut views = BTreeMap::new();
+        for (seq, (record, corrupt)) in found {
+            let Some(record) = record else {
+                if corrupt {
+                    self.damaged.insert(seq);
+                }
+                continue;
+            };
+            views.insert(seq, record.statement.value.view);
+            if record.statement.value.view == self.view {
+                let slot = self.slot_in_view(seq);
+                slot.pre_prepare = Some(record.statement);
+                slot.request = record.request;
+                slot.accepted_ns = now_ns;
+            }
+        }
+        views
     }
 
-    fn recover_prepared(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+    /// The P set; `pre_prepared` holds each slot's latest accepted pre-prepare view.
+    fn recover_prepared(&mut self, ctx: &mut Ctx<'_, '_, S>, pre_prepared: &BTreeMap<Seq, View>) {
         // Per slot: the newest valid certificate with its copy, and whether a copy is corrupt.
         type Copies<C> = BTreeMap<Seq, (Option<(PreparedCert<C>, u8)>, bool)>;
         let mut found: Copies<S::Command> = BTreeMap::new();
@@ -201,8 +224,12 @@ impl<S: StateMachine> Pbft<S> {
             }
         }
         for (seq, (cert, corrupt)) in found {
-            // A corrupt copy may have been the newer certificate: the slot is damaged.
-            if corrupt {
+            // A corrupt copy may have held a newer certificate, unless the valid one is of
+            // the view of the latest accepted pre-prepare (none can be newer than that).
+            let newest_possible = cert.as_ref().is_some_and(|(cert, _)| {
+                pre_prepared.get(&seq) == Some(&cert.pre_prepare.value.view)
+            });
+            if corrupt && !newest_possible {
                 self.damaged.insert(seq);
             }
             if let Some(cert) = cert {

@@ -260,6 +260,16 @@ impl<S: StateMachine> Pbft<S> {
         }
     }
 
+    /// Writes a record to both of its copies.
+    pub(crate) fn persist_copies<K: AsRef<str>, T: Serialize>(
+        ctx: &mut Ctx<'_, '_, S>,
+        keys: &[K; 2],
+        record: &T,
+    ) -> bool {
+        keys.iter()
+            .all(|key| Self::persist(ctx, key.as_ref(), record))
+    }
+
     /// The slot `seq` in the current view (created or reset as needed).
     pub(crate) fn slot_in_view(&mut self, seq: Seq) -> &mut Slot<S::Command> {
         let view = self.view;
@@ -358,7 +368,7 @@ impl<S: StateMachine> Pbft<S> {
                 statement: statement.clone(),
                 request: Some(request.clone()),
             };
-            if !Self::persist(ctx, &durable::pre_prepare_key(seq), &record) {
+            if !Self::persist_copies(ctx, &durable::pre_prepare_keys(seq), &record) {
                 break;
             }
             let now_ns = ctx.now_ns();
@@ -433,7 +443,7 @@ impl<S: StateMachine> Pbft<S> {
             statement: statement.clone(),
             request: request.clone(),
         };
-        if !Self::persist(ctx, &durable::pre_prepare_key(value.seq), &record) {
+        if !Self::persist_copies(ctx, &durable::pre_prepare_keys(value.seq), &record) {
             return;
         }
         ctx.sync();
@@ -784,8 +794,7 @@ impl<S: StateMachine> Pbft<S> {
             digest,
             proof,
         };
-        let key = durable::STABLE_KEYS[(record.version % 2) as usize];
-        if !Self::persist(ctx, key, &record) {
+        if !Self::persist_copies(ctx, &durable::STABLE_KEYS, &record) {
             return;
         }
         ctx.sync();

@@ -32,8 +32,7 @@ impl<S: StateMachine> Pbft<S> {
             view: self.view,
             view_changing: self.view_changing,
         };
-        let key = durable::META_KEYS[(meta.version % 2) as usize];
-        if !Self::persist(ctx, key, &meta) {
+        if !Self::persist_copies(ctx, &durable::META_KEYS, &meta) {
             return false;
         }
         self.meta_version = meta.version;
@@ -371,7 +370,7 @@ impl<S: StateMachine> Pbft<S> {
                 statement: statement.clone(),
                 request: request.clone(),
             };
-            if !Self::persist(ctx, &durable::pre_prepare_key(seq), &record) {
+            if !Self::persist_copies(ctx, &durable::pre_prepare_keys(seq), &record) {
                 continue;
             }
             let node = self.id;
