@@ -34,6 +34,7 @@ pub mod faulty;
 pub mod mamba;
 pub mod model;
 pub mod numerics;
+pub mod replication;
 pub mod service;
 pub mod spec;
 pub mod workload;

@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 
 use dst_checkers::linearizability::CheckConfig;
 use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig};
-use dst_inference::faulty::{fault_of, faulty_nodes};
+use dst_inference::faulty::faulty_nodes;
+use dst_inference::replication::{client_workload, replica_services, run_service_config};
 use dst_inference::{
-    check_inference_run, Command, FaultyService, InferenceService, InferenceSpec,
-    InferenceWorkload, InferenceWorkloadConfig, ModelConfig, Output, ServiceConfig, ServiceFault,
+    check_inference_run, Command, FaultyService, InferenceSpec, InferenceWorkload, Output,
+    ServiceConfig, ServiceFault,
 };
 use dst_pbft::{Pbft, PbftConfig};
 use dst_protocols::harness::{RunFacts, RunVerdict};
@@ -72,7 +73,7 @@ impl Run {
 
 /// The service every replica starts from (small hybrid model).
 pub fn service_config() -> ServiceConfig {
-    ServiceConfig::new(ModelConfig::hybrid(7))
+    run_service_config()
 }
 
 /// Who is Byzantine, drawn from the seed like the runner does.
@@ -142,14 +143,12 @@ fn sim_config(run: &Run, adversary: &Adversary, knobs: &mut SeededSource) -> Sim
 }
 
 fn workload(run: &Run) -> InferenceWorkload {
-    InferenceWorkload::new(InferenceWorkloadConfig::small(run.requests_per_client))
+    client_workload(run.requests_per_client)
 }
 
 /// The service of replica `id`: the shared configuration with the plan's fault, if any.
 fn service_factory(run: &Run) -> impl Fn(NodeId) -> FaultyService + Clone + 'static {
-    let plan = run.faults.clone();
-    let base = InferenceService::new(service_config());
-    move |id: NodeId| FaultyService::new(base.clone(), fault_of(&plan, id.0))
+    replica_services(service_config(), run.faults.clone())
 }
 
 fn simulate<N: Node<Obs = Obs>, C: Client<Node = N>>(
