@@ -974,6 +974,13 @@ impl<S: StateMachine> Pbft<S> {
                 ctx.send(from, Message::State(transfer));
             }
         }
+        if status.stable < self.stable.seq {
+            // The signed proof lets the peer advance its low water mark (and drop slots it
+            // may hold damaged) even when it has the state already.
+            for vote in self.stable.proof.clone() {
+                ctx.send(from, Message::Checkpoint(vote));
+            }
+        }
         let first = status
             .last_executed
             .max(self.stable.seq)
