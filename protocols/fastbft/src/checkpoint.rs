@@ -27,6 +27,9 @@ impl<S: StateMachine> FastBft<S> {
 
     fn send_vote(&mut self, ctx: &mut Ctx<'_, '_, S>, body: CheckpointBody) {
         let key = (body.seq, body.commit);
+        if self.checkpoint_waiting_since_ns.is_none() {
+            self.checkpoint_waiting_since_ns = Some(ctx.now_ns());
+        }
         let vote = ctx.sign_value(body);
         self.own_votes.insert(key, vote.clone());
         ctx.broadcast(Msg::Checkpoint(vote.clone()));
@@ -196,6 +199,7 @@ impl<S: StateMachine> FastBft<S> {
         self.buffer = self.buffer.split_off(&(seq + 1));
         self.checkpoint_votes.retain(|(slot, _), _| *slot > seq);
         self.own_votes.retain(|(slot, _), _| *slot > seq);
+        self.checkpoint_waiting_since_ns = (!self.own_votes.is_empty()).then(|| ctx.now_ns());
         self.signed_orders.retain(|(_, slot), _| *slot > seq);
         self.signed_specs.retain(|(_, slot), _| *slot > seq);
         self.ccs.retain(|held| held.cc.seq > seq);
@@ -323,14 +327,31 @@ impl<S: StateMachine> FastBft<S> {
             // above can be part of a completed history.
             self.log.clear();
         }
+        let later_view = proof.votes.iter().any(|vote| vote.value.view > self.view);
         self.stable_state = state;
         self.set_stable(ctx, proof);
         self.replay();
+        if later_view && self.status == Status::Normal {
+            // The others checkpointed in a later view: complaining about this one makes
+            // them send the NEW-VIEW this replica missed.
+            self.send_ihtp(ctx);
+        }
         for order in entries {
             self.on_order(ctx, order);
         }
         if let Some(new_view) = self.pending_new_view.take() {
             self.on_new_view(ctx, new_view);
+        }
+    }
+
+    /// A checkpoint vote that has waited too long: this view does not make progress.
+    fn check_checkpoint_stall(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        let Some(since_ns) = self.checkpoint_waiting_since_ns else {
+            return;
+        };
+        if ctx.now_ns().saturating_sub(since_ns) >= self.config.checkpoint_stall_ns {
+            self.checkpoint_waiting_since_ns = Some(ctx.now_ns());
+            self.send_ihtp(ctx);
         }
     }
 
@@ -340,6 +361,7 @@ impl<S: StateMachine> FastBft<S> {
         let tip = self.tip();
         match self.status {
             Status::Normal => {
+                self.check_checkpoint_stall(ctx);
                 let idle = tip == self.tick_tip && tip > self.stable.seq;
                 if idle && !self.own_votes.contains_key(&(tip, false)) {
                     self.snapshots.insert(tip, self.state.clone());

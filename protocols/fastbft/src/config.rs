@@ -13,6 +13,9 @@ pub struct FastBftConfig {
     pub checkpoint_interval: u64,
     /// Idle time after which replicas checkpoint their tip (so the tail becomes final).
     pub checkpoint_idle_ns: u64,
+    /// A checkpoint this replica voted for that is not stable after this long means the view
+    /// is not making progress: complain (IHTP).
+    pub checkpoint_stall_ns: u64,
     /// A backup that forwarded a request waits this long for its ORDER-REQ before it sends
     /// I-HATE-THE-PRIMARY.
     pub request_timeout_ns: u64,
@@ -30,6 +33,7 @@ impl Default for FastBftConfig {
             fast_timeout_ns: 50 * MS,
             checkpoint_interval: 128,
             checkpoint_idle_ns: 50 * MS,
+            checkpoint_stall_ns: SEC,
             request_timeout_ns: 200 * MS,
             fill_hole_timeout_ns: 50 * MS,
             view_change_timeout_ns: 300 * MS,
@@ -62,6 +66,10 @@ impl FastBftConfig {
             ("c", self.c.to_string()),
             ("fast_timeout_ms", (self.fast_timeout_ns / MS).to_string()),
             ("checkpoint_interval", self.checkpoint_interval.to_string()),
+            (
+                "checkpoint_stall_ms",
+                (self.checkpoint_stall_ns / MS).to_string(),
+            ),
             (
                 "checkpoint_idle_ms",
                 (self.checkpoint_idle_ns / MS).to_string(),
@@ -106,6 +114,7 @@ impl FastBftConfig {
             }
             "fast_timeout_ms" => self.fast_timeout_ns = parse_ms(name, value)?,
             "checkpoint_idle_ms" => self.checkpoint_idle_ns = parse_ms(name, value)?,
+            "checkpoint_stall_ms" => self.checkpoint_stall_ns = parse_ms(name, value)?,
             "request_timeout_ms" => self.request_timeout_ns = parse_ms(name, value)?,
             "fill_hole_timeout_ms" => self.fill_hole_timeout_ns = parse_ms(name, value)?,
             "view_change_timeout_ms" => self.view_change_timeout_ns = parse_ms(name, value)?,

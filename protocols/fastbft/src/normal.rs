@@ -153,6 +153,12 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             ctx.ignore("request: primary's window is full");
             return;
         }
+        if self.signed_orders.contains_key(&(self.view, seq)) {
+            // A state transfer rolled this primary back below what it already signed in
+            // this view (the others moved on without it): never sign a slot twice (S5).
+            ctx.ignore("request: slot already signed in this view");
+            return;
+        }
         let digest = entry_digest(Some(&request), seq);
         let body = OrderBody {
             view: self.view,

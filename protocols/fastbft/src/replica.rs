@@ -103,6 +103,8 @@ pub struct FastBft<S: StateMachine> {
     pub(crate) ccs: Vec<CcEvidence<Cmd<S>, Out<S>>>,
     pub(crate) checkpoint_votes: BTreeMap<(u64, bool), BTreeMap<NodeId, Signed<CheckpointBody>>>,
     pub(crate) own_votes: BTreeMap<(u64, bool), Signed<CheckpointBody>>,
+    /// Since when this replica's oldest unstable checkpoint vote (in this view) waits.
+    pub(crate) checkpoint_waiting_since_ns: Option<u64>,
     pub(crate) ihtp: BTreeSet<NodeId>,
     pub(crate) view_changes: BTreeMap<NodeId, SignedViewChange<S>>,
     pub(crate) last_new_view: Option<BoxedNewView<S>>,
@@ -146,6 +148,7 @@ impl<S: StateMachine> FastBft<S> {
             ccs: Vec::new(),
             checkpoint_votes: BTreeMap::new(),
             own_votes: BTreeMap::new(),
+            checkpoint_waiting_since_ns: None,
             ihtp: BTreeSet::new(),
             view_changes: BTreeMap::new(),
             last_new_view: None,
@@ -192,6 +195,13 @@ impl<S: StateMachine> FastBft<S> {
     /// True while no view change is under way.
     pub fn is_normal(&self) -> bool {
         self.status == Status::Normal
+    }
+    /// The view this replica is changing to, if a view change is under way.
+    pub fn view_change_target(&self) -> Option<u64> {
+        match self.status {
+            Status::Normal => None,
+            Status::ViewChange { target } => Some(target),
+        }
     }
     /// The current service state (speculative).
     pub fn service_state(&self) -> &Sessions<S> {

@@ -433,6 +433,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         self.buffer.clear();
         // Checkpoint votes are per view: vote again for this view's history.
         self.own_votes.clear();
+        self.checkpoint_waiting_since_ns = None;
         self.pending_new_view = None;
         self.view_changes
             .retain(|_, held| held.value.new_view > view);
