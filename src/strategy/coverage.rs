@@ -3,8 +3,9 @@
 //!
 //! Each run yields a set of coarse features of what the protocol and the simulator did: which
 //! messages nodes ignored and why, which faults happened, how often each network and storage
-//! effect happened (log2 buckets), how many slots were committed, how the run ended, which
-//! properties broke, and pairs of (fault kind, ignored-message reason). A run that shows a
+//! effect happened, how many slots were committed, elections held and the p99 client latency
+//! (log2 buckets), how the run ended, which properties broke, and pairs of (fault kind,
+//! ignored-message reason). A run that shows a
 //! feature no earlier run showed keeps its recorded trace in the pool. Later runs either start
 //! fresh from their seed or mutate a pooled trace: zero a chunk of decisions (remove faults),
 //! push decisions to their maximum (add faults, longest latencies), randomise some, splice
@@ -182,6 +183,11 @@ pub fn features(outcome: &RunOutcome) -> BTreeSet<String> {
         ("misdirected", storage.misdirected_writes),
         ("io_errors", storage.io_errors),
         ("commits", outcome.metrics.commits),
+        ("elections", outcome.metrics.view_changes.unwrap_or(0)),
+        (
+            "latency_ms_p99",
+            outcome.metrics.latency_ms_p99.unwrap_or(0.0) as u64,
+        ),
         (
             "pending",
             summary.clients_pending.iter().map(|&p| p as u64).sum(),
