@@ -24,7 +24,7 @@ use dst_sim::testing::PingPong;
 use dst_sim::trace::Decider;
 use dst_sim::{
     parse_plan, Adversarial, Client, FaultProfile, Node, NodeId, ReplaySource, RunSummary, Signed,
-    Sim, SimConfig, Trace, TraceHeader, MS,
+    Sim, SimConfig, Trace, TraceHeader, MS, US,
 };
 use serde::Serialize;
 
@@ -82,6 +82,11 @@ pub struct RunSpec {
     pub behaviour: Option<String>,
     /// Protocol design options (`--option name=value`), applied in order to its defaults.
     pub options: Vec<(String, String)>,
+    /// Cost model overrides: virtual CPU per signature and per verification.
+    pub sign_us: Option<u64>,
+    pub verify_us: Option<u64>,
+    /// Overrides the profile's message corruption rate (parts per million).
+    pub corrupt_ppm: Option<u64>,
 }
 
 impl RunSpec {
@@ -106,6 +111,9 @@ impl RunSpec {
             byzantine: None,
             behaviour: None,
             options: Vec::new(),
+            sign_us: None,
+            verify_us: None,
+            corrupt_ppm: None,
         }
     }
 
@@ -139,6 +147,18 @@ impl RunSpec {
         }
     }
 
+    /// Cost and network model overrides that are set, by option name.
+    fn model_overrides(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("sign_us", self.sign_us),
+            ("verify_us", self.verify_us),
+            ("corrupt_ppm", self.corrupt_ppm),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| (name, value)))
+        .collect()
+    }
+
     /// The adversary options as they appear in a trace header ("" when defaulted).
     fn adversary_options(&self) -> String {
         let mut options = String::new();
@@ -150,6 +170,9 @@ impl RunSpec {
         }
         for (name, value) in &self.options {
             options.push_str(&format!(";option:{name}={value}"));
+        }
+        for (name, value) in self.model_overrides() {
+            options.push_str(&format!(";{name}={value}"));
         }
         options
     }
@@ -177,6 +200,9 @@ impl RunSpec {
         }
         for (name, value) in &self.options {
             command.push_str(&format!(" --option {name}={value}"));
+        }
+        for (name, value) in self.model_overrides() {
+            command.push_str(&format!(" --{} {value}", name.replace('_', "-")));
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
             command.push_str(&format!(
@@ -253,6 +279,16 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
     crate::strategy::validate(&spec.strategy)?;
     protocol_options(spec)?;
+    if spec.corrupt_ppm.is_some_and(|ppm| ppm > 1_000_000) {
+        return Err("--corrupt-ppm must be at most 1000000".into());
+    }
+    if [spec.sign_us, spec.verify_us]
+        .iter()
+        .flatten()
+        .any(|us| *us > 1_000_000)
+    {
+        return Err("--sign-us and --verify-us must be at most 1000000 (one second)".into());
+    }
     crate::adversary::validate(
         &spec.profile,
         spec.nodes,
@@ -644,7 +680,17 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     } else {
         spec.clients
     };
+    let mut profile = profile;
+    if let Some(ppm) = spec.corrupt_ppm {
+        profile.link.corrupt_ppm = ppm;
+    }
     let mut config = SimConfig::new(spec.nodes, clients, profile);
+    if let Some(us) = spec.sign_us {
+        config.cpu.sign_ns = us * US;
+    }
+    if let Some(us) = spec.verify_us {
+        config.cpu.verify_ns = us * US;
+    }
     config.plan = spec
         .plan
         .as_deref()

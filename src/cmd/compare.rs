@@ -42,6 +42,21 @@ pub struct Args {
     clients: u32,
     #[arg(long, default_value_t = 200)]
     ops: u64,
+    /// Byzantine replicas under --profile byzantine or twins (default f).
+    #[arg(long)]
+    byzantine: Option<u32>,
+    /// Behaviour of the Byzantine replicas under --profile byzantine.
+    #[arg(long)]
+    behaviour: Option<String>,
+    /// Virtual CPU per signature (us).
+    #[arg(long)]
+    sign_us: Option<u64>,
+    /// Virtual CPU per verification (us).
+    #[arg(long)]
+    verify_us: Option<u64>,
+    /// Message corruption rate (ppm), overriding the profile's.
+    #[arg(long)]
+    corrupt_ppm: Option<u64>,
     /// Worker threads (seeds are independent simulations).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -205,6 +220,11 @@ fn spec(args: &Args, row: &Row, seed: u64) -> RunSpec {
     spec.ops = args.ops;
     spec.options = row.options.clone();
     spec.measure = true;
+    spec.byzantine = args.byzantine;
+    spec.behaviour = args.behaviour.clone();
+    spec.sign_us = args.sign_us;
+    spec.verify_us = args.verify_us;
+    spec.corrupt_ppm = args.corrupt_ppm;
     spec
 }
 
@@ -321,7 +341,7 @@ const HEADER: [&str; 13] = [
     "fast path",
     "mem/replica max",
     "violations",
-    "corrupt delivered/detected",
+    "corrupt delivered/invalid rejected",
 ];
 
 fn table_row(result: &RowResult) -> Vec<String> {

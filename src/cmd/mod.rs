@@ -63,6 +63,15 @@ pub struct ClusterArgs {
     /// them). An unknown option is an error.
     #[arg(long = "option", value_name = "NAME=VALUE", value_parser = parse_option)]
     pub options: Vec<(String, String)>,
+    /// Virtual CPU per signature, in microseconds (default 20).
+    #[arg(long)]
+    pub sign_us: Option<u64>,
+    /// Virtual CPU per signature verification, in microseconds (default 50).
+    #[arg(long)]
+    pub verify_us: Option<u64>,
+    /// Message corruption rate in parts per million, overriding the profile's.
+    #[arg(long)]
+    pub corrupt_ppm: Option<u64>,
 }
 
 fn parse_option(text: &str) -> Result<(String, String), String> {
@@ -83,6 +92,9 @@ impl ClusterArgs {
         spec.byzantine = self.byzantine;
         spec.behaviour = self.behaviour.clone();
         spec.options = self.options.clone();
+        spec.sign_us = self.sign_us;
+        spec.verify_us = self.verify_us;
+        spec.corrupt_ppm = self.corrupt_ppm;
         spec
     }
 }
