@@ -68,6 +68,10 @@ pub struct Args {
     /// Exhaustive: at most this many deviations from the base run.
     #[arg(long, default_value_t = 2)]
     deviations: u32,
+    /// Warn (naming the seed and its reproduce command) about a run still going after this
+    /// many wall seconds: a hang in a handler would otherwise stall the campaign silently.
+    #[arg(long, default_value_t = 30.0)]
+    warn_after_seconds: f64,
 }
 
 /// A failing run: seed, "[property] detail", reproduce command, recorded trace (campaigns).
@@ -201,6 +205,11 @@ struct Shared<'a> {
     /// Numbers the failing traces a campaign writes (several runs share a seed label).
     traces_written: AtomicU64,
     progress: progress::Progress,
+    /// Per worker: the seed it is running, since when (campaign seconds), and whether the
+    /// watchdog already warned about it.
+    running: Mutex<BTreeMap<usize, (u64, f64, bool)>>,
+    /// Set when every worker has finished; the watchdog then stops.
+    done: AtomicBool,
     // Exploration is tooling: it times itself and runs independent simulations on threads.
     #[allow(clippy::disallowed_types)]
     started: std::time::Instant,
@@ -219,6 +228,38 @@ impl Shared<'_> {
             .is_some_and(|limit| self.elapsed_seconds() >= limit);
         !out_of_time && !self.stop.load(Ordering::Relaxed)
     }
+
+    /// Runs `run` as worker `worker`'s run of `seed`, under the watchdog's eye.
+    fn watched<T>(&self, worker: usize, seed: u64, run: impl FnOnce() -> T) -> T {
+        let started = self.elapsed_seconds();
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(worker, (seed, started, false));
+        let result = run();
+        self.running.lock().expect("running lock").remove(&worker);
+        result
+    }
+}
+
+/// Warns once about each run that has gone on for longer than `--warn-after-seconds`.
+fn watchdog(shared: &Shared<'_>) {
+    let limit = shared.args.warn_after_seconds;
+    while !shared.done.load(Ordering::Relaxed) {
+        std::thread::park_timeout(std::time::Duration::from_millis(500));
+        let now = shared.elapsed_seconds();
+        let mut running = shared.running.lock().expect("running lock");
+        for (seed, started, warned) in running.values_mut() {
+            if !*warned && now - *started > limit {
+                *warned = true;
+                let command = spec_for(shared.args, shared.strategy, *seed).command();
+                eprintln!(
+                    "dst: warning: seed {seed} has run for {:.0} wall seconds (a hang?); reproduce: {command}",
+                    now - *started
+                );
+            }
+        }
+    }
 }
 
 #[allow(clippy::disallowed_methods)] // tooling: wall time of the campaign
@@ -230,27 +271,35 @@ fn explore(args: &Args, strategy: &str, range: SeedRange) -> (Tally, f64) {
         stop: AtomicBool::new(false),
         traces_written: AtomicU64::new(0),
         progress: progress::Progress::new(strategy, range.len(), args.json),
+        running: Mutex::new(BTreeMap::new()),
+        done: AtomicBool::new(false),
         started: std::time::Instant::now(),
     };
     let kind = Strategy::parse(strategy).expect("validated strategy");
     let jobs = args.jobs.min(range.len().clamp(1, 1 << 16) as usize);
-    match kind {
-        Strategy::Exhaustive => exhaustive(&shared, range),
-        _ if kind.is_campaign() => std::thread::scope(|scope| {
-            for job in 0..jobs {
-                let shared = &shared;
-                scope.spawn(move || coverage(shared, range, job as u64, jobs as u64));
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let shared = &shared;
+        let watchdog = scope.spawn(move || watchdog(shared));
+        let workers: Vec<_> = (0..jobs)
+            .map(|job| {
+                let next = &next;
+                scope.spawn(move || match kind {
+                    Strategy::Exhaustive if job == 0 => exhaustive(shared, range),
+                    Strategy::Exhaustive => {}
+                    _ if kind.is_campaign() => coverage(shared, range, job, jobs),
+                    _ => per_seed_worker(shared, range, next, job),
+                })
+            })
+            .collect();
+        for worker in workers {
+            if worker.join().is_err() {
+                eprintln!("dst: error: a worker panicked (see above)");
             }
-        }),
-        _ => {
-            let next = AtomicU64::new(0);
-            std::thread::scope(|scope| {
-                for _ in 0..jobs {
-                    scope.spawn(|| per_seed_worker(&shared, range, &next));
-                }
-            });
         }
-    }
+        shared.done.store(true, Ordering::Relaxed);
+        watchdog.thread().unpark();
+    });
     shared.progress.finish();
     let wall_seconds = shared.elapsed_seconds();
     let tally = shared
@@ -260,27 +309,33 @@ fn explore(args: &Args, strategy: &str, range: SeedRange) -> (Tally, f64) {
     (tally, wall_seconds)
 }
 
-fn per_seed_worker(shared: &Shared<'_>, range: SeedRange, next: &AtomicU64) {
+fn per_seed_worker(shared: &Shared<'_>, range: SeedRange, next: &AtomicU64, worker: usize) {
     while shared.go_on() {
         let Some(seed) = range.get(next.fetch_add(1, Ordering::Relaxed)) else {
             break;
         };
         let spec = spec_for(shared.args, shared.strategy, seed);
-        let outcome = runner::run(&spec).expect("validated spec");
+        let outcome = shared
+            .watched(worker, seed, || runner::run(&spec))
+            .expect("validated spec");
         record(shared, &outcome);
     }
 }
 
 /// One coverage campaign over the seeds `job`, `job + jobs`, ... of the shard.
-fn coverage(shared: &Shared<'_>, range: SeedRange, job: u64, jobs: u64) {
-    let Some(first) = range.get(job) else { return };
+fn coverage(shared: &Shared<'_>, range: SeedRange, job: usize, jobs: usize) {
+    let Some(first) = range.get(job as u64) else {
+        return;
+    };
     let template = spec_for(shared.args, shared.strategy, first);
     let mut campaign = Coverage::new(&template, first);
-    let mut n = job;
+    let mut n = job as u64;
     while shared.go_on() {
         let Some(seed) = range.get(n) else { break };
-        n += jobs;
-        let outcome = campaign.run(seed).expect("validated spec");
+        n += jobs as u64;
+        let outcome = shared
+            .watched(job, seed, || campaign.run(seed))
+            .expect("validated spec");
         record(shared, &outcome);
     }
     let mut tally = shared.tally.lock().expect("tally lock");
@@ -298,7 +353,9 @@ fn exhaustive(shared: &Shared<'_>, range: SeedRange) {
     let mut campaign = Exhaustive::new(&template, bounds);
     let mut runs = 0;
     while shared.go_on() && runs < range.len() {
-        let Some(outcome) = campaign.run() else { break };
+        let Some(outcome) = shared.watched(0, first, || campaign.run()) else {
+            break;
+        };
         runs += 1;
         record(shared, &outcome.expect("validated spec"));
     }
