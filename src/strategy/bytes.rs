@@ -64,7 +64,7 @@ mod tests {
         let bytes = [3u8, 0x34, 0x12, 9];
         let mut source = BytesSource::new(&bytes);
         assert_eq!(source.choose(DecisionKind::Tie, 4), 3);
-        assert_eq!(source.choose(DecisionKind::Latency, 100_000), 0x1234);
+        assert_eq!(source.choose(DecisionKind::Latency, 60_000), 0x1234);
         assert_eq!(source.choose(DecisionKind::Latency, 1 << 20), {
             let mut tail = BytesSource::new(&bytes).tail;
             tail.choose(DecisionKind::Latency, 1 << 20)
