@@ -87,6 +87,8 @@ pub struct RunSpec {
     pub verify_us: Option<u64>,
     /// Overrides the profile's message corruption rate (parts per million).
     pub corrupt_ppm: Option<u64>,
+    /// Overrides the profile's latency with this constant one-way delay (microseconds).
+    pub latency_us: Option<u64>,
 }
 
 impl RunSpec {
@@ -114,6 +116,7 @@ impl RunSpec {
             sign_us: None,
             verify_us: None,
             corrupt_ppm: None,
+            latency_us: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl RunSpec {
             ("sign_us", self.sign_us),
             ("verify_us", self.verify_us),
             ("corrupt_ppm", self.corrupt_ppm),
+            ("latency_us", self.latency_us),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|value| (name, value)))
@@ -282,12 +286,15 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     if spec.corrupt_ppm.is_some_and(|ppm| ppm > 1_000_000) {
         return Err("--corrupt-ppm must be at most 1000000".into());
     }
-    if [spec.sign_us, spec.verify_us]
+    if [spec.sign_us, spec.verify_us, spec.latency_us]
         .iter()
         .flatten()
         .any(|us| *us > 1_000_000)
     {
-        return Err("--sign-us and --verify-us must be at most 1000000 (one second)".into());
+        return Err("--sign-us, --verify-us and --latency-us must be at most 1000000".into());
+    }
+    if spec.latency_us == Some(0) {
+        return Err("--latency-us must be positive".into());
     }
     crate::adversary::validate(
         &spec.profile,
@@ -582,7 +589,10 @@ fn judge_kv(
     // FastBFT answers on the fast path before any replica knows the entry final.
     let speculative = spec.protocol == "fastbft";
     let profile = FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed));
-    let mean_delay_ns = profile.map_or(1, |p| mean_latency_ns(&p.link.latency));
+    let mean_delay_ns = match spec.latency_us {
+        Some(us) => us * US,
+        None => profile.map_or(1, |p| mean_latency_ns(&p.link.latency)),
+    };
     move |summary, observations, adversary| {
         let metrics = measure(summary, observations, mean_delay_ns);
         let (quiet_ns, end_ns) = (summary.quiet_at_ns, summary.virtual_ns);
@@ -683,6 +693,11 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     let mut profile = profile;
     if let Some(ppm) = spec.corrupt_ppm {
         profile.link.corrupt_ppm = ppm;
+    }
+    if let Some(us) = spec.latency_us {
+        profile.link.latency = dst_sim::Latency::Constant {
+            latency_ns: us * US,
+        };
     }
     let mut config = SimConfig::new(spec.nodes, clients, profile);
     if let Some(us) = spec.sign_us {

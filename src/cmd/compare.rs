@@ -57,6 +57,9 @@ pub struct Args {
     /// Message corruption rate (ppm), overriding the profile's.
     #[arg(long)]
     corrupt_ppm: Option<u64>,
+    /// Constant one-way delay (us), overriding the profile's latency.
+    #[arg(long)]
+    latency_us: Option<u64>,
     /// Worker threads (seeds are independent simulations).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -225,6 +228,7 @@ fn spec(args: &Args, row: &Row, seed: u64) -> RunSpec {
     spec.sign_us = args.sign_us;
     spec.verify_us = args.verify_us;
     spec.corrupt_ppm = args.corrupt_ppm;
+    spec.latency_us = args.latency_us;
     spec
 }
 

@@ -72,6 +72,9 @@ pub struct ClusterArgs {
     /// Message corruption rate in parts per million, overriding the profile's.
     #[arg(long)]
     pub corrupt_ppm: Option<u64>,
+    /// A constant one-way message delay in microseconds, overriding the profile's latency.
+    #[arg(long)]
+    pub latency_us: Option<u64>,
 }
 
 fn parse_option(text: &str) -> Result<(String, String), String> {
@@ -95,6 +98,7 @@ impl ClusterArgs {
         spec.sign_us = self.sign_us;
         spec.verify_us = self.verify_us;
         spec.corrupt_ppm = self.corrupt_ppm;
+        spec.latency_us = self.latency_us;
         spec
     }
 }
