@@ -35,7 +35,8 @@
 //!   checkpoint votes and older snapshots below `h` are discarded.
 //! - Every status interval: broadcast STATUS(view, last executed, h) and retransmit own
 //!   votes of uncommitted slots (or the VIEW-CHANGE). Upon STATUS of a replica behind: send
-//!   the stable snapshot with its proof if it is below `h`, committed certificates
+//!   the stable checkpoint proof if its `h` is lower, the stable snapshot with its proof if
+//!   it executed less than `h`, committed certificates
 //!   (`2f + 1` commits and the body) for the next slots it lacks, and the NEW-VIEW of the
 //!   current view if it lags a view.
 //! - Upon a state transfer: verify the checkpoint proof, the snapshot's digest against it,
@@ -51,6 +52,11 @@
 //!   accepting messages of lower views.
 //! - With `2f + 1` VIEW-CHANGEs for `v'`, arm the timer with `timeout * 2^attempt` (capped);
 //!   if it expires before a NEW-VIEW, move to `v' + 1`.
+//! - While changing to `v'`, retransmit the VIEW-CHANGE every status interval, and also send
+//!   one for `v' - 1` (if above the last installed view): replicas still gathering a quorum
+//!   there could otherwise wait forever for one that jumped ahead (f + 1 rule) or lost its
+//!   earlier VIEW-CHANGE in a crash. It carries the current P set, and the sender never
+//!   enters that lower view, so it is as safe as any VIEW-CHANGE.
 //! - The primary of `v'`, upon `2f + 1` valid VIEW-CHANGEs (its own included): compute
 //!   `min_s` (latest stable checkpoint among them) and `max_s` (highest prepared slot); for
 //!   every `n` in `(min_s, max_s]` issue PRE-PREPARE(v', n, d) for the certificate of the
@@ -60,12 +66,14 @@
 //!   match exactly; adopt the checkpoint, persist the pre-prepares and the view, enter `v'`
 //!   (report `NewView`), broadcast PREPAREs for the O set.
 //!
-//! Durable safety data (see `durable.rs`): the view (before VIEW-CHANGE), accepted
+//! Durable safety data (see [`durable`]): the view (before VIEW-CHANGE), accepted
 //! pre-prepares (before PREPARE), prepared certificates (before COMMIT), own checkpoint
 //! snapshots (before CHECKPOINT) and the stable checkpoint. A replica that finds a promise
 //! corrupt on disk withholds what depends on it (votes for a damaged slot, view changes
 //! until the stable checkpoint passes the slot) or, if its view or checkpoint is lost, stays
-//! silent.
+//! silent. A VIEW-CHANGE may carry a committed certificate in place of a prepared
+//! certificate lost to damage; the new-view computation gives a committed slot its
+//! committed request (a committed value is the only one any later view may order there).
 //!
 //! ## Invariants (checked after every step)
 //! - every log slot lies within `(h, H]`; own snapshots kept are at or above `h`;
