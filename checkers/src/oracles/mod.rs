@@ -28,6 +28,7 @@ pub mod invariants;
 pub mod liveness;
 pub mod record;
 pub mod safety;
+pub mod speculative;
 #[cfg(test)]
 mod tests;
 
