@@ -52,9 +52,10 @@ fn property_names(spec: &Run) -> Vec<String> {
 /// outvotes it, clients get the reference model's outputs, the correct replicas agree.
 fn one_faulty_replica_is_outvoted(protocol: Protocol) {
     for seed in seeds(2) {
-        for fault in FAULTS {
-            // The primary of view 0 too: its divergent responses must not win either.
-            let node = (seed % 4) as u32;
+        for (index, fault) in FAULTS.into_iter().enumerate() {
+            // Every node in turn, the primary of view 0 too: its divergent responses must not
+            // win either.
+            let node = ((seed + index as u64) % 4) as u32;
             let spec = with_faults(protocol, seed, &[node], fault, true);
             let found = property_names(&spec);
             assert!(

@@ -70,7 +70,9 @@ fn pbft_twins() {
 /// Many seeds, for measuring (release):
 /// `DST_SEEDS=500 cargo test --release -p dst-inference --test replicated -- --ignored --nocapture`
 /// Profiles from `DST_PROFILES` (comma-separated; default byzantine,twins,corruption) and the
-/// protocol from `DST_PROTOCOL` (fastbft or pbft). Prints seeds/s and every failing seed.
+/// protocol from `DST_PROTOCOL` (fastbft or pbft), service faults from `DST_SERVICE_FAULTS`
+/// (e.g. `1:weight-flip@10`, marked Byzantine; at most f with the adversary's). Prints
+/// seeds/s and every failing seed.
 #[test]
 #[ignore]
 fn many_seeds() {
@@ -80,6 +82,8 @@ fn many_seeds() {
         Ok("pbft") => Protocol::Pbft,
         _ => Protocol::FastBft,
     };
+    let faults = std::env::var("DST_SERVICE_FAULTS").unwrap_or_default();
+    let faults = dst_inference::faulty::parse_fault_plan(&faults, 4).expect("valid fault plan");
     let mut failing = Vec::new();
     for profile in profiles.split(',') {
         let profile: &'static str = Box::leak(profile.trim().to_string().into_boxed_str());
@@ -88,7 +92,10 @@ fn many_seeds() {
         let started = std::time::Instant::now();
         let (mut completions, mut bad) = (0, 0);
         for &seed in &seeds {
-            let spec = Run::new(protocol, seed, profile);
+            let spec = Run {
+                faults: faults.clone(),
+                ..Run::new(protocol, seed, profile)
+            };
             let outcome = run(&spec);
             completions += common::completions(&outcome.observations);
             let verdict = judge(&spec, &outcome);

@@ -137,8 +137,11 @@ fn sim_config(run: &Run, adversary: &Adversary, knobs: &mut SeededSource) -> Sim
     let mut config = SimConfig::new(run.nodes, run.clients, profile);
     config.quiet_at_ns = run.quiet_at_ns;
     config.end_ns = run.end_ns;
+    // Crashed, Byzantine and service-faulty replicas all count against f.
     let f = (run.nodes - 1) / 3;
-    config.down_max = f.saturating_sub(adversary.byzantine.len() as u32);
+    let mut faulty = adversary.byzantine.clone();
+    faulty.extend(faulty_nodes(&run.faults));
+    config.down_max = f.saturating_sub(faulty.len() as u32);
     config
 }
 
