@@ -34,6 +34,7 @@ fn campaign() {
         .unwrap_or_default();
     let mut bad = 0;
     let (mut msgs, mut commits, mut views) = (0u64, 0u64, 0usize);
+    let mut footprint_max = 0u64;
     for seed in dst_sim::testing::seeds_from_env(20) {
         let mut run = Run::new(seed, profile);
         run.requests_per_client = env_u64("R", 60);
@@ -56,6 +57,11 @@ fn campaign() {
         msgs += outcome.summary.stats.messages_sent;
         commits += completed(&outcome.observations) as u64;
         views += nv.len();
+        for id in 0..4 {
+            if let Some(node) = outcome.sim.node(NodeId(id)) {
+                footprint_max = footprint_max.max(dst_sim::Node::footprint_bytes(node.inner()));
+            }
+        }
         if !v.is_clean() {
             bad += 1;
             println!(
@@ -83,7 +89,8 @@ fn campaign() {
         }
     }
     println!(
-        "bad {bad} messages/completed {:.1} newview-observations {views}",
+        "bad {bad} messages/completed {:.1} newview-observations {views} \
+         replica footprint at the end (max) {footprint_max} bytes",
         msgs as f64 / commits.max(1) as f64
     );
 }
