@@ -214,6 +214,7 @@ impl<S: StateMachine> FastBft<S> {
             self.state_target = None;
         }
         let snapshot = self.stable_state.snapshot();
+        self.stable_snapshot_bytes.set(snapshot.len() as u64);
         write_record(ctx, durable::STABLE_KEY, &(self.stable.clone(), snapshot));
         self.persist_ccs(ctx);
         for key in ctx.keys_with_prefix(durable::LOG_PREFIX) {
