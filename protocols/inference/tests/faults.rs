@@ -23,15 +23,12 @@ fn with_faults(protocol: Protocol, seed: u64, nodes: &[u32], fault: &str, mark: 
     }
 }
 
-/// Colluding faults whose harm the oracles see even when both colluders are marked
-/// Byzantine (a session flip can heal: the flipped session may be closed before anything
-/// reveals it, so it is judged with the colluders counted as correct only).
-const HARMFUL: [&str; 4] = [
-    "weight-flip@10",
-    "stale-model@5",
-    "split-k@5",
-    "forge-output@10",
-];
+/// Colluding faults whose harm reaches the clients on every seed tried (1-20), even with
+/// both colluders marked Byzantine. A weight flip or a split-k kernel may change nothing a
+/// client sees before the run ends (PBFT clients may accept the two honest replies first),
+/// and a session flip can heal (the session is closed before anything reveals it): those are
+/// asserted with the colluders counted as correct only (see `colluder_table`).
+const HARMFUL: [&str; 2] = ["stale-model@5", "forge-output@10"];
 
 fn seeds(default: u64) -> Vec<u64> {
     dst_sim::testing::seeds_from_env(default)
@@ -91,7 +88,8 @@ fn colluders_are_caught(protocol: Protocol) {
                 "{protocol:?} seed {seed}: colluding {fault} on n1, n2 (counted correct) not caught"
             );
         }
-        for fault in HARMFUL {
+        let kernel = (protocol == Protocol::FastBft).then_some("split-k@5");
+        for fault in HARMFUL.into_iter().chain(kernel) {
             let spec = with_faults(protocol, seed, &[1, 2], fault, true);
             let found = property_names(&spec);
             assert!(
@@ -126,4 +124,34 @@ fn non_canonical_kernel_on_f_plus_one_breaks_linearizability_under_pbft() {
         !caught.is_empty(),
         "no seed of 1..=4 caught the split-k colluders by linearizability"
     );
+}
+
+/// The colluder table for the notes:
+/// `DST_SEEDS=20 cargo test --release -p dst-inference --test faults -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn colluder_table() {
+    for protocol in [Protocol::FastBft, Protocol::Pbft] {
+        for fault in FAULTS {
+            for mark in [true, false] {
+                let mut missed = Vec::new();
+                let mut properties = std::collections::BTreeMap::new();
+                let all = seeds(20);
+                for &seed in &all {
+                    let found = property_names(&with_faults(protocol, seed, &[1, 2], fault, mark));
+                    if found.is_empty() {
+                        missed.push(seed);
+                    }
+                    for name in found {
+                        *properties.entry(name).or_insert(0) += 1;
+                    }
+                }
+                println!(
+                    "{protocol:?} {fault} on n1,n2 marked={mark}: caught {}/{}, missed seeds {missed:?}, by {properties:?}",
+                    all.len() - missed.len(),
+                    all.len()
+                );
+            }
+        }
+    }
 }
