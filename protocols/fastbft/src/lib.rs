@@ -50,6 +50,10 @@
 //! - A replica checkpoints its tip once idle, so the tail of a run becomes final; checkpoint
 //!   votes are retransmitted (both rounds) until stable; a replica whose window is overtaken
 //!   asks for state.
+//! - A checkpoint vote not stable after `checkpoint_stall_ns` is a complaint (IHTP): a view
+//!   that executes requests but cannot finalise them is not making progress.
+//! - A primary never signs a slot twice in one view, even after a state transfer rolled it
+//!   back; the NEW-VIEW it built for a view is recorded durably (one per view).
 //!
 //! ## Not done (deliberately simplified)
 //! VIEW-CONFIRM; the IHTP proof inside VIEW-CHANGE (a VIEW-CHANGE is used only in a set of
@@ -58,7 +62,8 @@
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)
 //! signed by a correct replica) are checked in [`dst_sim::Node::check_invariants`]; S1-S3
-//! are global and checked by the tests' oracle from the `Spec*` observations.
+//! are global: `dst_checkers::oracles::speculative` judges them from the `SpecAccept`,
+//! `SpecComplete` and `SpecInstall` observations (see the crate's tests for the adapter).
 
 mod adversary;
 mod checkpoint;
