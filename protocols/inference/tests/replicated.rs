@@ -67,6 +67,24 @@ fn pbft_twins() {
     clean(Protocol::Pbft, "twins", 1);
 }
 
+#[test]
+fn a_seed_replays_exactly() {
+    for profile in ["corruption", "byzantine", "twins"] {
+        let spec = Run::new(Protocol::FastBft, 11, profile);
+        let (first, second) = (run(&spec), run(&spec));
+        assert_eq!(
+            first.summary.trace_hash, second.summary.trace_hash,
+            "{profile}"
+        );
+        assert_eq!(first.summary.events, second.summary.events, "{profile}");
+        let other = run(&Run::new(Protocol::FastBft, 12, profile));
+        assert_ne!(
+            first.summary.trace_hash, other.summary.trace_hash,
+            "{profile}"
+        );
+    }
+}
+
 /// Many seeds, for measuring (release):
 /// `DST_SEEDS=500 cargo test --release -p dst-inference --test replicated -- --ignored --nocapture`
 /// Profiles from `DST_PROFILES` (comma-separated; default byzantine,twins,corruption) and the
