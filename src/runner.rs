@@ -245,6 +245,8 @@ pub struct RunOutcome {
 pub struct Metrics {
     /// Distinct log slots committed by any replica.
     pub commits: u64,
+    /// Client operations completed (accepted results).
+    pub completed: u64,
     /// Client latency from first send to accepted reply.
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
@@ -823,6 +825,7 @@ pub fn measure<C, O>(
     let stats = &summary.stats;
     Metrics {
         commits,
+        completed: latencies_ns.len() as u64,
         latency_ms_p50: percentile(50).map(|ns| ns / 1e6),
         latency_ms_p99: percentile(99).map(|ns| ns / 1e6),
         latency_delays_p50: percentile(50).map(|ns| ns / mean_delay_ns.max(1) as f64),

@@ -360,7 +360,7 @@ fn compare_runs_every_row_on_the_same_seeds_and_writes_csv_and_svg() {
         assert_eq!(row["seeds"], 2);
         assert_eq!(row["seeds_with_violations"], 0, "{row}");
         assert!(
-            row["commits_per_virtual_second"]["mean"]
+            row["ops_per_virtual_second"]["mean"]
                 .as_f64()
                 .unwrap_or(0.0)
                 > 0.0
@@ -369,6 +369,6 @@ fn compare_runs_every_row_on_the_same_seeds_and_writes_csv_and_svg() {
     let table = std::fs::read_to_string(&csv).expect("csv written");
     assert_eq!(table.lines().count(), 4, "header and three rows: {table}");
     let plot = std::fs::read_to_string(&svg).expect("svg written");
-    assert!(plot.starts_with("<svg") && plot.contains("commits per virtual second"));
+    assert!(plot.starts_with("<svg") && plot.contains("client operations per virtual second"));
     std::fs::remove_dir_all(&dir).ok();
 }

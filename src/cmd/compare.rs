@@ -118,6 +118,8 @@ pub struct RowResult {
     pub protocol: String,
     pub nodes: u32,
     pub options: BTreeMap<String, String>,
+    /// Client operations completed per virtual second (closed-loop clients).
+    pub ops_per_virtual_second: Option<Estimate>,
     pub commits_per_virtual_second: Option<Estimate>,
     pub latency_ms_p50: Option<Estimate>,
     pub latency_ms_p99: Option<Estimate>,
@@ -208,17 +210,25 @@ fn rows(args: &Args) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-fn nodes_for(protocol: &str, faults: u32) -> u32 {
-    if runner::BFT_PROTOCOLS.contains(&protocol) {
-        3 * faults + 1
-    } else {
-        2 * faults + 1
+/// Replicas tolerating `faults` faults: 2f+1 for CFT protocols, 3f+1 for BFT ones, and
+/// 3f+2c+1 for FastBFT with a `c` option.
+fn nodes_for(row: &Row, faults: u32) -> u32 {
+    if !runner::BFT_PROTOCOLS.contains(&row.protocol.as_str()) {
+        return 2 * faults + 1;
     }
+    let c = row
+        .options
+        .iter()
+        .rev()
+        .find(|(name, _)| row.protocol == "fastbft" && name == "c")
+        .and_then(|(_, value)| value.parse::<u32>().ok())
+        .unwrap_or(0);
+    3 * faults + 2 * c + 1
 }
 
 fn spec(args: &Args, row: &Row, seed: u64) -> RunSpec {
     let mut spec = RunSpec::new(&row.protocol, seed, &args.profile);
-    spec.nodes = nodes_for(&row.protocol, args.faults);
+    spec.nodes = nodes_for(row, args.faults);
     spec.clients = args.clients;
     spec.ops = args.ops;
     spec.options = row.options.clone();
@@ -285,8 +295,12 @@ fn summarise(args: &Args, row: &Row, outcomes: &[RunOutcome]) -> RowResult {
     RowResult {
         label: row.label.clone(),
         protocol: row.protocol.clone(),
-        nodes: nodes_for(&row.protocol, args.faults),
+        nodes: nodes_for(row, args.faults),
         options: options.into_iter().collect(),
+        ops_per_virtual_second: collect(&|o| {
+            let seconds = o.summary.virtual_ns as f64 / 1e9;
+            (seconds > 0.0).then(|| o.metrics.completed as f64 / seconds)
+        }),
         commits_per_virtual_second: collect(&|o| {
             let seconds = o.summary.virtual_ns as f64 / 1e9;
             (seconds > 0.0).then(|| o.metrics.commits as f64 / seconds)
@@ -335,7 +349,7 @@ fn cell(estimate: Option<Estimate>, decimals: usize) -> String {
 const HEADER: [&str; 13] = [
     "protocol",
     "n",
-    "commits/s",
+    "ops/s",
     "p50 ms",
     "p99 ms",
     "p50 delays",
@@ -352,7 +366,7 @@ fn table_row(result: &RowResult) -> Vec<String> {
     vec![
         result.label.clone(),
         result.nodes.to_string(),
-        cell(result.commits_per_virtual_second, 1),
+        cell(result.ops_per_virtual_second, 1),
         cell(result.latency_ms_p50, 2),
         cell(result.latency_ms_p99, 2),
         cell(result.latency_delays_p50, 2),
@@ -401,7 +415,7 @@ fn print_table(args: &Args, results: &[RowResult]) {
 
 fn csv(results: &[RowResult]) -> String {
     let mut out = String::from(
-        "protocol,nodes,commits_per_s,commits_per_s_ci95,latency_ms_p50,latency_ms_p50_ci95,\
+        "protocol,nodes,ops_per_s,ops_per_s_ci95,commits_per_s,latency_ms_p50,latency_ms_p50_ci95,\
          latency_ms_p99,latency_delays_p50,messages_per_commit,bytes_per_commit,view_changes,\
          fast_path_share,replica_memory_bytes_max,seeds,seeds_with_violations,\
          corrupt_delivered,corrupt_detected\n",
@@ -411,10 +425,11 @@ fn csv(results: &[RowResult]) -> String {
     for r in results {
         let label = r.label.replace('"', "\"\"");
         out.push_str(&format!(
-            "\"{label}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "\"{label}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.nodes,
+            mean(r.ops_per_virtual_second),
+            ci(r.ops_per_virtual_second),
             mean(r.commits_per_virtual_second),
-            ci(r.commits_per_virtual_second),
             mean(r.latency_ms_p50),
             ci(r.latency_ms_p50),
             mean(r.latency_ms_p99),
@@ -441,8 +456,8 @@ type Pick = fn(&RowResult) -> Option<Estimate>;
 fn plot(results: &[RowResult], profile: &str) -> Result<String, String> {
     use plotters::prelude::*;
     let panels: [(&str, Pick); 4] = [
-        ("commits per virtual second", |r| {
-            r.commits_per_virtual_second
+        ("client operations per virtual second", |r| {
+            r.ops_per_virtual_second
         }),
         ("median latency (ms)", |r| r.latency_ms_p50),
         ("messages per commit", |r| r.messages_per_commit),
