@@ -4,6 +4,7 @@
 //! observations -> oracles -> verdict.
 
 use dst_checkers::linearizability::CheckConfig;
+use dst_checkers::oracles::speculative::check_speculative;
 use dst_fastbft::client::FastNode;
 use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig};
 use dst_hotstuff::{HotStuff, HotStuffConfig};
@@ -11,7 +12,7 @@ use dst_multipaxos::{MultiPaxos, PaxosConfig};
 use dst_pbft::{Pbft, PbftConfig};
 use dst_protocols::bft_client::{BftClient, BftClientConfig};
 use dst_protocols::client::{ClientConfig, SimClient};
-use dst_protocols::harness::{check_kv_run, RunFacts};
+use dst_protocols::harness::{check_kv_run, speculative_events, RunFacts};
 use dst_protocols::kv::{KvCommand, KvOutput, KvStore};
 use dst_protocols::workload::{KvWorkload, KvWorkloadConfig};
 use dst_protocols::{Configurable, Observation, Reply, Request};
@@ -472,20 +473,20 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
 
 /// FastBFT with its own client (speculative responses, commit certificates).
 fn run_fastbft(spec: &RunSpec, config: FastBftConfig) -> RunOutcome {
-    let c = config.c;
+    let client_config = config.client_config();
     let make = move |_| FastBft::for_service(config.clone(), KvStore::new());
     if spec.profile == "twins" {
         simulate(
             spec,
             |adversary| adversary.twins_factory(make),
-            fastbft_client(spec, c),
+            fastbft_client(spec, client_config),
             judge_kv(spec),
         )
     } else {
         simulate(
             spec,
             |adversary| adversary.byzantine_factory(make),
-            fastbft_client(spec, c),
+            fastbft_client(spec, client_config),
             judge_kv(spec),
         )
     }
@@ -493,17 +494,13 @@ fn run_fastbft(spec: &RunSpec, config: FastBftConfig) -> RunOutcome {
 
 fn fastbft_client<N: FastNode<KvCommand, KvOutput>>(
     spec: &RunSpec,
-    c: u32,
+    config: FastBftClientConfig,
 ) -> impl Fn(u32) -> FastBftClient<N, KvWorkload> {
     let (clients, ops) = (spec.clients.max(1) as u64, spec.ops);
     move |client| {
         let share = ops / clients + u64::from((client as u64) < ops % clients);
         let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
-        let config = FastBftClientConfig {
-            c,
-            ..FastBftClientConfig::default()
-        };
-        FastBftClient::new(config, workload)
+        FastBftClient::new(config.clone(), workload)
     }
 }
 
@@ -604,7 +601,11 @@ fn judge_kv(
             RunFacts::crash_fault_tolerant(nodes, quiet_ns, end_ns)
         };
         facts.safety.speculative_acknowledgements = speculative;
-        let verdict = check_kv_run(observations, &facts, &CheckConfig::default());
+        let mut verdict = check_kv_run(observations, &facts, &CheckConfig::default());
+        if speculative {
+            let events = speculative_events(observations, &facts.byzantine);
+            verdict.violations.extend(check_speculative(&events));
+        }
         let violations = verdict
             .violations
             .into_iter()

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use dst_checkers::linearizability::{self, CheckConfig, CheckReport, KeyValue, KvInput, KvOp};
+use dst_checkers::oracles::speculative::SpecEvent;
 use dst_checkers::oracles::{
     check_liveness, check_safety, Abandonment, ApplyRecord, CommitRecord, Completion, Entry,
     Invocation, LivenessInput, LivenessReport, Property, ReportedViolation, RequestId, RunRecord,
@@ -384,4 +385,56 @@ pub fn check_kv_run(
     verdict.violations.extend(violation);
     verdict.linearizability = Some(report);
     verdict
+}
+
+/// The speculative oracle's events (`dst_checkers::oracles::speculative`, FastBFT's S1-S3)
+/// in a run's observations; what Byzantine replicas report is left out.
+pub fn speculative_events<C, O>(
+    observations: &[Observed<C, O>],
+    byzantine: &BTreeSet<NodeId>,
+) -> Vec<SpecEvent> {
+    observations
+        .iter()
+        .filter_map(|(_, observation)| match *observation {
+            Observation::SpecAccept {
+                node,
+                slot,
+                prev,
+                hist,
+                ..
+            } if !byzantine.contains(&node) => Some(SpecEvent::Accept {
+                node: node.0,
+                slot,
+                prev,
+                hist,
+            }),
+            Observation::SpecComplete {
+                client,
+                sequence,
+                view,
+                slot,
+                hist,
+            } => Some(SpecEvent::Complete {
+                client: client.0,
+                sequence,
+                view,
+                slot,
+                hist,
+            }),
+            Observation::SpecInstall {
+                node,
+                view,
+                slot,
+                hist,
+                state_digest,
+            } if !byzantine.contains(&node) => Some(SpecEvent::Install {
+                node: node.0,
+                view,
+                slot,
+                hist,
+                state_digest,
+            }),
+            _ => None,
+        })
+        .collect()
 }
