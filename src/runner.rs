@@ -3,6 +3,8 @@
 //! Data flows one way: seed -> decisions -> events -> node handlers -> effects ->
 //! observations -> oracles -> verdict.
 
+use std::collections::BTreeSet;
+
 use dst_checkers::linearizability::CheckConfig;
 use dst_checkers::oracles::speculative::check_speculative;
 use dst_fastbft::client::FastNode;
@@ -90,6 +92,10 @@ pub struct RunSpec {
     pub corrupt_ppm: Option<u64>,
     /// Overrides the profile's latency with this constant one-way delay (microseconds).
     pub latency_us: Option<u64>,
+    /// The replicated service: `kv` (default) or `inference` (the hybrid-model service).
+    pub service: String,
+    /// Per-replica service faults (`--service-fault "1:weight-flip@10,2:split-k"`).
+    pub service_fault: Option<String>,
 }
 
 impl RunSpec {
@@ -118,6 +124,8 @@ impl RunSpec {
             verify_us: None,
             corrupt_ppm: None,
             latency_us: None,
+            service: "kv".to_string(),
+            service_fault: None,
         }
     }
 
@@ -179,6 +187,12 @@ impl RunSpec {
         for (name, value) in self.model_overrides() {
             options.push_str(&format!(";{name}={value}"));
         }
+        if self.service != "kv" {
+            options.push_str(&format!(";service={}", self.service));
+        }
+        if let Some(faults) = &self.service_fault {
+            options.push_str(&format!(";service_fault={faults}"));
+        }
         options
     }
 
@@ -208,6 +222,12 @@ impl RunSpec {
         }
         for (name, value) in self.model_overrides() {
             command.push_str(&format!(" --{} {value}", name.replace('_', "-")));
+        }
+        if self.service != "kv" {
+            command.push_str(&format!(" --service {}", self.service));
+        }
+        if let Some(faults) = &self.service_fault {
+            command.push_str(&format!(" --service-fault '{faults}'"));
         }
         if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
             command.push_str(&format!(
@@ -285,6 +305,7 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     }
     FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))?;
     crate::strategy::validate(&spec.strategy)?;
+    validate_service(spec)?;
     protocol_options(spec)?;
     if spec.corrupt_ppm.is_some_and(|ppm| ppm > 1_000_000) {
         return Err("--corrupt-ppm must be at most 1000000".into());
@@ -423,9 +444,48 @@ fn fastbft_config(spec: &RunSpec) -> Result<FastBftConfig, String> {
     Ok(config)
 }
 
+/// The services `--service` accepts, and the protocols that replicate the inference one.
+pub const SERVICES: [&str; 2] = ["kv", "inference"];
+const INFERENCE_PROTOCOLS: [&str; 2] = ["fastbft", "pbft"];
+
+fn validate_service(spec: &RunSpec) -> Result<(), String> {
+    if !SERVICES.contains(&spec.service.as_str()) {
+        return Err(format!(
+            "unknown service '{}' (expected one of: {})",
+            spec.service,
+            SERVICES.join(", ")
+        ));
+    }
+    if spec.service == "inference" && !INFERENCE_PROTOCOLS.contains(&spec.protocol.as_str()) {
+        return Err(format!(
+            "--service inference runs on {}, not {}",
+            INFERENCE_PROTOCOLS.join(", "),
+            spec.protocol
+        ));
+    }
+    if let Some(faults) = &spec.service_fault {
+        if spec.service != "inference" {
+            return Err("--service-fault needs --service inference".into());
+        }
+        dst_inference::faulty::parse_fault_plan(faults, spec.nodes)?;
+    }
+    Ok(())
+}
+
+/// Replicas whose service the plan makes faulty (they count as Byzantine).
+fn service_faulty_nodes(spec: &RunSpec) -> BTreeSet<NodeId> {
+    let plan = spec.service_fault.as_deref().unwrap_or("");
+    dst_inference::faulty::parse_fault_plan(plan, spec.nodes)
+        .map(|plan| dst_inference::faulty::faulty_nodes(&plan))
+        .unwrap_or_default()
+}
+
 /// Runs one seed. Errors are bad input.
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
     validate(spec)?;
+    if spec.service == "inference" {
+        return run_inference(spec);
+    }
     match spec.protocol.as_str() {
         "pingpong" => Ok(simulate(
             spec,
@@ -501,6 +561,111 @@ fn fastbft_client<N: FastNode<KvCommand, KvOutput>>(
         let share = ops / clients + u64::from((client as u64) < ops % clients);
         let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
         FastBftClient::new(config.clone(), workload)
+    }
+}
+
+/// The hybrid-model inference service replicated by FastBFT or PBFT, with per-replica
+/// service faults; judged by every oracle and linearizability against the reference model
+/// (partitioned by session).
+fn run_inference(spec: &RunSpec) -> Result<RunOutcome, String> {
+    use dst_inference::{faulty, replication};
+    let plan = faulty::parse_fault_plan(spec.service_fault.as_deref().unwrap_or(""), spec.nodes)?;
+    let service_config = replication::run_service_config();
+    let services = replication::replica_services(service_config.clone(), plan);
+    let judge = judge_inference(spec, service_config);
+    let twins = spec.profile == "twins";
+    match spec.protocol.as_str() {
+        "fastbft" => {
+            let config = fastbft_config(spec)?;
+            let client = config.client_config();
+            let make = move |id| FastBft::for_service(config.clone(), services(id));
+            Ok(if twins {
+                let clients = inference_clients(spec, |w| FastBftClient::new(client.clone(), w));
+                simulate(spec, |a| a.twins_factory(make), clients, judge)
+            } else {
+                let clients = inference_clients(spec, |w| FastBftClient::new(client.clone(), w));
+                simulate(spec, |a| a.byzantine_factory(make), clients, judge)
+            })
+        }
+        "pbft" => {
+            let config = pbft_config(spec)?;
+            let make = move |id| Pbft::for_service(config.clone(), services(id));
+            let client = BftClientConfig::for_cluster(spec.nodes);
+            Ok(if twins {
+                let clients = inference_clients(spec, |w| BftClient::new(client.clone(), w));
+                simulate(spec, |a| a.twins_factory(make), clients, judge)
+            } else {
+                let clients = inference_clients(spec, |w| BftClient::new(client.clone(), w));
+                simulate(spec, |a| a.byzantine_factory(make), clients, judge)
+            })
+        }
+        other => Err(format!("--service inference does not run on {other}")),
+    }
+}
+
+/// Clients sharing `spec.ops` inference requests, each built by `make` from its workload.
+fn inference_clients<C>(
+    spec: &RunSpec,
+    make: impl Fn(dst_inference::InferenceWorkload) -> C,
+) -> impl Fn(u32) -> C {
+    let (clients, ops) = (spec.clients.max(1) as u64, spec.ops);
+    move |client| {
+        let share = ops / clients + u64::from((client as u64) < ops % clients);
+        make(dst_inference::replication::client_workload(share))
+    }
+}
+
+type InferenceObserved = (
+    u64,
+    Observation<dst_inference::Command, dst_inference::Output>,
+);
+
+fn judge_inference(
+    spec: &RunSpec,
+    service_config: dst_inference::ServiceConfig,
+) -> impl FnOnce(&RunSummary, &[InferenceObserved], &Adversary) -> (Vec<Violation>, Metrics) {
+    let nodes = spec.nodes;
+    let speculative = spec.protocol == "fastbft";
+    let faulty = service_faulty_nodes(spec);
+    let mean_delay_ns = mean_delay_ns(spec);
+    move |summary, observations, adversary| {
+        let metrics = measure(summary, observations, mean_delay_ns);
+        let mut byzantine = adversary.byzantine.clone();
+        byzantine.extend(faulty);
+        let (quiet_ns, end_ns) = (summary.quiet_at_ns, summary.virtual_ns);
+        let mut facts = RunFacts::byzantine_fault_tolerant(nodes, byzantine, quiet_ns, end_ns);
+        facts.safety.speculative_acknowledgements = speculative;
+        let reference = dst_inference::InferenceSpec::new(service_config);
+        let mut verdict = dst_inference::check_inference_run(
+            &reference,
+            observations,
+            &facts,
+            &CheckConfig::default(),
+        );
+        if speculative {
+            let events = speculative_events(observations, &facts.byzantine);
+            verdict.violations.extend(check_speculative(&events));
+        }
+        (convert_violations(verdict.violations), metrics)
+    }
+}
+
+fn convert_violations(violations: Vec<dst_checkers::oracles::Violation>) -> Vec<Violation> {
+    violations
+        .into_iter()
+        .map(|violation| Violation {
+            property: violation.property.to_string(),
+            detail: violation.detail,
+        })
+        .collect()
+}
+
+/// The mean one-way delay of the run's link model, the unit of `latency_delays_p50`.
+fn mean_delay_ns(spec: &RunSpec) -> u64 {
+    match spec.latency_us {
+        Some(us) => us * US,
+        None => FaultProfile::named(&spec.profile, &mut SeededSource::new(spec.seed))
+            .map_or(1, |p| mean_latency_ns(&p.link.latency)),
     }
 }
 
@@ -722,7 +887,9 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     if bft {
         // Crashes and pauses count against f together with the Byzantine replicas.
         let faults_max = spec.nodes.saturating_sub(1) / 3;
-        config.down_max = faults_max.saturating_sub(adversary.byzantine.len() as u32);
+        let mut byzantine = adversary.byzantine.clone();
+        byzantine.extend(service_faulty_nodes(spec));
+        config.down_max = faults_max.saturating_sub(byzantine.len() as u32);
     }
     crate::strategy::configure(spec, &mut config);
     // After the strategy: a per-seed strategy may redraw the profile's rates.

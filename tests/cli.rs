@@ -134,7 +134,7 @@ fn the_determinism_self_check_passes_a_deterministic_protocol() {
 
 #[test]
 fn bad_input_is_a_one_line_error_with_exit_code_2() {
-    let cases: [&[&str]; 13] = [
+    let cases: [&[&str]; 16] = [
         &["run", "--protocol", "nonesuch"],
         &["run", "--protocol", "pingpong", "--profile", "nonesuch"],
         &[
@@ -166,6 +166,17 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
             "raft:nonesuch=1",
         ],
         &["compare", "--protocols", "raft", "--variant", "raft"],
+        &["run", "--protocol", "raft", "--service", "inference"],
+        &["run", "--protocol", "fastbft", "--service", "nonesuch"],
+        &[
+            "run",
+            "--protocol",
+            "fastbft",
+            "--service",
+            "inference",
+            "--service-fault",
+            "1:melt",
+        ],
     ];
     for args in cases {
         let output = dst(args);
@@ -371,4 +382,64 @@ fn compare_runs_every_row_on_the_same_seeds_and_writes_csv_and_svg() {
     let plot = std::fs::read_to_string(&svg).expect("svg written");
     assert!(plot.starts_with("<svg") && plot.contains("client operations per virtual second"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_inference_service_runs_replicated_by_fastbft_and_a_faulty_majority_is_caught() {
+    let clean = dst(&[
+        "run",
+        "--protocol",
+        "fastbft",
+        "--service",
+        "inference",
+        "--seed",
+        "1",
+        "--ops",
+        "12",
+        "--json",
+    ]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    assert_eq!(json_field(&clean, "verdict"), "ok");
+    let one_faulty = dst(&[
+        "run",
+        "--protocol",
+        "fastbft",
+        "--service",
+        "inference",
+        "--seed",
+        "1",
+        "--ops",
+        "12",
+        "--service-fault",
+        "2:split-k@2",
+        "--json",
+    ]);
+    assert_eq!(
+        json_field(&one_faulty, "verdict"),
+        "ok",
+        "one faulty replica is outvoted"
+    );
+    let colluders = dst(&[
+        "run",
+        "--protocol",
+        "pbft",
+        "--service",
+        "inference",
+        "--seed",
+        "1",
+        "--ops",
+        "12",
+        "--service-fault",
+        "1:forge-output@3,2:forge-output@3",
+        "--json",
+    ]);
+    assert_eq!(
+        json_field(&colluders, "verdict"),
+        "violation",
+        "f+1 forgers must be caught"
+    );
 }

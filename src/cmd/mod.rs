@@ -75,6 +75,13 @@ pub struct ClusterArgs {
     /// A constant one-way message delay in microseconds, overriding the profile's latency.
     #[arg(long)]
     pub latency_us: Option<u64>,
+    /// The replicated service: kv, or inference (the hybrid-model service; fastbft, pbft).
+    #[arg(long, default_value = "kv")]
+    pub service: String,
+    /// Service faults per replica, e.g. "1:weight-flip@10,2:split-k" (with --service
+    /// inference): weight-flip, session-flip, stale-model, split-k, forge-output.
+    #[arg(long)]
+    pub service_fault: Option<String>,
 }
 
 fn parse_option(text: &str) -> Result<(String, String), String> {
@@ -99,6 +106,8 @@ impl ClusterArgs {
         spec.verify_us = self.verify_us;
         spec.corrupt_ppm = self.corrupt_ppm;
         spec.latency_us = self.latency_us;
+        spec.service = self.service.clone();
+        spec.service_fault = self.service_fault.clone();
         spec
     }
 }
