@@ -401,39 +401,31 @@ pub fn protocol_options(spec: &RunSpec) -> Result<Vec<(String, String)>, String>
         .collect())
 }
 
-fn raft_config(spec: &RunSpec) -> Result<RaftConfig, String> {
-    let mut config = RaftConfig::default();
+/// A protocol's configuration: its defaults with `spec.options` applied in order.
+fn configured<C: Configurable + Default>(spec: &RunSpec) -> Result<C, String> {
+    let mut config = C::default();
     config.apply_options(&spec.options)?;
     Ok(config)
+}
+
+fn raft_config(spec: &RunSpec) -> Result<RaftConfig, String> {
+    configured(spec)
 }
 
 fn paxos_config(spec: &RunSpec) -> Result<PaxosConfig, String> {
-    let mut config = PaxosConfig::default();
-    config.apply_options(&spec.options)?;
-    Ok(config)
+    configured(spec)
 }
 
 fn pbft_config(spec: &RunSpec) -> Result<PbftConfig, String> {
-    let mut config = PbftConfig::default();
-    for (name, value) in &spec.options {
-        config.set_option(name, value)?;
-    }
-    Ok(config)
+    configured(spec)
 }
 
 fn hotstuff_config(spec: &RunSpec) -> Result<HotStuffConfig, String> {
-    let mut config = HotStuffConfig::default();
-    for (name, value) in &spec.options {
-        config.set_option(name, value)?;
-    }
-    Ok(config)
+    configured(spec)
 }
 
 fn fastbft_config(spec: &RunSpec) -> Result<FastBftConfig, String> {
-    let mut config = FastBftConfig::default();
-    for (name, value) in &spec.options {
-        config.set_option(name, value)?;
-    }
+    let config: FastBftConfig = configured(spec)?;
     let needed = 3 + 2 * config.c + 1;
     if spec.nodes < needed {
         return Err(format!(

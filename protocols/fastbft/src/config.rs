@@ -59,6 +59,16 @@ fn parse_ms(name: &str, value: &str) -> Result<u64, String> {
     Ok(ms * MS)
 }
 
+/// The design options, for `--option` and `dst compare --variant`.
+impl dst_protocols::Configurable for FastBftConfig {
+    fn options(&self) -> dst_protocols::OptionList {
+        FastBftConfig::options(self)
+    }
+    fn set_option(&mut self, name: &str, value: &str) -> Result<(), String> {
+        FastBftConfig::set_option(self, name, value)
+    }
+}
+
 impl FastBftConfig {
     /// Every named option with its current value.
     pub fn options(&self) -> Vec<(&'static str, String)> {

@@ -53,6 +53,16 @@ fn parse_ms(name: &str, value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{name}: {value} ms is too large"))
 }
 
+/// The design options, for `--option` and `dst compare --variant`.
+impl dst_protocols::Configurable for HotStuffConfig {
+    fn options(&self) -> dst_protocols::OptionList {
+        HotStuffConfig::options(self)
+    }
+    fn set_option(&mut self, name: &str, value: &str) -> Result<(), String> {
+        HotStuffConfig::set_option(self, name, value)
+    }
+}
+
 impl HotStuffConfig {
     /// Every named option with its current value.
     pub fn options(&self) -> Vec<(&'static str, String)> {

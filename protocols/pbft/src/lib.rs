@@ -133,6 +133,16 @@ impl Default for PbftConfig {
     }
 }
 
+/// The design options, for `--option` and `dst compare --variant`.
+impl dst_protocols::Configurable for PbftConfig {
+    fn options(&self) -> dst_protocols::OptionList {
+        PbftConfig::options(self)
+    }
+    fn set_option(&mut self, name: &str, value: &str) -> Result<(), String> {
+        PbftConfig::set_option(self, name, value)
+    }
+}
+
 impl PbftConfig {
     /// Every named design option with its value.
     pub fn options(&self) -> Vec<(&'static str, String)> {

@@ -10,52 +10,9 @@ use dst_sim::NodeId;
 
 type Obs = Observation<KvCommand, KvOutput>;
 
-/// The checker's events in a run's observations.
+/// The checker's events in a run's observations (the harness's adapter, as the runner uses).
 pub fn spec_events(observations: &[(u64, Obs)], byzantine: &BTreeSet<NodeId>) -> Vec<SpecEvent> {
-    observations
-        .iter()
-        .filter_map(|(_, observation)| match *observation {
-            Observation::SpecAccept {
-                node,
-                slot,
-                prev,
-                hist,
-                ..
-            } if !byzantine.contains(&node) => Some(SpecEvent::Accept {
-                node: node.0,
-                slot,
-                prev,
-                hist,
-            }),
-            Observation::SpecComplete {
-                client,
-                sequence,
-                view,
-                slot,
-                hist,
-            } => Some(SpecEvent::Complete {
-                client: client.0,
-                sequence,
-                view,
-                slot,
-                hist,
-            }),
-            Observation::SpecInstall {
-                node,
-                view,
-                slot,
-                hist,
-                state_digest,
-            } if !byzantine.contains(&node) => Some(SpecEvent::Install {
-                node: node.0,
-                view,
-                slot,
-                hist,
-                state_digest,
-            }),
-            _ => None,
-        })
-        .collect()
+    dst_protocols::harness::speculative_events(observations, byzantine)
 }
 
 /// Every S1-S3 violation, as "S<n>: detail".
