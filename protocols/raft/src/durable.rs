@@ -38,6 +38,12 @@ pub struct Meta {
     /// Set while the node rebuilds a log it found damaged: it may not vote until its log
     /// matches a leader's up to `last_index` (or the leader's whole log).
     pub recovery: Option<Recovery>,
+    /// This machine's incarnation: 0 on its first disk, a fresh non-zero draw after the
+    /// disk was found wiped (a new member; see the crate docs).
+    pub incarnation: u64,
+    /// Set after a wipe until the node finds its incarnation among the voters of its
+    /// latest configuration: it neither votes nor stands, and asks the leader to rejoin.
+    pub rejoining: bool,
 }
 
 /// A node that found part of its log damaged must not vote until it holds every entry it
@@ -61,6 +67,9 @@ pub struct LogRecord<C> {
 pub struct SnapshotRecord {
     pub last_index: LogIndex,
     pub last_term: Term,
+    /// The latest configuration at or before `last_index` (configurations are carried in
+    /// snapshots so compaction never forgets who votes).
+    pub config: crate::membership::Configuration,
     /// The service state with its session table (`Sessions::snapshot`).
     pub data: Vec<u8>,
 }
@@ -152,6 +161,8 @@ mod tests {
             current_term: Term(7),
             voted_for: Some(NodeId(2)),
             recovery: None,
+            incarnation: 0,
+            rejoining: false,
         };
         let bytes = encode(META_KEYS[0], &meta);
         assert_eq!(decode::<Meta>(META_KEYS[0], &bytes), Ok(meta));
@@ -164,6 +175,8 @@ mod tests {
             current_term: Term(4),
             voted_for: Some(NodeId(1)),
             recovery: None,
+            incarnation: 0,
+            rejoining: false,
         };
         let bytes = encode(META_KEYS[0], &meta);
         for cut in 0..bytes.len() {

@@ -118,9 +118,11 @@
 
 pub mod durable;
 pub mod invariants;
+pub mod membership;
 pub mod message;
 pub mod raft;
 
 pub use invariants::{check_cluster, register_invariants, ClusterMonitor, ClusterView};
+pub use membership::{ChangeRefused, Configuration, Member, MembershipChange};
 pub use message::{Entry, LogIndex, RaftMsg, Term};
 pub use raft::{Raft, RaftConfig, RaftTimer, ReadMode, Role, Status};

@@ -2,6 +2,8 @@
 
 use dst_protocols::Request;
 use dst_sim::NodeId;
+
+use crate::membership::{Configuration, MembershipChange};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -28,13 +30,17 @@ impl LogIndex {
     }
 }
 
-/// One log entry: a client request, or a no-op the leader appends at the start of its term.
+/// One log entry: a client request, a configuration, or a no-op the leader appends at the
+/// start of its term.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry<C> {
     pub term: Term,
     pub index: LogIndex,
-    /// `None` is a no-op.
+    /// `None` (and no configuration) is a no-op.
     pub request: Option<Request<C>>,
+    /// A configuration entry: the voters from this index on (thesis 4.1: in force as soon
+    /// as it is in the log, committed or not). Never together with a request.
+    pub config: Option<Configuration>,
 }
 
 /// RequestVote (and PreVote, which uses the same fields with the term the candidate would use).
@@ -52,6 +58,8 @@ pub struct VoteResponse {
     /// The voter's term (for PreVote: the term of the request when granted).
     pub term: Term,
     pub granted: bool,
+    /// The voter's incarnation: a vote counts only for the member it names.
+    pub incarnation: u64,
 }
 
 /// AppendEntries: replicate entries after `(prev_log_index, prev_log_term)`; empty is a heartbeat.
@@ -79,6 +87,8 @@ pub struct AppendResponse {
     /// On failure: a hint; the leader retries from `match_or_hint + 1` at most.
     pub match_or_hint: LogIndex,
     pub round: u64,
+    /// The follower's incarnation: an acknowledgement counts only for the member it names.
+    pub incarnation: u64,
 }
 
 /// InstallSnapshot, sent in one piece (snapshots here are small).
@@ -88,6 +98,8 @@ pub struct InstallSnapshot {
     pub leader: NodeId,
     pub last_included_index: LogIndex,
     pub last_included_term: Term,
+    /// The latest configuration at or before `last_included_index`.
+    pub config: Configuration,
     pub data: Vec<u8>,
     pub round: u64,
 }
@@ -115,6 +127,8 @@ pub enum Body<C> {
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(AppendResponse),
     Persisted(Persisted),
+    /// An administrator's (or a rejoining machine's) membership change, for the leader.
+    ChangeMembership(MembershipChange),
 }
 
 /// A message on the wire: the body and (if enabled) a checksum of its encoding, so that a

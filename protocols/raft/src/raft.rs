@@ -19,6 +19,7 @@ use crate::durable::{
     self, decode, log_key, parse_log_key, LogRecord, Meta, RecordError, Recovery, SnapshotRecord,
     ALL_PREFIX, LOG_PREFIX, META_KEYS,
 };
+use crate::membership::{Configuration, Member};
 use crate::message::{Body, Entry, LogIndex, RaftMsg, Term};
 
 /// How linearizable reads are served.
@@ -60,6 +61,9 @@ pub struct RaftConfig {
     pub max_pending_reads: usize,
     /// Delay before retrying a failed load or write.
     pub storage_retry_ns: u64,
+    /// Random membership churn for simulation (0 = off): every this many ns of its own
+    /// clock a leader draws a single-server change (see [`crate::membership`]).
+    pub membership_churn_ns: u64,
 }
 
 impl Default for RaftConfig {
@@ -78,6 +82,7 @@ impl Default for RaftConfig {
             max_pending_requests: 1024,
             max_pending_reads: 1024,
             storage_retry_ns: 10 * MS,
+            membership_churn_ns: 0,
         }
     }
 }
@@ -115,6 +120,10 @@ impl Configurable for RaftConfig {
                 self.snapshot_threshold_entries.to_string(),
             ),
             ("batch_max", self.max_entries_per_message.to_string()),
+            (
+                "membership_churn_ms",
+                (self.membership_churn_ns / MS).to_string(),
+            ),
         ]
     }
 
@@ -143,6 +152,7 @@ impl Configurable for RaftConfig {
                 self.snapshot_threshold_entries = parse_number(name, value)?
             }
             "batch_max" => self.max_entries_per_message = parse_number(name, value)?,
+            "membership_churn_ms" => self.membership_churn_ns = parse_ms(name, value)?,
             _ => return Err(unknown_option("raft", name, &self.options())),
         }
         if self.election_timeout_min_ns == 0
@@ -173,6 +183,8 @@ pub enum RaftTimer {
     Heartbeat,
     /// Retry a failed load or write.
     StorageRetry,
+    /// A leader's next random membership change (`membership_churn_ns`).
+    Churn,
 }
 
 /// Whether the node can take part.
@@ -217,6 +229,11 @@ struct LeaderState {
     /// Heard from since the last CheckQuorum tick.
     active: Vec<bool>,
     round: u64,
+    /// Incarnation of the machine that last answered, per node: its acknowledgements count
+    /// only for a voter of that incarnation.
+    incarnation: Vec<Option<u64>>,
+    /// A learner catching up before AddServer (thesis 4.2.1).
+    catch_up: Option<CatchUp>,
     /// Send time of recent rounds (bounded by `ROUNDS_TRACKED_MAX`), for leases.
     round_sent_ns: BTreeMap<u64, u64>,
     /// Index of this term's no-op: reads wait until it is committed.
@@ -226,6 +243,19 @@ struct LeaderState {
 }
 
 const ROUNDS_TRACKED_MAX: usize = 64;
+
+/// A new server catching up in rounds (thesis 4.2.1): each round replicates up to the
+/// leader's last index when the round began; the server is added once a round takes less
+/// than an election timeout, and given up after `CATCH_UP_ROUNDS_MAX` rounds.
+#[derive(Clone, Debug)]
+struct CatchUp {
+    member: Member,
+    round: u32,
+    round_target: LogIndex,
+    round_start_ns: u64,
+}
+
+const CATCH_UP_ROUNDS_MAX: u32 = 10;
 
 /// What must be written before the outbox may leave.
 #[derive(Clone, Debug, Default)]
@@ -278,7 +308,15 @@ pub struct Raft<S: StateMachine> {
     state: Sessions<S>,
     role: Role,
     leader_id: Option<NodeId>,
-    votes: BTreeSet<NodeId>,
+    /// Grants received this election, each naming the voter's incarnation.
+    votes: BTreeSet<Member>,
+    /// The latest configuration in the log (committed or not), or the snapshot's.
+    members: Configuration,
+    /// Index of the entry holding `members` (the snapshot index if it came from there).
+    members_index: LogIndex,
+    churn_timer: Option<TimerId>,
+    /// When this node last asked to rejoin (rate limit).
+    last_rejoin_request_ns: Option<u64>,
     leader: Option<LeaderState>,
     /// Writes this leader appended and will answer when applied.
     pending_writes: BTreeSet<(ClientId, u64)>,
@@ -310,6 +348,7 @@ pub struct Raft<S: StateMachine> {
 pub(crate) type Ctx<'a, S> = NodeCtx<'a, Raft<S>>;
 
 mod handlers;
+mod membership;
 mod persist;
 
 impl<S: StateMachine> Raft<S> {
@@ -344,6 +383,10 @@ impl<S: StateMachine> Raft<S> {
             role: Role::Follower,
             leader_id: None,
             votes: BTreeSet::new(),
+            members: Configuration::default(),
+            members_index: LogIndex(0),
+            churn_timer: None,
+            last_rejoin_request_ns: None,
             leader: None,
             pending_writes: BTreeSet::new(),
             pending_reads: Vec::new(),
@@ -457,17 +500,54 @@ impl<S: StateMachine> Raft<S> {
             .get((index.0 - self.snapshot.last_index.0 - 1) as usize)
     }
 
-    fn majority(&self) -> usize {
-        self.cluster_size as usize / 2 + 1
+    /// This machine as a member (its current incarnation).
+    pub fn member(&self) -> Member {
+        Member::new(self.id, self.meta.incarnation)
     }
+    pub fn incarnation(&self) -> u64 {
+        self.meta.incarnation
+    }
+    /// The latest configuration in the log, committed or not (thesis 4.1).
+    pub fn members(&self) -> &Configuration {
+        &self.members
+    }
+    /// Index of the entry holding [`Raft::members`].
+    pub fn members_index(&self) -> LogIndex {
+        self.members_index
+    }
+    /// Does this node's current incarnation vote in its latest configuration?
+    pub fn is_voter(&self) -> bool {
+        self.members.contains(self.member())
+    }
+    /// Rejoining after a wipe: neither votes nor stands until it is a voter again.
+    pub fn is_rejoining(&self) -> bool {
+        self.meta.rejoining
+    }
+    /// The latest configuration at or before `index` (held entries and the snapshot).
+    pub fn config_at(&self, index: LogIndex) -> &Configuration {
+        let held = index.0.saturating_sub(self.snapshot.last_index.0) as usize;
+        self.log[..held.min(self.log.len())]
+            .iter()
+            .rev()
+            .find_map(|entry| entry.config.as_ref())
+            .unwrap_or(&self.snapshot.config)
+    }
+
+    /// Every machine except this one: leaders replicate to all of them, voters or not, so
+    /// learners catch up and removed servers learn of their removal.
     fn peers(&self) -> impl Iterator<Item = NodeId> {
         let me = self.id;
         (0..self.cluster_size)
             .map(NodeId)
             .filter(move |node| *node != me)
     }
+    /// Whether vote requests are ignored while hearing from a leader: for CheckQuorum and
+    /// leases, and (thesis 4.2.3) once the membership changed, so removed servers cannot
+    /// disrupt the cluster.
     fn stickiness(&self) -> bool {
-        self.config.check_quorum || self.config.read_mode == ReadMode::Lease
+        self.config.check_quorum
+            || self.config.read_mode == ReadMode::Lease
+            || self.members != Configuration::initial(self.cluster_size)
     }
     /// Thesis 4.2.3: while a node hears from a leader it ignores vote requests, so a
     /// partitioned node rejoining cannot depose a working leader (and leases stay valid).
@@ -521,6 +601,7 @@ impl<S: StateMachine> Node for Raft<S> {
             }
             Body::InstallSnapshot(install) => self.on_install_snapshot(ctx, from, install),
             Body::Persisted(persisted) => self.on_persisted(ctx, from, persisted),
+            Body::ChangeMembership(change) => self.on_change_request(ctx, from, change),
         }
         self.finish(ctx);
     }
@@ -547,6 +628,13 @@ impl<S: StateMachine> Node for Raft<S> {
                     return;
                 }
                 self.on_heartbeat(ctx);
+            }
+            RaftTimer::Churn => {
+                self.churn_timer = None;
+                if !self.running(ctx) {
+                    return;
+                }
+                self.on_churn(ctx);
             }
         }
         if self.status == Status::Running {
@@ -656,13 +744,15 @@ impl<S: StateMachine> Raft<S> {
         if ctx.keys_with_prefix(ALL_PREFIX).is_empty() {
             if self.restarted {
                 // First boot writes a term record before anything else: an empty disk
-                // after a restart was wiped. This node may have voted and acknowledged
-                // entries it no longer knows of; rejoining safely needs a membership change.
-                let reason = "storage empty after a restart (wiped disk)";
-                self.status = Status::Halted(reason.to_string());
-            } else {
-                self.dirty.meta = true;
+                // after a restart was wiped. The member this machine was may have voted and
+                // acknowledged entries it no longer knows of: it is gone for good. The
+                // machine comes back as a new member, which votes only once the cluster
+                // removed the old one and added it (see the crate docs).
+                self.meta.incarnation = 1 + ctx.random_below(u64::MAX - 1);
+                self.meta.rejoining = true;
+                tracing::info!(node = %self.id, incarnation = self.meta.incarnation, "wiped disk: rejoining as a new member");
             }
+            self.dirty.meta = true;
             return Ok(());
         }
         let Some(meta) = self.load_meta(ctx)? else {
@@ -686,12 +776,15 @@ impl<S: StateMachine> Raft<S> {
         self.commit_index = self.snapshot.last_index;
         self.last_applied = self.snapshot.last_index;
         self.persisted_index = self.last_index();
+        self.refresh_members();
         Ok(())
     }
 
     fn with_identity(mut self, id: NodeId, cluster_size: u32) -> Self {
         self.id = id;
         self.cluster_size = cluster_size;
+        self.snapshot.config = Configuration::initial(cluster_size);
+        self.members = self.snapshot.config.clone();
         self
     }
 

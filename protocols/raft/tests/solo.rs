@@ -211,6 +211,7 @@ fn entry(index: u64, term: u64, request: Option<Request<KvCommand>>) -> Entry<Kv
         term: Term(term),
         index: LogIndex(index),
         request,
+        config: None,
     }
 }
 
@@ -223,6 +224,8 @@ fn disk(term: u64, voted_for: Option<u32>, terms: &[u64]) -> Storage {
         current_term: Term(term),
         voted_for: voted_for.map(NodeId),
         recovery: None,
+        incarnation: 0,
+        rejoining: false,
     };
     for key in META_KEYS {
         storage
@@ -280,6 +283,7 @@ fn append_ok(term: u64, matched: u64) -> Body<KvCommand> {
         success: true,
         match_or_hint: LogIndex(matched),
         round: 1,
+        incarnation: 0,
     })
 }
 
@@ -298,6 +302,7 @@ fn figure_8_an_entry_from_a_previous_term_is_not_committed_by_counting_replicas(
         let granted = VoteResponse {
             term: Term(4),
             granted: true,
+            incarnation: 0,
         };
         s1.receive(voter, Body::RequestVoteResponse(granted));
     }
@@ -643,6 +648,7 @@ fn registered_invariants_catch_two_leaders_and_mismatched_logs() {
     let granted = VoteResponse {
         term: Term(3),
         granted: true,
+        incarnation: 0,
     };
     let mut leaders = Vec::new();
     for id in [0, 1] {

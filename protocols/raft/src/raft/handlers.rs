@@ -4,6 +4,7 @@ use dst_protocols::{Observation, Reply, Request};
 use dst_sim::{NodeId, StateMachine};
 
 use super::{Ctx, LeaderState, Out, PendingRead, Raft, RaftTimer, ReadMode, Role};
+use crate::membership::{Configuration, Member};
 use dst_protocols::command_digest;
 
 use crate::message::{
@@ -57,6 +58,7 @@ impl<S: StateMachine> Raft<S> {
             if let Some(timer) = self.heartbeat_timer.take() {
                 ctx.cancel_timer(timer);
             }
+            self.cancel_churn_timer(ctx);
             self.reset_election_timer(ctx);
         }
     }
@@ -68,6 +70,10 @@ impl<S: StateMachine> Raft<S> {
         }
         if self.meta.recovery.is_some() {
             ctx.ignore("election timeout while recovering: not standing");
+            return;
+        }
+        if !self.is_voter() {
+            self.on_non_voter_timeout(ctx);
             return;
         }
         self.leader_id = None;
@@ -87,10 +93,21 @@ impl<S: StateMachine> Raft<S> {
         }
     }
 
+    /// Grants from a majority of the voters of the current configuration (a grant counts
+    /// only for the incarnation that gave it).
+    fn has_vote_quorum(&self) -> bool {
+        let counted = self
+            .votes
+            .iter()
+            .filter(|member| self.members.contains(**member))
+            .count();
+        counted >= self.members.majority()
+    }
+
     fn become_pre_candidate(&mut self, ctx: &mut Ctx<'_, S>) {
         self.role = Role::PreCandidate;
-        self.votes = [self.id].into_iter().collect();
-        if self.votes.len() >= self.majority() {
+        self.votes = [self.member()].into_iter().collect();
+        if self.has_vote_quorum() {
             self.become_candidate(ctx);
             return;
         }
@@ -103,8 +120,8 @@ impl<S: StateMachine> Raft<S> {
         self.meta.current_term = Term(self.meta.current_term.0 + 1);
         self.meta.voted_for = Some(self.id);
         self.dirty.meta = true;
-        self.votes = [self.id].into_iter().collect();
-        if self.votes.len() >= self.majority() {
+        self.votes = [self.member()].into_iter().collect();
+        if self.has_vote_quorum() {
             self.become_leader(ctx);
             return;
         }
@@ -132,6 +149,8 @@ impl<S: StateMachine> Raft<S> {
             match_index: vec![LogIndex(0); size],
             acked_round: vec![0; size],
             active: vec![false; size],
+            incarnation: vec![None; size],
+            catch_up: None,
             round: 0,
             round_sent_ns: Default::default(),
             term_start: next,
@@ -145,6 +164,7 @@ impl<S: StateMachine> Raft<S> {
         // Thesis 6.4: a no-op commits the leader's term, which makes earlier entries
         // committed and lets reads proceed.
         self.append_local(None);
+        self.set_churn_timer(ctx);
         self.on_heartbeat(ctx);
     }
 
@@ -170,6 +190,7 @@ impl<S: StateMachine> Raft<S> {
             return;
         }
         let granted = request.term > self.meta.current_term
+            && !self.meta.rejoining
             && !self.in_leader_lease(ctx.now_ns())
             && self.up_to_date(&request);
         let term = if granted {
@@ -177,7 +198,11 @@ impl<S: StateMachine> Raft<S> {
         } else {
             self.meta.current_term
         };
-        let response = VoteResponse { term, granted };
+        let response = VoteResponse {
+            term,
+            granted,
+            incarnation: self.meta.incarnation,
+        };
         self.outbox
             .push(Out::Send(from, Body::PreVoteResponse(response)));
     }
@@ -197,8 +222,8 @@ impl<S: StateMachine> Raft<S> {
             ctx.ignore("pre-vote response: stale or not granted");
             return;
         }
-        self.votes.insert(from);
-        if self.votes.len() >= self.majority() {
+        self.votes.insert(Member::new(from, response.incarnation));
+        if self.has_vote_quorum() {
             self.become_candidate(ctx);
         }
     }
@@ -228,7 +253,12 @@ impl<S: StateMachine> Raft<S> {
             self.adopt_term(ctx, request.term);
         }
         let free = self.meta.voted_for.is_none_or(|voted| voted == from);
-        let granted = request.term == self.meta.current_term && free && self.up_to_date(&request);
+        // A machine back from a wipe votes only as a member of its configuration: its old
+        // member's votes are forgotten, so that member must never count again.
+        let granted = request.term == self.meta.current_term
+            && free
+            && !self.meta.rejoining
+            && self.up_to_date(&request);
         if granted {
             self.meta.voted_for = Some(from);
             self.dirty.meta = true;
@@ -237,6 +267,7 @@ impl<S: StateMachine> Raft<S> {
         let response = VoteResponse {
             term: self.meta.current_term,
             granted,
+            incarnation: self.meta.incarnation,
         };
         self.outbox
             .push(Out::Send(from, Body::RequestVoteResponse(response)));
@@ -259,8 +290,8 @@ impl<S: StateMachine> Raft<S> {
         if !response.granted {
             return;
         }
-        self.votes.insert(from);
-        if self.votes.len() >= self.majority() {
+        self.votes.insert(Member::new(from, response.incarnation));
+        if self.has_vote_quorum() {
             self.become_leader(ctx);
         }
     }
@@ -290,6 +321,7 @@ impl<S: StateMachine> Raft<S> {
         self.leader_id = Some(leader);
         self.last_leader_contact_ns = Some(ctx.now_ns());
         self.reset_election_timer(ctx);
+        self.request_rejoin(ctx);
         true
     }
 
@@ -299,6 +331,7 @@ impl<S: StateMachine> Raft<S> {
             success,
             match_or_hint,
             round,
+            incarnation: self.meta.incarnation,
         };
         self.outbox
             .push(Out::Send(to, Body::AppendEntriesResponse(response)));
@@ -398,6 +431,7 @@ impl<S: StateMachine> Raft<S> {
         );
         self.log.push(entry);
         self.mark_log_dirty(index);
+        self.note_appended_config(index);
     }
 
     fn truncate_from(&mut self, index: LogIndex) {
@@ -409,6 +443,10 @@ impl<S: StateMachine> Raft<S> {
         self.log.truncate(keep);
         self.persisted_index = self.persisted_index.min(index.prev());
         self.mark_log_dirty(index);
+        // Removing a configuration entry reverts to the one before it (thesis 4.1).
+        if self.members_index >= index {
+            self.refresh_members();
+        }
     }
 
     pub(super) fn mark_log_dirty(&mut self, index: LogIndex) {
@@ -459,6 +497,7 @@ impl<S: StateMachine> Raft<S> {
             let record = crate::durable::SnapshotRecord {
                 last_index: index,
                 last_term: install.last_included_term,
+                config: install.config,
                 data: install.data,
             };
             if self.restore_snapshot(&record).is_err() {
@@ -497,6 +536,7 @@ impl<S: StateMachine> Raft<S> {
         if let Some(from) = self.dirty.log_from {
             self.dirty.log_from = Some(from.max(index.next()));
         }
+        self.refresh_members();
         let _ = ctx;
     }
 
@@ -514,6 +554,7 @@ impl<S: StateMachine> Raft<S> {
         if self.persisted_index < self.last_index() {
             self.note_wanted = true;
         }
+        self.expire_catch_up(ctx);
         self.new_round(ctx);
         self.set_heartbeat_timer(ctx);
     }
@@ -522,17 +563,22 @@ impl<S: StateMachine> Raft<S> {
     /// steps down, so clients can find the real leader.
     fn check_quorum(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
         let now_ns = ctx.now_ns();
-        let majority = self.majority();
-        let me = self.id.0 as usize;
         let timeout_ns = self.config.election_timeout_max_ns;
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(leader) = self.leader.as_ref() else {
             return false;
         };
         if now_ns < leader.last_quorum_check_ns + timeout_ns {
             return true;
         }
-        leader.active[me] = true;
-        let active = leader.active.iter().filter(|active| **active).count();
+        let active = self
+            .per_voter(leader, true, false, |node| leader.active[node])
+            .into_iter()
+            .filter(|active| *active)
+            .count();
+        let majority = self.members.majority();
+        let Some(leader) = self.leader.as_mut() else {
+            return false;
+        };
         leader.active.iter_mut().for_each(|active| *active = false);
         leader.last_quorum_check_ns = now_ns;
         active >= majority
@@ -560,7 +606,7 @@ impl<S: StateMachine> Raft<S> {
 
     /// Sends `peer` what follows its `next_index`: entries, or the snapshot if they are
     /// compacted away.
-    fn send_append(&mut self, peer: NodeId) {
+    pub(super) fn send_append(&mut self, peer: NodeId) {
         let Some(leader) = self.leader.as_ref() else {
             return;
         };
@@ -573,6 +619,7 @@ impl<S: StateMachine> Raft<S> {
                 leader: self.id,
                 last_included_index: self.snapshot.last_index,
                 last_included_term: self.snapshot.last_term,
+                config: self.snapshot.config.clone(),
                 data: self.snapshot.data.clone(),
                 round,
             })
@@ -616,6 +663,13 @@ impl<S: StateMachine> Raft<S> {
             return;
         };
         let peer = from.0 as usize;
+        if leader.incarnation[peer] != Some(response.incarnation) {
+            // Another incarnation of the machine answers: what the previous one
+            // acknowledged says nothing of this one's disk.
+            leader.incarnation[peer] = Some(response.incarnation);
+            leader.match_index[peer] = LogIndex(0);
+            leader.acked_round[peer] = 0;
+        }
         leader.active[peer] = true;
         leader.acked_round[peer] = leader.acked_round[peer].max(response.round);
         let resend;
@@ -645,7 +699,8 @@ impl<S: StateMachine> Raft<S> {
         }
         self.update_lease();
         self.advance_commit(ctx);
-        if resend {
+        self.on_learner_progress(ctx, from);
+        if resend && self.role == Role::Leader {
             self.send_append(from);
         }
         self.serve_reads(ctx);
@@ -658,14 +713,41 @@ impl<S: StateMachine> Raft<S> {
         let Some(leader) = self.leader.as_ref() else {
             return;
         };
-        let mut matches: Vec<LogIndex> = leader.match_index.clone();
-        matches[self.id.0 as usize] = self.persisted_index;
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[self.majority() - 1];
+        let own = self.persisted_index;
+        let matches = self.per_voter(leader, own, LogIndex(0), |node| leader.match_index[node]);
+        let candidate = quorum_value(matches, self.members.majority());
         if candidate > self.commit_index && self.term_at(candidate) == Some(self.meta.current_term)
         {
             self.set_commit(ctx, candidate);
+            self.step_down_if_removed(ctx);
         }
+    }
+
+    /// One value per voter of the current configuration: this leader's `own` for itself,
+    /// `value(node)` for a machine that last answered as that voter's incarnation, and
+    /// `absent` otherwise (its progress belongs to another incarnation, or is unknown).
+    fn per_voter<T: Copy>(
+        &self,
+        leader: &LeaderState,
+        own: T,
+        absent: T,
+        value: impl Fn(usize) -> T,
+    ) -> Vec<T> {
+        let me = self.member();
+        self.members
+            .voters()
+            .iter()
+            .map(|voter| {
+                let node = voter.node.0 as usize;
+                if *voter == me {
+                    own
+                } else if leader.incarnation.get(node) == Some(&Some(voter.incarnation)) {
+                    value(node)
+                } else {
+                    absent
+                }
+            })
+            .collect()
     }
 
     /// Raises the commit index, reporting every newly committed slot.
@@ -700,14 +782,28 @@ impl<S: StateMachine> Raft<S> {
     // ---- client requests ----
 
     pub(super) fn append_local(&mut self, request: Option<Request<S::Command>>) -> LogIndex {
+        self.append_entry(request, None)
+    }
+
+    pub(super) fn append_entry(
+        &mut self,
+        request: Option<Request<S::Command>>,
+        config: Option<Configuration>,
+    ) -> LogIndex {
         assert_eq!(self.role, Role::Leader, "only leaders append");
+        assert!(
+            request.is_none() || config.is_none(),
+            "an entry is a request or a configuration"
+        );
         let index = self.last_index().next();
         self.log.push(Entry {
             term: self.meta.current_term,
             index,
             request,
+            config,
         });
         self.mark_log_dirty(index);
+        self.note_appended_config(index);
         index
     }
 
@@ -775,9 +871,8 @@ impl<S: StateMachine> Raft<S> {
         let Some(leader) = self.leader.as_ref() else {
             return 0;
         };
-        let mut rounds = leader.acked_round.clone();
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        rounds[self.majority() - 1]
+        let rounds = self.per_voter(leader, leader.round, 0, |node| leader.acked_round[node]);
+        quorum_value(rounds, self.members.majority())
     }
 
     /// A lease starts when a round is sent; it holds for an election timeout shrunk by the
@@ -830,3 +925,12 @@ impl<S: StateMachine> Raft<S> {
 }
 
 use super::ROUNDS_TRACKED_MAX;
+
+/// The highest value at least `majority` of `values` reach (the minimum if too few).
+fn quorum_value<T: Ord + Copy + Default>(mut values: Vec<T>, majority: usize) -> T {
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values
+        .get(majority.saturating_sub(1))
+        .copied()
+        .unwrap_or_default()
+}

@@ -256,13 +256,19 @@ impl<S: StateMachine> Raft<S> {
             return;
         };
         let bytes = self.state.snapshot();
+        let config = self.config_at(index).clone();
         let drop = (index.0 - self.snapshot.last_index.0) as usize;
         self.log.drain(..drop);
         self.snapshot = SnapshotRecord {
             last_index: index,
             last_term: term,
+            config,
             data: bytes,
         };
+        if self.members_index <= index {
+            // The configuration now lives in the snapshot.
+            self.members_index = index;
+        }
         self.dirty.snapshot = true;
         if let Some(from) = self.dirty.log_from {
             self.dirty.log_from = Some(from.max(index.next()));
