@@ -5,7 +5,9 @@ use dst_sim::{Adversarial, Digest, NodeCtx, StateMachine};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::msg::{entry_digest, Cc, CcEvidence, FastReply, Link, Msg, Vote};
+use crate::msg::{
+    entry_digest, Cc, CcEvidence, FastReply, IhtpBody, Link, Msg, OrderBody, ViewChangeProof, Vote,
+};
 use crate::replica::FastBft;
 
 /// A different value of the same type: one byte of its encoding changed, if that decodes.
@@ -36,6 +38,31 @@ impl<S: StateMachine> Adversarial for FastBft<S> {
                 forged.order = ctx.sign_value(body);
                 forged.request = None;
                 Some(Msg::Order(forged))
+            }
+            // A VIEW-CHANGE with a fabricated proof: its own IHTP repeated, or a POM whose
+            // two orders do not conflict.
+            Msg::ViewChange(view_change) if variant % 4 >= 2 => {
+                let mut body = view_change.value.clone();
+                let ihtp = ctx.sign_value(IhtpBody {
+                    view: body.new_view.saturating_sub(1),
+                    replica: body.replica,
+                });
+                body.proof = match (variant % 4, &body.proof) {
+                    (3, ViewChangeProof::Ihtp(ihtps)) if !ihtps.is_empty() => {
+                        let order = ctx.sign_value(OrderBody {
+                            view: body.new_view.saturating_sub(1),
+                            seq: 1,
+                            hist: Digest::of(&("forged", variant)),
+                            digest: Digest::ZERO,
+                        });
+                        ViewChangeProof::Pom {
+                            first: order.clone(),
+                            second: order,
+                        }
+                    }
+                    _ => ViewChangeProof::Ihtp(vec![ihtp; 4]),
+                };
+                Some(Msg::ViewChange(Box::new(ctx.sign_value(body))))
             }
             // A VIEW-CHANGE with a fabricated CC: its own vote repeated, or too few signers.
             Msg::ViewChange(view_change) => {

@@ -387,6 +387,9 @@ impl<S: StateMachine> FastBft<S> {
                 if let Some(view_change) = self.view_changes.get(&self.id) {
                     ctx.broadcast(Msg::ViewChange(Box::new(view_change.clone())));
                 }
+                if let Some(ihtp) = &self.own_ihtp {
+                    ctx.broadcast(Msg::Ihtp(ihtp.clone()));
+                }
             }
         }
         self.tick_tip = tip;

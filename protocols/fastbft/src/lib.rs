@@ -25,9 +25,18 @@
 //!   `(v, seq, hist)`); if the log has `hist` at `seq`, store the CC durably and answer
 //!   LOCAL-COMMIT; a shorter log asks to fill the hole; a conflicting log sends IHTP.
 //! - Upon `f + 1` IHTPs for the current view, or a valid POM: broadcast VIEW-CHANGE(v+1)
-//!   (stable checkpoint with proof, Pareto-maximal CCs with their chains, and per slot the
-//!   latest-view accepted ORDER-REQ) and start a timer with exponential back-off; on expiry
-//!   move to the next view. Upon `f + 1` VIEW-CHANGEs for higher views, join.
+//!   (its proof: the `f + 1` signed IHTPs or the POM; stable checkpoint with proof,
+//!   Pareto-maximal CCs with their chains, and per slot the latest-view accepted ORDER-REQ)
+//!   and start a timer with exponential back-off; on expiry send IHTP about the awaited
+//!   view, and upon `f + 1` of those move to the next view with them as the proof. Upon
+//!   `f + 1` VIEW-CHANGEs for higher views, join, carrying the proof of the one asking for
+//!   the view joined.
+//! - Upon VIEW-CHANGE(w): verify its proof ([`msg::verify_view_change_proof`]): `f + 1`
+//!   IHTPs of distinct replicas about views `>= w - 1` (one is correct, and a correct
+//!   replica complains only about the view it is in or awaits, so a proof for a later view
+//!   also justifies earlier ones), or a POM of the primary of `w - 1` in view `w - 1`. A
+//!   VIEW-CHANGE without a valid proof is ignored: it is no complaint, joins nothing and
+//!   does not count towards a NEW-VIEW (which re-verifies every enclosed proof).
 //! - New primary, upon `Qvc` valid VIEW-CHANGEs: compute the history with the rule of
 //!   [`select`] (by view first), re-sign its entries as ORDER-REQs of the new view, send
 //!   NEW-VIEW. Replicas recompute the history from the enclosed VIEW-CHANGEs and install only
@@ -56,8 +65,7 @@
 //!   back; the NEW-VIEW it built for a view is recorded durably (one per view).
 //!
 //! ## Not done (deliberately simplified)
-//! VIEW-CONFIRM; the IHTP proof inside VIEW-CHANGE (a VIEW-CHANGE is used only in a set of
-//! `Qvc`, with at least `f + 1` correct senders); clients forwarding POMs.
+//! VIEW-CONFIRM; clients forwarding POMs.
 //!
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)

@@ -148,12 +148,45 @@ pub struct IhtpBody {
     pub replica: NodeId,
 }
 
-/// VIEW-CHANGE to `new_view`: the sender's stable checkpoint, its Pareto-maximal CCs and,
-/// per slot above the checkpoint, the latest-view ORDER-REQ it accepted.
+/// Why a replica may ask for view `w`: evidence that a correct replica gave up on view
+/// `w - 1` (or a later one), or that the primary of `w - 1` equivocated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ViewChangeProof {
+    /// IHTPs of `f + 1` distinct replicas, each for a view `>= w - 1` (one of them is
+    /// correct, and a correct replica complains only about the view it is in or waits for).
+    Ihtp(Vec<Signed<IhtpBody>>),
+    /// A POM: two ORDER-REQs signed by the primary of `w - 1` for one slot of view `w - 1`
+    /// with different histories.
+    Pom {
+        first: Signed<OrderBody>,
+        second: Signed<OrderBody>,
+    },
+}
+
+impl ViewChangeProof {
+    /// Whether this (already verified) proof also justifies asking for `target`: IHTPs for
+    /// views `>= w - 1` justify every lower target too; a POM only its own view's successor.
+    pub fn covers(&self, target: u64) -> bool {
+        let Some(previous) = target.checked_sub(1) else {
+            return false;
+        };
+        match self {
+            ViewChangeProof::Ihtp(ihtps) => {
+                !ihtps.is_empty() && ihtps.iter().all(|ihtp| ihtp.value.view >= previous)
+            }
+            ViewChangeProof::Pom { first, .. } => first.value.view == previous,
+        }
+    }
+}
+
+/// VIEW-CHANGE to `new_view`: why (`proof`), the sender's stable checkpoint, its
+/// Pareto-maximal CCs and, per slot above the checkpoint, the latest-view ORDER-REQ it
+/// accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ViewChangeBody<C, O> {
     pub new_view: u64,
     pub replica: NodeId,
+    pub proof: ViewChangeProof,
     pub checkpoint: StableProof,
     pub ccs: Vec<CcEvidence<C, O>>,
     pub log: Vec<Order<C>>,
@@ -346,4 +379,68 @@ pub fn walk_chain<C: Serialize>(
         hists.push(hist);
     }
     Ok(hists)
+}
+
+/// Verifies a POM: two ORDER-REQs for one `(view, seq)` with different histories, both
+/// signed by the primary of that view. Returns the view.
+pub fn verify_pom(
+    params: &Params,
+    first: &Signed<OrderBody>,
+    second: &Signed<OrderBody>,
+    verify: &mut impl FnMut(&Signature, &Digest) -> bool,
+) -> Result<u64, &'static str> {
+    let (a, b) = (&first.value, &second.value);
+    if a.view != b.view || a.seq != b.seq || a.hist == b.hist {
+        return Err("pom: not two conflicting orders for one slot");
+    }
+    let primary = params.primary(a.view);
+    if !signed_by(verify, &first.signature, primary, &first.digest())
+        || !signed_by(verify, &second.signature, primary, &second.digest())
+    {
+        return Err("pom: not signed by the view's primary");
+    }
+    Ok(a.view)
+}
+
+/// Verifies that `proof` justifies a VIEW-CHANGE to `new_view` (see [`ViewChangeProof`]).
+pub fn verify_view_change_proof(
+    params: &Params,
+    proof: &ViewChangeProof,
+    new_view: u64,
+    verify: &mut impl FnMut(&Signature, &Digest) -> bool,
+) -> Result<(), &'static str> {
+    let Some(previous) = new_view.checked_sub(1) else {
+        return Err("view change proof: no view before view 0");
+    };
+    match proof {
+        ViewChangeProof::Ihtp(ihtps) => {
+            if ihtps.len() > params.n as usize {
+                return Err("view change proof: more IHTPs than replicas");
+            }
+            let mut signers = BTreeSet::new();
+            for ihtp in ihtps {
+                let body = &ihtp.value;
+                if body.view < previous {
+                    return Err("view change proof: IHTP for an older view");
+                }
+                if !params.is_replica(body.replica) || !signers.insert(body.replica) {
+                    return Err("view change proof: duplicated or unknown IHTP signer");
+                }
+                if !signed_by(verify, &ihtp.signature, body.replica, &ihtp.digest()) {
+                    return Err("view change proof: bad IHTP signature");
+                }
+            }
+            if signers.len() < params.one_correct() {
+                return Err("view change proof: too few IHTPs");
+            }
+            Ok(())
+        }
+        ViewChangeProof::Pom { first, second } => {
+            let view = verify_pom(params, first, second, verify)?;
+            if view != previous {
+                return Err("view change proof: POM for another view");
+            }
+            Ok(())
+        }
+    }
 }

@@ -247,10 +247,14 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             return;
         }
         ctx.broadcast(Msg::Pom {
+            first: held.clone(),
+            second: order.order.clone(),
+        });
+        let proof = crate::msg::ViewChangeProof::Pom {
             first: held,
             second: order.order,
-        });
-        self.start_view_change(ctx, self.view + 1);
+        };
+        self.start_view_change(ctx, self.view + 1, proof);
     }
 
     fn buffer_order(&mut self, ctx: &mut Ctx<'_, '_, S>, order: Order<S::Command>) {
@@ -449,14 +453,17 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         }
     }
 
-    /// I-HATE-THE-PRIMARY for the current view.
+    /// I-HATE-THE-PRIMARY for the judged view (the current one, or the awaited target).
     pub(crate) fn send_ihtp(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         let body = IhtpBody {
-            view: self.view,
+            view: self.judged_view(),
             replica: self.id,
         };
         let ihtp = ctx.sign_value(body);
         ctx.broadcast(Msg::Ihtp(ihtp.clone()));
+        if self.status != Status::Normal {
+            self.own_ihtp = Some(ihtp.clone());
+        }
         self.on_ihtp(ctx, ihtp);
     }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{FastBftConfig, Params};
 use crate::durable::{self, read_record, write_record};
 use crate::msg::{
-    CcEvidence, CheckpointBody, ClientMsg, FastReply, Msg, NewViewBody, Order, OrderBody,
-    SignedRequest, SpecBody, StableProof, ViewChangeBody,
+    CcEvidence, CheckpointBody, ClientMsg, FastReply, IhtpBody, Msg, NewViewBody, Order, OrderBody,
+    SignedRequest, SpecBody, StableProof, ViewChangeBody, ViewChangeProof,
 };
 
 pub(crate) type Cmd<S> = <S as StateMachine>::Command;
@@ -106,7 +106,10 @@ pub struct FastBft<S: StateMachine> {
     pub(crate) own_votes: BTreeMap<(u64, bool), Signed<CheckpointBody>>,
     /// Since when this replica's oldest unstable checkpoint vote (in this view) waits.
     pub(crate) checkpoint_waiting_since_ns: Option<u64>,
-    pub(crate) ihtp: BTreeSet<NodeId>,
+    /// IHTPs about the judged view (the current one, or the awaited target).
+    pub(crate) ihtp: BTreeMap<NodeId, Signed<IhtpBody>>,
+    /// This replica's own IHTP while waiting for a NEW-VIEW (retransmitted on ticks).
+    pub(crate) own_ihtp: Option<Signed<IhtpBody>>,
     pub(crate) view_changes: BTreeMap<NodeId, SignedViewChange<S>>,
     pub(crate) last_new_view: Option<BoxedNewView<S>>,
     pub(crate) pending_new_view: Option<BoxedNewView<S>>,
@@ -155,7 +158,8 @@ impl<S: StateMachine> FastBft<S> {
             checkpoint_votes: BTreeMap::new(),
             own_votes: BTreeMap::new(),
             checkpoint_waiting_since_ns: None,
-            ihtp: BTreeSet::new(),
+            ihtp: BTreeMap::new(),
+            own_ihtp: None,
             view_changes: BTreeMap::new(),
             last_new_view: None,
             pending_new_view: None,
@@ -425,8 +429,14 @@ impl<S: StateMachine> Node for FastBft<S> {
         self.boot(ctx);
         self.recover(ctx);
         if let Status::ViewChange { target } = self.status {
-            self.status = Status::Normal;
-            self.start_view_change(ctx, target);
+            // Send the VIEW-CHANGE again with its persisted proof; without one (a corrupted
+            // record) stay out of the old view and wait for a NEW-VIEW or f+1 later ones.
+            let proof = read_record::<Self, (u64, ViewChangeProof)>(ctx, durable::PROOF_KEY)
+                .filter(|(view, proof)| *view == target && proof.covers(target));
+            if let Some((_, proof)) = proof {
+                self.status = Status::Normal;
+                self.start_view_change(ctx, target, proof);
+            }
         }
     }
 

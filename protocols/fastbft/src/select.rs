@@ -59,7 +59,8 @@ pub struct Selection<C> {
     pub entries: Vec<(u64, Evidence<C>)>,
 }
 
-/// Validates a VIEW-CHANGE's proofs; any bad proof discards the whole message.
+/// Validates a VIEW-CHANGE's proofs (why it asks for the view, its checkpoint, CCs and log);
+/// any bad proof discards the whole message.
 pub fn check_view_change<C: Serialize + Clone, O: Serialize>(
     params: &Params,
     body: &ViewChangeBody<C, O>,
@@ -67,6 +68,7 @@ pub fn check_view_change<C: Serialize + Clone, O: Serialize>(
     genesis_state_digest: u64,
     verify: &mut impl FnMut(&Signature, &Digest) -> bool,
 ) -> Result<CheckedViewChange<C>, &'static str> {
+    crate::msg::verify_view_change_proof(params, &body.proof, body.new_view, verify)?;
     let checkpoint = &body.checkpoint;
     crate::msg::verify_stable(params, checkpoint, verify, genesis_state_digest)?;
     if body.log.len() as u64 > entries_max || body.ccs.len() > params.n as usize * 4 {

@@ -1,23 +1,35 @@
 //! View change: IHTP, POM, VIEW-CHANGE, NEW-VIEW (recomputed and checked), rollback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dst_protocols::Observation;
 use dst_sim::{NodeId, Principal, Signed};
 
-use crate::msg::{IhtpBody, Msg, NewViewBody, Order, OrderBody, ViewChangeBody};
+use crate::msg::{
+    verify_pom, verify_view_change_proof, IhtpBody, Msg, NewViewBody, Order, OrderBody,
+    ViewChangeBody, ViewChangeProof,
+};
 use crate::replica::{verifier, Ctx, Entry, FastBft, SignedViewChange, Status, Timer};
 use crate::select::{check_view_change, select, CheckedViewChange, Selection};
 
 impl<S: dst_sim::StateMachine> FastBft<S> {
-    /// Upon IHTP(v): at f+1 distinct complaints about the current view, change view.
+    /// The view complaints are about: the current one, or the target of a view change
+    /// (whose NEW-VIEW is late).
+    pub(crate) fn judged_view(&self) -> u64 {
+        match self.status {
+            Status::Normal => self.view,
+            Status::ViewChange { target } => target,
+        }
+    }
+
+    /// Upon IHTP(v) about the judged view: at f+1 distinct complaints, change view.
     pub(crate) fn on_ihtp(&mut self, ctx: &mut Ctx<'_, '_, S>, ihtp: Signed<IhtpBody>) {
         let body = &ihtp.value;
-        if body.view != self.view || self.status != Status::Normal {
+        if body.view != self.judged_view() {
             if self.params.is_replica(body.replica) {
                 self.help_laggard(ctx, body.replica, body.view);
             }
-            ctx.ignore("ihtp: not the current view");
+            ctx.ignore("ihtp: not the judged view");
             return;
         }
         if !self.params.is_replica(body.replica)
@@ -27,27 +39,56 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             ctx.ignore("ihtp: bad signature");
             return;
         }
-        self.ihtp.insert(body.replica);
-        self.count_complaints(ctx);
+        self.ihtp.insert(body.replica, ihtp);
+        match self.status {
+            Status::Normal => self.count_complaints(ctx),
+            Status::ViewChange { target } => {
+                // f+1 replicas (one correct) gave up waiting for `target`'s NEW-VIEW.
+                if self.ihtp.len() >= self.params.one_correct() {
+                    let proof = ViewChangeProof::Ihtp(self.ihtp.values().cloned().collect());
+                    self.start_view_change(ctx, target + 1, proof);
+                }
+            }
+        }
     }
 
     /// f+1 replicas complained about the current view (by IHTP, or by asking for a later
-    /// view): change view.
+    /// view with a valid proof): change view, proving it with the IHTPs or, short of them,
+    /// with the proof of a VIEW-CHANGE held for a later view.
     fn count_complaints(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         if self.status != Status::Normal {
             return;
         }
         let view = self.view;
-        let mut complaining = self.ihtp.clone();
+        let target = view + 1;
+        let mut complaining: BTreeSet<NodeId> = self.ihtp.keys().copied().collect();
         complaining.extend(
             self.view_changes
                 .iter()
                 .filter(|(_, held)| held.value.new_view > view)
                 .map(|(replica, _)| *replica),
         );
-        if complaining.len() >= self.params.one_correct() {
-            self.start_view_change(ctx, view + 1);
+        if complaining.len() < self.params.one_correct() {
+            return;
         }
+        let proof = if self.ihtp.len() >= self.params.one_correct() {
+            Some(ViewChangeProof::Ihtp(self.ihtp.values().cloned().collect()))
+        } else {
+            self.borrowed_proof(target)
+        };
+        if let Some(proof) = proof {
+            self.start_view_change(ctx, target, proof);
+        }
+    }
+
+    /// The proof of a held (verified) VIEW-CHANGE that also justifies `target`.
+    fn borrowed_proof(&self, target: u64) -> Option<ViewChangeProof> {
+        self.view_changes
+            .values()
+            .filter(|held| held.value.new_view >= target)
+            .map(|held| &held.value.proof)
+            .find(|proof| proof.covers(target))
+            .cloned()
     }
 
     /// Upon POM: two ORDER-REQs of the current primary for one slot with different histories.
@@ -57,42 +98,46 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         first: Signed<OrderBody>,
         second: Signed<OrderBody>,
     ) {
-        let (a, b) = (&first.value, &second.value);
-        let primary = Principal::Node(self.params.primary(a.view));
-        let conflicting = a.view == b.view && a.seq == b.seq && a.hist != b.hist;
-        if !conflicting || a.view != self.view || self.status != Status::Normal {
-            ctx.ignore("pom: not a conflict in the current view");
+        if first.value.view != self.view || self.status != Status::Normal {
+            ctx.ignore("pom: not about the current view");
             return;
         }
-        if first.signer() != primary
-            || second.signer() != primary
-            || !ctx.verify_signed(&first)
-            || !ctx.verify_signed(&second)
-        {
-            ctx.ignore("pom: bad signature");
+        let verified = verify_pom(&self.params, &first, &second, &mut verifier(ctx));
+        if let Err(reason) = verified {
+            ctx.ignore(reason);
             return;
         }
-        self.start_view_change(ctx, self.view + 1);
+        let proof = ViewChangeProof::Pom { first, second };
+        self.start_view_change(ctx, self.view + 1, proof);
     }
 
-    /// Stops accepting the current view and broadcasts VIEW-CHANGE(target).
-    pub(crate) fn start_view_change(&mut self, ctx: &mut Ctx<'_, '_, S>, target: u64) {
-        let current = match self.status {
-            Status::Normal => self.view,
-            Status::ViewChange { target } => target,
-        };
-        if target <= current {
+    /// Stops accepting the current view and broadcasts VIEW-CHANGE(target), justified by
+    /// `proof` (persisted with the view, so a restarted replica can send it again).
+    pub(crate) fn start_view_change(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        target: u64,
+        proof: ViewChangeProof,
+    ) {
+        if target <= self.judged_view() {
             return;
         }
+        assert!(
+            proof.covers(target),
+            "a view change carries a proof for its view"
+        );
         self.status = Status::ViewChange { target };
+        self.ihtp.clear();
+        self.own_ihtp = None;
         self.buffer.clear();
         self.forwarded.clear();
         if let Some(timer) = self.fill_timer.take() {
             ctx.cancel_timer(timer);
         }
         self.persist_view(ctx);
+        crate::durable::write_record(ctx, crate::durable::PROOF_KEY, &(target, &proof));
         ctx.sync();
-        let view_change = ctx.sign_value(self.view_change_body(target));
+        let view_change = ctx.sign_value(self.view_change_body(target, proof));
         ctx.broadcast(Msg::ViewChange(Box::new(view_change.clone())));
         self.view_changes.insert(self.id, view_change);
         if let Some(timer) = self.view_change_timer.take() {
@@ -135,22 +180,28 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         }
     }
 
-    fn view_change_body(&self, target: u64) -> ViewChangeBody<S::Command, S::Output> {
+    fn view_change_body(
+        &self,
+        target: u64,
+        proof: ViewChangeProof,
+    ) -> ViewChangeBody<S::Command, S::Output> {
         ViewChangeBody {
             new_view: target,
             replica: self.id,
+            proof,
             checkpoint: self.stable.clone(),
             ccs: self.ccs.clone(),
             log: self.log.values().map(Entry::as_order).collect(),
         }
     }
 
-    /// No NEW-VIEW in time: try the next view.
+    /// No NEW-VIEW in time: complain about the awaited view (IHTP); f+1 complaints about it
+    /// are the proof for the next view.
     pub(crate) fn on_view_change_timeout(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
         if self.status == (Status::ViewChange { target: view }) {
             self.view_change_timer = None;
             self.failed_view_changes += 1;
-            self.start_view_change(ctx, view + 1);
+            self.send_ihtp(ctx);
         }
     }
 
@@ -186,6 +237,12 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             ctx.ignore("view change: stale or bad signature");
             return;
         }
+        let justified =
+            verify_view_change_proof(&self.params, &body.proof, body.new_view, &mut verifier(ctx));
+        if let Err(reason) = justified {
+            ctx.ignore(reason);
+            return;
+        }
         self.view_changes.insert(from, view_change);
         self.join_higher_view(ctx);
         self.count_complaints(ctx);
@@ -210,7 +267,10 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         }
         wanted.sort_unstable_by(|a, b| b.cmp(a));
         let target = wanted[self.params.one_correct() - 1];
-        self.start_view_change(ctx, target);
+        // The VIEW-CHANGE asking for exactly `target` carries a proof for it.
+        if let Some(proof) = self.borrowed_proof(target) {
+            self.start_view_change(ctx, target, proof);
+        }
     }
 
     /// Validated VIEW-CHANGEs for `view` (at most `Qvc`, in replica order).
@@ -222,7 +282,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
     ) -> Vec<(SignedViewChange<S>, CheckedViewChange<S::Command>)> {
         let entries_max = self.config.window() * 2;
         let mut checked = Vec::new();
-        let mut senders = std::collections::BTreeSet::new();
+        let mut senders = BTreeSet::new();
         for view_change in view_changes {
             let body = &view_change.value;
             if body.new_view != view || !senders.insert(body.replica) {

@@ -169,6 +169,7 @@ fn a_view_change_with_a_fabricated_cc_is_discarded() {
         let body = dst_fastbft::msg::ViewChangeBody::<KvCommand, KvOutput> {
             new_view: 1,
             replica: NodeId(2),
+            proof: common::keys::ihtp_proof(1),
             checkpoint: dst_fastbft::msg::StableProof {
                 seq: 0,
                 hist: Digest::ZERO,
@@ -187,7 +188,7 @@ fn a_view_change_with_a_fabricated_cc_is_discarded() {
         .map(|_| ())
     };
     assert_eq!(check(&honest.value), Ok(()));
-    for variant in 0..2 {
+    for variant in 0..4 {
         let message = Msg::ViewChange(Box::new(honest.clone()));
         let (forged, _, _) = as_node(2, 4, |ctx| Replica::forge(ctx, &message, variant));
         let Some(Msg::ViewChange(forged)) = forged else {
@@ -195,7 +196,7 @@ fn a_view_change_with_a_fabricated_cc_is_discarded() {
         };
         assert!(
             check(&forged.value).is_err(),
-            "variant {variant}: fabricated CC accepted"
+            "variant {variant}: fabricated CC or proof accepted"
         );
     }
 }

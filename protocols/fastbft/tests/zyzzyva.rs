@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::keys::{order, request, signed_by, spec};
+use common::keys::{ihtp_proof, order, request, signed_by, spec};
 use common::speculative::check_speculative;
 use dst_fastbft::msg::{Cc, CcEvidence, Link, Order, StableProof, ViewChangeBody, Vote};
 use dst_fastbft::select::{check_view_change, select, CheckedViewChange, Evidence, Selection};
@@ -44,6 +44,7 @@ fn view_change(
     let body = ViewChangeBody {
         new_view,
         replica: NodeId(replica),
+        proof: ihtp_proof(new_view),
         checkpoint: genesis(),
         ccs,
         log,

@@ -1,7 +1,9 @@
 //! Signing as any replica or client, for hand-built scenarios (a test plays every role, so
 //! it holds every key; protocol code never can).
 
-use dst_fastbft::msg::{entry_digest, Order, OrderBody, SignedRequest, SpecBody};
+use dst_fastbft::msg::{
+    entry_digest, IhtpBody, Order, OrderBody, SignedRequest, SpecBody, ViewChangeProof,
+};
 use dst_fastbft::{FastBft, Params};
 use dst_protocols::{KvCommand, KvOutput, KvStore, Request};
 use dst_sim::{
@@ -114,4 +116,20 @@ pub fn replies(effects: &[Effect<Replica>]) -> Vec<&<Replica as Node>::Reply> {
             _ => None,
         })
         .collect()
+}
+
+/// IHTP of `replica` about `view`.
+pub fn ihtp(replica: u32, view: u64) -> Signed<IhtpBody> {
+    signed_by(
+        replica,
+        IhtpBody {
+            view,
+            replica: NodeId(replica),
+        },
+    )
+}
+
+/// A valid proof for a VIEW-CHANGE to `new_view` (n = 4): IHTPs of replicas 0 and 1.
+pub fn ihtp_proof(new_view: u64) -> ViewChangeProof {
+    ViewChangeProof::Ihtp(vec![ihtp(0, new_view - 1), ihtp(1, new_view - 1)])
 }
