@@ -10,6 +10,17 @@
 //!   every leader of a term above `t`.
 //! - State machine safety: no two nodes commit different entries at one index (over time,
 //!   via [`ClusterMonitor`]).
+//!
+//! Membership (thesis chapter 4):
+//! - Single-server changes: in every log, each configuration differs from the one before it
+//!   (the snapshot's, or the previous configuration entry) by exactly one member
+//!   ([`check_single_server_changes`]).
+//! - One change at a time: a leader's log holds no configuration entry of its term above
+//!   its commit index beside another uncommitted one (local); across nodes, no log holds
+//!   two configuration entries above the highest index known committed
+//!   ([`ClusterMonitor`], which remembers commits across steps).
+//! - A leader is a voter of its latest configuration, or that configuration (which removed
+//!   it) is not committed yet and it is stepping down (local).
 
 use std::collections::BTreeMap;
 
@@ -81,6 +92,68 @@ pub fn check_local<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
             "{id}: leader of term {} did not vote for itself",
             node.current_term().0
         ));
+    }
+    if node.role() == Role::Leader {
+        check_leader_membership(node)?;
+    }
+    Ok(())
+}
+
+/// A leader appends a configuration only when none is uncommitted, and leads as a
+/// non-voter only until the configuration that removed it commits.
+fn check_leader_membership<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
+    let id = node.id();
+    let uncommitted: Vec<&crate::message::Entry<S::Command>> = node
+        .entries()
+        .iter()
+        .rev()
+        .take_while(|entry| entry.index > node.commit_index())
+        .filter(|entry| entry.config.is_some())
+        .collect();
+    let own_term = uncommitted
+        .iter()
+        .any(|entry| entry.term == node.current_term());
+    if own_term && uncommitted.len() > 1 {
+        return Err(format!(
+            "{id}: leader of term {} holds {} uncommitted configuration entries",
+            node.current_term().0,
+            uncommitted.len()
+        ));
+    }
+    if !node.is_voter() && node.members_index() <= node.commit_index() {
+        return Err(format!(
+            "{id}: leads term {} though the committed configuration at {} removed {}",
+            node.current_term().0,
+            node.members_index().0,
+            node.member()
+        ));
+    }
+    if node.members() != node.config_at(node.last_index()) {
+        return Err(format!(
+            "{id}: configuration in force is not the log's latest"
+        ));
+    }
+    Ok(())
+}
+
+/// Every configuration in every log is a single-server change of the one before it.
+pub fn check_single_server_changes<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> {
+    for node in nodes {
+        let mut previous = node.config_at(node.snapshot_index());
+        for entry in node.entries() {
+            let Some(config) = entry.config.as_ref() else {
+                continue;
+            };
+            if config.distance(previous) != 1 {
+                return Err(format!(
+                    "single-server changes: {} holds at index {} a configuration {} members away from the previous one",
+                    node.id(),
+                    entry.index.0,
+                    config.distance(previous)
+                ));
+            }
+            previous = config;
+        }
     }
     Ok(())
 }
@@ -172,7 +245,8 @@ pub fn check_leader_completeness<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<
 pub fn check_cluster<S: StateMachine>(nodes: &[&Raft<S>]) -> Result<(), String> {
     check_election_safety(nodes)?;
     check_log_matching(nodes)?;
-    check_leader_completeness(nodes)
+    check_leader_completeness(nodes)?;
+    check_single_server_changes(nodes)
 }
 
 /// The live nodes of a cluster at one instant, as the invariant registry sees them.
@@ -197,6 +271,9 @@ pub fn register_invariants<S: StateMachine>(
         })
         .register("raft-leader-completeness", |view: &ClusterView<'_, S>| {
             check_leader_completeness(&view.nodes)
+        })
+        .register("raft-single-server-changes", |view: &ClusterView<'_, S>| {
+            check_single_server_changes(&view.nodes)
         });
 }
 
@@ -232,6 +309,33 @@ impl ClusterMonitor {
                 }
             }
             self.record_commits(node)?;
+        }
+        self.check_one_change_at_a_time(nodes)
+    }
+
+    /// A leader appends a configuration only once the previous one is committed: no log
+    /// holds two configuration entries above the highest index ever seen committed.
+    fn check_one_change_at_a_time<S: StateMachine>(
+        &self,
+        nodes: &[&Raft<S>],
+    ) -> Result<(), String> {
+        let committed = self
+            .committed
+            .last_key_value()
+            .map_or(LogIndex(0), |(index, _)| *index);
+        for node in nodes {
+            let uncommitted = node
+                .entries()
+                .iter()
+                .filter(|entry| entry.index > committed && entry.config.is_some())
+                .count();
+            if uncommitted > 1 {
+                return Err(format!(
+                    "one change at a time: {} holds {uncommitted} configuration entries above committed index {}",
+                    node.id(),
+                    committed.0
+                ));
+            }
         }
         Ok(())
     }

@@ -315,6 +315,8 @@ pub struct Raft<S: StateMachine> {
     /// Index of the entry holding `members` (the snapshot index if it came from there).
     members_index: LogIndex,
     churn_timer: Option<TimerId>,
+    /// Configuration entries applied since boot (statistics for tests and reports).
+    configs_applied: u64,
     /// When this node last asked to rejoin (rate limit).
     last_rejoin_request_ns: Option<u64>,
     leader: Option<LeaderState>,
@@ -387,6 +389,7 @@ impl<S: StateMachine> Raft<S> {
             members_index: LogIndex(0),
             churn_timer: None,
             last_rejoin_request_ns: None,
+            configs_applied: 0,
             leader: None,
             pending_writes: BTreeSet::new(),
             pending_reads: Vec::new(),
@@ -518,6 +521,10 @@ impl<S: StateMachine> Raft<S> {
     /// Does this node's current incarnation vote in its latest configuration?
     pub fn is_voter(&self) -> bool {
         self.members.contains(self.member())
+    }
+    /// Configuration entries this node applied since it booted.
+    pub fn configs_applied(&self) -> u64 {
+        self.configs_applied
     }
     /// Rejoining after a wipe: neither votes nor stands until it is a voter again.
     pub fn is_rejoining(&self) -> bool {

@@ -220,6 +220,9 @@ impl<S: StateMachine> Raft<S> {
                 return;
             };
             self.last_applied = index;
+            if entry.config.is_some() {
+                self.configs_applied += 1;
+            }
             let request = entry.request.as_ref().map(|r| (r.client, r.sequence));
             if let Some(request) = entry.request {
                 // The session table applies each (client, sequence) at most once.
