@@ -711,3 +711,135 @@ fn a_torn_last_record_is_cut_without_recovery() {
         "a torn unsynced write is not damage"
     );
 }
+
+/// Thesis 4.1 and the 2015 raft-dev fix: a leader accepts a membership change only after it
+/// committed an entry of its term and while no configuration entry is uncommitted; every
+/// change is a single-server change. Two changes at once (the unsafe case: majorities of the
+/// old and new configurations need not overlap) are refused.
+#[test]
+fn unsafe_membership_changes_are_refused() {
+    use dst_raft::{ChangeRefused, Member, MembershipChange};
+    let mut leader = Solo::new(0, 3, disk(1, None, &[1]), config());
+    let change = |solo: &mut Solo, change: MembershipChange| {
+        let mut result = None;
+        solo.step(|node, ctx| result = Some(node.propose_change(ctx, change)));
+        result.expect("handler ran")
+    };
+    let member = |node: u32, incarnation: u64| Member::new(NodeId(node), incarnation);
+    assert_eq!(
+        change(&mut leader, MembershipChange::Remove(member(2, 0))),
+        Err(ChangeRefused::NotLeader)
+    );
+    leader.fire(RaftTimer::Election);
+    let granted = VoteResponse {
+        term: Term(2),
+        granted: true,
+        incarnation: 0,
+    };
+    leader.receive(1, Body::RequestVoteResponse(granted));
+    assert_eq!(leader.node.role(), Role::Leader);
+    leader.deliver_notes();
+    assert_eq!(
+        change(&mut leader, MembershipChange::Remove(member(2, 0))),
+        Err(ChangeRefused::TermNotCommitted),
+        "a change before this term's no-op commits could be lost to an older leader's change"
+    );
+    leader.receive(1, append_ok(2, 2));
+    assert_eq!(leader.node.commit_index(), LogIndex(2));
+    assert_eq!(
+        change(&mut leader, MembershipChange::Add(member(1, 7))),
+        Err(ChangeRefused::Invalid),
+        "machine 1 already votes: replacing it takes a removal first"
+    );
+    assert_eq!(
+        change(&mut leader, MembershipChange::Remove(member(2, 0))),
+        Ok(())
+    );
+    let removed = dst_raft::Configuration::of(vec![member(0, 0), member(1, 0)]);
+    assert_eq!(
+        Some(leader.node.members()),
+        removed.as_ref(),
+        "in force at once"
+    );
+    assert_eq!(leader.node.members_index(), LogIndex(3));
+    assert_eq!(
+        change(&mut leader, MembershipChange::Remove(member(1, 0))),
+        Err(ChangeRefused::ChangeInProgress),
+        "a second change while the first is uncommitted"
+    );
+    leader.deliver_notes();
+    // The new configuration {0, 1} counts node 1 and this leader only.
+    leader.receive(1, append_ok(2, 3));
+    assert_eq!(leader.node.commit_index(), LogIndex(3));
+    assert_eq!(
+        change(&mut leader, MembershipChange::Add(member(2, 0))),
+        Ok(())
+    );
+    assert_eq!(
+        leader.node.members_index(),
+        LogIndex(3),
+        "a new server catches up before it is added"
+    );
+    assert_eq!(
+        change(&mut leader, MembershipChange::Remove(member(1, 0))),
+        Err(ChangeRefused::CatchUpInProgress)
+    );
+}
+
+/// A vote counts only for the incarnation that gave it: a machine back from a wipe under a
+/// new incarnation cannot stand in for its old member, whose votes it forgot.
+#[test]
+fn a_vote_from_another_incarnation_does_not_count() {
+    let mut candidate = Solo::new(0, 3, disk(1, None, &[1]), config());
+    candidate.fire(RaftTimer::Election);
+    let granted = |incarnation| VoteResponse {
+        term: Term(2),
+        granted: true,
+        incarnation,
+    };
+    candidate.receive(1, Body::RequestVoteResponse(granted(99)));
+    assert_eq!(
+        candidate.node.role(),
+        Role::Candidate,
+        "a vote from 1@99 counted for 1@0"
+    );
+    candidate.receive(2, Body::RequestVoteResponse(granted(0)));
+    assert_eq!(candidate.node.role(), Role::Leader);
+}
+
+/// A machine whose disk was wiped draws a non-zero incarnation, persists it, and neither
+/// votes nor stands until a configuration in its log names it.
+#[test]
+fn a_wiped_node_does_not_vote_until_it_is_a_member_again() {
+    let mut node = Solo::new(1, 3, disk(3, Some(0), &[1, 2]), config());
+    node.storage.wipe();
+    node.crash_and_restart();
+    assert_eq!(node.node.status(), &Status::Running);
+    assert_ne!(node.node.incarnation(), 0);
+    assert!(node.node.is_rejoining());
+    node.receive(2, vote_request(1, 2, (0, 0)));
+    let responses = node.vote_responses();
+    assert!(
+        responses.iter().all(|(_, response)| !response.granted),
+        "a rejoining node voted: {responses:?}"
+    );
+    let incarnation = node.node.incarnation();
+    node.crash_and_restart();
+    assert_eq!(
+        node.node.incarnation(),
+        incarnation,
+        "the incarnation is durable"
+    );
+    node.fire(RaftTimer::Election);
+    let sent = node.take_sent();
+    assert!(
+        sent.iter()
+            .all(|(_, body)| !matches!(body, Body::RequestVote(_) | Body::PreVote(_))),
+        "a rejoining node stood for election"
+    );
+    assert!(
+        sent.iter()
+            .any(|(_, body)| matches!(body, Body::ChangeMembership(_))),
+        "it asks to rejoin: {sent:?}"
+    );
+}
