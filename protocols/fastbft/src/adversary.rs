@@ -114,13 +114,16 @@ impl<S: StateMachine> Adversarial for FastBft<S> {
 
     fn lie(ctx: &mut NodeCtx<'_, Self>, reply: &Self::Reply, variant: u64) -> Option<Self::Reply> {
         match reply {
-            FastReply::Spec(spec) => {
+            FastReply::Spec { spec, order } => {
                 let mut body = spec.value.clone();
                 match mutate(&body.output, variant) {
                     Some(output) => body.output = output,
                     None => body.hist = Digest::of(&("lie", body.hist)),
                 }
-                Some(FastReply::Spec(ctx.sign_value(body)))
+                Some(FastReply::Spec {
+                    spec: ctx.sign_value(body),
+                    order: order.clone(),
+                })
             }
             FastReply::Final { sequence, output } => Some(FastReply::Final {
                 sequence: *sequence,

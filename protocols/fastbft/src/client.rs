@@ -5,6 +5,10 @@
 //! complete it. Unanswered, it retransmits REQUEST (and COMMIT) to every replica with
 //! exponential back-off and abandons after `give_up_ns`.
 //!
+//! Each SPEC-RESPONSE carries the primary's signed ORDER-REQ; two for one `(view, seq)`
+//! with different histories are a POM (brief case 4d), which the client sends to every
+//! replica at once and again with each retransmission.
+//!
 //! One request outstanding at a time, numbered 1, 2, ... per client (the `ts` of the brief).
 //! After its workload, a client waits (at most `drain_ns`) until its last request is final at
 //! `f + 1` replicas, so a run's tail becomes final before the run stops.
@@ -18,7 +22,7 @@ use dst_sim::node::Payload;
 use dst_sim::{Client, ClientCtx, Digest, Node, NodeId, Principal, Signed, MS, SEC};
 
 use crate::config::Params;
-use crate::msg::{Cc, ClientMsg, FastReply, SpecBody, Vote};
+use crate::msg::{Cc, ClientMsg, FastReply, OrderBody, SpecBody, Vote};
 
 /// Any node a FastBFT client can talk to: the replica itself or a wrapper around it.
 pub trait FastNode<C, O>:
@@ -83,7 +87,14 @@ struct Outstanding<C, O> {
     commit: Option<(GroupKey, Cc<O>)>,
     local_commits: BTreeSet<NodeId>,
     finals: BTreeMap<NodeId, O>,
+    /// The primary-signed ORDER-REQs the SPEC-RESPONSEs carried, one per (view, seq).
+    orders: BTreeMap<(u64, u64), Signed<OrderBody>>,
+    /// A POM found in them (sent to every replica, and again with each retry).
+    pom: Option<(Signed<OrderBody>, Signed<OrderBody>)>,
 }
+
+/// Most ORDER-REQs a client keeps per request (a Byzantine replica may send many).
+const ORDERS_MAX: usize = 64;
 
 /// How a request completed.
 struct Completion<O> {
@@ -102,6 +113,8 @@ pub struct FastBftClientStats {
     pub abandoned: u64,
     pub retries: u64,
     pub bad_replies: u64,
+    /// Proofs of misbehaviour found in SPEC-RESPONSEs and sent to the replicas.
+    pub poms: u64,
 }
 
 /// A FastBFT client driving workload `W` against replicas of type `N` (normally
@@ -209,6 +222,8 @@ where
             commit: None,
             local_commits: BTreeSet::new(),
             finals: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            pom: None,
         });
     }
 
@@ -223,6 +238,7 @@ where
         ctx: &mut ClientCtx<'_, Self>,
         from: NodeId,
         spec: Signed<SpecBody<W::Output>>,
+        order: Signed<OrderBody>,
     ) {
         let body = &spec.value;
         let authentic = body.replica == from
@@ -236,10 +252,61 @@ where
         if Some(body.sequence) != self.sequence() {
             return;
         }
+        self.note_order(ctx, &spec.value, order);
         if let Some(outstanding) = self.outstanding.as_mut() {
             outstanding.responses.insert(from, spec);
         }
         self.evaluate(ctx);
+    }
+
+    /// Keeps the ORDER-REQ a SPEC-RESPONSE executed; a second one of the same primary for
+    /// the same `(view, seq)` with another history is a POM (brief case 4d): send it to
+    /// every replica, which change view.
+    fn note_order(
+        &mut self,
+        ctx: &mut ClientCtx<'_, Self>,
+        spec: &SpecBody<W::Output>,
+        order: Signed<OrderBody>,
+    ) {
+        let params = self.params(ctx);
+        let Some(outstanding) = self.outstanding.as_mut() else {
+            return;
+        };
+        let body = &order.value;
+        let key = (body.view, body.seq);
+        let held = outstanding.orders.get(&key);
+        if (body.view, body.seq, body.hist) != (spec.view, spec.seq, spec.hist)
+            || held.is_some_and(|held| held.value.hist == body.hist)
+        {
+            return;
+        }
+        let authentic =
+            order.signer() == Principal::Node(params.primary(body.view)) && order.verify();
+        if !authentic {
+            self.stats.bad_replies += 1;
+            return;
+        }
+        match held {
+            None if outstanding.orders.len() < ORDERS_MAX => {
+                outstanding.orders.insert(key, order);
+            }
+            None => {}
+            Some(held) if outstanding.pom.is_none() => {
+                let pom = (held.clone(), order);
+                for node in ctx_nodes(ctx.cluster_size()) {
+                    ctx.send(
+                        node,
+                        ClientMsg::Pom {
+                            first: pom.0.clone(),
+                            second: pom.1.clone(),
+                        },
+                    );
+                }
+                outstanding.pom = Some(pom);
+                self.stats.poms += 1;
+            }
+            Some(_) => {}
+        }
     }
 
     /// The largest group of matching responses: its key and members' responses.
@@ -447,6 +514,15 @@ where
                     },
                 );
             }
+            if let Some((first, second)) = &outstanding.pom {
+                ctx.send(
+                    node,
+                    ClientMsg::Pom {
+                        first: first.clone(),
+                        second: second.clone(),
+                    },
+                );
+            }
         }
         let delay_ns = self
             .config
@@ -517,7 +593,7 @@ where
         reply: FastReply<W::Output>,
     ) {
         match reply {
-            FastReply::Spec(spec) => self.on_spec(ctx, from, spec),
+            FastReply::Spec { spec, order } => self.on_spec(ctx, from, spec, order),
             FastReply::LocalCommit {
                 view,
                 seq,

@@ -21,6 +21,10 @@
 //!   another history is a POM: broadcast it and change view.
 //! - Backup, upon a REQUEST it has not seen: forward it to the primary and start a timer;
 //!   IHTP if it is not ordered in time.
+//! - A SPEC-RESPONSE travels with the primary's signed ORDER-REQ it executed. A client that
+//!   holds two of them for one `(view, seq)` with different histories has a POM (case 4d):
+//!   it sends it to every replica (again with each retry); a replica verifies it like a
+//!   replica's POM and changes view with it as the proof.
 //! - Upon COMMIT(CC) from a client: verify the CC (`Qs` distinct replica signatures over one
 //!   `(v, seq, hist)`); if the log has `hist` at `seq`, store the CC durably and answer
 //!   LOCAL-COMMIT; a shorter log asks to fill the hole; a conflicting log sends IHTP.
@@ -65,7 +69,7 @@
 //!   back; the NEW-VIEW it built for a view is recorded durably (one per view).
 //!
 //! ## Not done (deliberately simplified)
-//! VIEW-CONFIRM; clients forwarding POMs.
+//! VIEW-CONFIRM.
 //!
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)

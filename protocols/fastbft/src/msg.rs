@@ -243,12 +243,22 @@ pub enum ClientMsg<C, O> {
         client: ClientId,
         cc: Cc<O>,
     },
+    /// A POM the client built from SPEC-RESPONSEs (brief case 4d): two ORDER-REQs of one
+    /// primary for one `(view, seq)` with different histories.
+    Pom {
+        first: Signed<OrderBody>,
+        second: Signed<OrderBody>,
+    },
 }
 
 /// What a replica answers a client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FastReply<O> {
-    Spec(Signed<SpecBody<O>>),
+    /// SPEC-RESPONSE with the primary's ORDER-REQ it executed (for the client's POM).
+    Spec {
+        spec: Signed<SpecBody<O>>,
+        order: Signed<OrderBody>,
+    },
     /// LOCAL-COMMIT: the replica holds the client's CC and its log matches it (sent over the
     /// authenticated channel, so the sender is the replica).
     LocalCommit {
@@ -258,10 +268,7 @@ pub enum FastReply<O> {
         sequence: u64,
     },
     /// The request is at or below the replica's stable checkpoint with this output.
-    Final {
-        sequence: u64,
-        output: O,
-    },
+    Final { sequence: u64, output: O },
 }
 
 /// Checks that `signature` is by replica `replica` over `digest`.

@@ -370,6 +370,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         else {
             return;
         };
+        let order = entry.order.clone();
         let spec = match &entry.spec {
             Some(spec) => spec.clone(),
             None => {
@@ -390,7 +391,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
                 spec
             }
         };
-        ctx.reply(client, FastReply::Spec(spec));
+        ctx.reply(client, FastReply::Spec { spec, order });
     }
 
     /// Upon FILL-HOLE: relay the signed ORDER-REQs of that view held here.

@@ -493,6 +493,7 @@ impl<S: StateMachine> Node for FastBft<S> {
                 }
                 self.on_client_request(ctx, request, None)
             }
+            ClientMsg::Pom { first, second } => self.on_pom(ctx, first, second),
             ClientMsg::Commit { client: named, cc } => {
                 if named != client {
                     ctx.ignore("commit names another client");

@@ -34,12 +34,19 @@ pub enum Behaviour {
     /// As primary, sends each ORDER-REQ to the lowest-numbered other replica and a
     /// conflicting one (a no-op that chains correctly, signed as itself) to the rest.
     Equivocator,
+    /// As primary of view 0, sends the others two histories: the lowest-numbered other
+    /// replica gets the real one, the rest a no-op at slot 1 followed by the same requests
+    /// (so one request gets one slot with two histories: only its client can see that); it
+    /// never relays a real view-0 ORDER-REQ to the second group.
+    Diverger,
 }
 
 /// An honest replica inside a behaviour (test-only; the project's wrappers live in sim/).
 pub struct TestNode {
     pub inner: Replica,
     pub behaviour: Behaviour,
+    /// The Diverger's second history digest per slot.
+    pub shadow: BTreeMap<u64, Digest>,
 }
 
 impl TestNode {
@@ -64,6 +71,22 @@ impl TestNode {
                 } if self.behaviour == Behaviour::Equivocator => {
                     self.equivocate(ctx, order);
                     continue;
+                }
+                Effect::Broadcast {
+                    msg: Msg::Order(order),
+                } if self.behaviour == Behaviour::Diverger && order.order.value.view == 0 => {
+                    self.diverge(ctx, order);
+                    continue;
+                }
+                // Relayed real orders would show the second group the conflict: withhold.
+                Effect::Send {
+                    to,
+                    msg: Msg::Order(order),
+                } if self.behaviour == Behaviour::Diverger
+                    && order.order.value.view == 0
+                    && to.0 > 1 =>
+                {
+                    continue
                 }
                 Effect::Broadcast { msg } if self.behaviour == Behaviour::Forger => {
                     let mut forged = None;
@@ -114,6 +137,50 @@ impl TestNode {
                     request: None,
                 }),
                 _ => Msg::Order(order.clone()),
+            };
+            ctx.send(node, msg);
+        }
+    }
+}
+
+impl TestNode {
+    fn diverge(&mut self, ctx: &mut NodeCtx<'_, Self>, order: Order<KvCommand>) {
+        let body = order.order.value.clone();
+        let prev = match body.seq {
+            1 => Some(Digest::ZERO),
+            seq => self.shadow.get(&(seq - 1)).copied(),
+        };
+        let me = ctx.id();
+        let others: Vec<NodeId> = ctx.nodes().filter(|node| *node != me).collect();
+        let Some(prev) = prev else {
+            for node in others {
+                ctx.send(node, Msg::Order(order.clone()));
+            }
+            return;
+        };
+        let (digest, request) = match body.seq {
+            1 => (entry_digest::<KvCommand>(None, 1), None),
+            _ => (body.digest, order.request.clone()),
+        };
+        let hist = prev.chain(&digest);
+        self.shadow.insert(body.seq, hist);
+        let shadow = OrderBody {
+            hist,
+            digest,
+            ..body
+        };
+        let mut signed = None;
+        ctx.nest::<Replica>(None, |nested| signed = Some(nested.sign_value(shadow)));
+        let Some(signed) = signed else {
+            return;
+        };
+        for (index, node) in others.into_iter().enumerate() {
+            let msg = match index {
+                0 => Msg::Order(order.clone()),
+                _ => Msg::Order(Order {
+                    order: signed.clone(),
+                    request: request.clone(),
+                }),
             };
             ctx.send(node, msg);
         }
@@ -248,6 +315,7 @@ pub fn run(run: &Run) -> Outcome {
     let make = move |id: NodeId| TestNode {
         inner: FastBft::for_service(replica.clone(), KvStore::new()),
         behaviour: behaviours.get(&id).copied().unwrap_or(Behaviour::Honest),
+        shadow: BTreeMap::new(),
     };
     let mut sim = Sim::new(
         config,
