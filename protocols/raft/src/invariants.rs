@@ -128,7 +128,8 @@ fn check_leader_membership<S: StateMachine>(node: &Raft<S>) -> Result<(), String
             node.member()
         ));
     }
-    if node.members() != node.config_at(node.last_index()) {
+    // A scan of the log: debug builds only (release checks run after every step).
+    if cfg!(debug_assertions) && node.members() != node.config_at(node.last_index()) {
         return Err(format!(
             "{id}: configuration in force is not the log's latest"
         ));

@@ -14,7 +14,7 @@
 //!   index becomes committed and `Apply` (with the state digest) after applying it.
 //!
 //! Followers:
-//! - upon the election timeout (randomised in `[min, max)` through `ctx.random_below`) with no
+//! - upon the election timeout (only a voter of its configuration stands, see below) (randomised in `[min, max)` through `ctx.random_below`) with no
 //!   AppendEntries from a current leader or vote granted: become pre-candidate (or candidate
 //!   with PreVote off). A node recovering a damaged log never stands.
 //! - upon AppendEntries(term, prevLogIndex, prevLogTerm, entries, leaderCommit): reply false
@@ -85,7 +85,7 @@
 //! - term/vote are kept in two copies; the newest valid copy wins. If none is readable the
 //!   node halts ([`Status::Halted`]): it cannot know whether it already voted. The first
 //!   boot writes a term record at once, so a disk found empty on restart was wiped: that
-//!   node halts too (a replaced machine must rejoin by a membership change, not built).
+//!   machine rejoins as a new member (see "Membership changes").
 //! - the log is read as the longest chain of valid entries after the snapshot, each entry
 //!   naming its predecessor's term. A missing key, a torn record (shorter than its
 //!   length header) or a broken chain is where unsynced writes stopped: cut there (nothing
@@ -106,15 +106,78 @@
 //! service and session table into one of two slots (never the one holding the latest durable
 //! snapshot); log keys below it are deleted only once the snapshot is known durable.
 //!
+//! ## Membership changes (thesis chapter 4, one server at a time)
+//!
+//! Voters are [`Member`]s: a machine id plus an *incarnation* (0 on a machine's first disk).
+//! The initial configuration is every machine `0..cluster_size` in incarnation 0.
+//!
+//! - Configurations live in the log as configuration entries ([`Entry::config`]). A server
+//!   uses the latest configuration in its log, committed or not; truncating a configuration
+//!   entry reverts to the one before it; snapshots carry the configuration at their last
+//!   index (and InstallSnapshot sends it).
+//! - Every quorum is counted over the voters of the current configuration: votes and
+//!   PreVotes, commit (the leader counts itself only if it is a voter), ReadIndex rounds and
+//!   leases, CheckQuorum. A vote or an acknowledgement carries the sender's incarnation and
+//!   counts only for the member of that incarnation; when a machine answers under another
+//!   incarnation, the leader forgets the progress of the previous one.
+//! - A server that is not a voter of its configuration never stands for election. Leaders
+//!   replicate to every machine, voters or not: learners catch up and removed servers learn
+//!   of their removal.
+//! - Upon a change request ([`Raft::propose_change`], or [`RaftMsg`] `ChangeMembership`
+//!   from a peer) a leader accepts it only if no configuration entry is uncommitted, it has
+//!   committed an entry of its own term (Ongaro's 2015 raft-dev fix), and the change adds a
+//!   machine that does not vote or removes a voter other than the last
+//!   ([`ChangeRefused`] says why not). RemoveServer appends the new configuration at once.
+//!   AddServer first catches the server up as a learner in rounds (thesis 4.2.1): each
+//!   round replicates up to the leader's last index at its start; once a round takes less
+//!   than the minimum election timeout the configuration entry is appended; after 10 rounds
+//!   (or 10 election timeouts without progress) the change is given up.
+//! - A leader removed by its own change keeps leading without counting itself until that
+//!   configuration commits, then steps down.
+//! - Disruptive removed servers (thesis 4.2.3): once the configuration differs from the
+//!   initial one, a server ignores RequestVote and PreVote within the minimum election
+//!   timeout of hearing from a leader (with CheckQuorum or leases, always).
+//! - Churn for simulation (`membership_churn_ms`, 0 = off): every so often of its own clock
+//!   a leader draws a change: remove a random voter (itself included) while more than a
+//!   majority of the original cluster (`cluster_size / 2 + 1`) votes, or add back a machine
+//!   that does not vote, in the incarnation it last answered with.
+//!
+//! Wiped machines. A machine that restarts with an empty disk draws a fresh non-zero
+//! incarnation (from the context's randomness; 64 bits, so a repeat is negligible),
+//! persists it before anything leaves, and is *rejoining*: it grants no votes, never stands,
+//! and asks the leader (at most once per minimum election timeout) to take it in. The
+//! leader performs two single-server changes: RemoveServer(old incarnation), then, when
+//! asked again, AddServer(new incarnation) with learner catch-up. The machine votes again
+//! once the latest configuration in its log names its incarnation.
+//!
+//! Why this is safe: Raft's proofs need every vote and acknowledgement a member gave to
+//! stay true (it voted at most once per term; it holds what it acknowledged and votes only
+//! for candidates at least as up-to-date). The wiped machine forgot both, so its old member
+//! must never count again. It never does: the old incarnation is dead (no process ever
+//! answers as it again), and messages of the new incarnation name the new incarnation, which
+//! counts only in configurations that contain it, i.e. after the old member was removed and
+//! the new one added by single-server changes. Until then the old member is a voter that
+//! stays silent forever, exactly like a crashed server: it may have helped commit an entry,
+//! but every later majority of that configuration needs another voter of the commit's
+//! majority, which still holds the entry. Removing it is an ordinary RemoveServer. The new
+//! member starts with no votes and a durable incarnation; it joins by an ordinary AddServer.
+//! While a wiped machine's old member is still a voter the cluster tolerates one failure
+//! less.
+//!
 //! ## Invariants
 //!
 //! Local (`Node::check_invariants`, [`invariants::check_local`]): `lastApplied <= commitIndex <= lastIndex`, the log is
 //! contiguous after the snapshot with non-decreasing terms, no entry's term exceeds
-//! `currentTerm`, a leader voted for itself. Cross-node ([`invariants`]): election safety,
-//! log matching, leader completeness, state machine safety.
+//! `currentTerm`, a leader voted for itself; a leader holds no second uncommitted
+//! configuration beside one of its own term, it is a voter of its configuration or that
+//! configuration is uncommitted (it is stepping down), and the configuration in force is
+//! its log's latest. Cross-node ([`invariants`]): election safety, log matching, leader
+//! completeness, state machine safety, single-server changes (each configuration in a log
+//! differs from the one before it by one member), and one change at a time (no log holds two
+//! configuration entries above the highest index seen committed, in [`ClusterMonitor`]).
 //!
-//! Not implemented: membership changes (the cluster is `0..cluster_size`, fixed), leadership
-//! transfer, chunked snapshots.
+//! Not implemented: leadership transfer, chunked snapshots; a removed or replaced machine
+//! is taken back only by an administrator, churn, or its own rejoin request.
 
 pub mod durable;
 pub mod invariants;

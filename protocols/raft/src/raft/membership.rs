@@ -144,6 +144,15 @@ impl<S: StateMachine> Raft<S> {
                 ctx.ignore("change-membership: rejoin for another machine");
                 return;
             }
+            // A delayed request of an earlier incarnation must not remove the current one.
+            let heard = self
+                .leader
+                .as_ref()
+                .and_then(|leader| leader.incarnation[from.0 as usize]);
+            if heard != Some(member.incarnation) {
+                ctx.ignore("change-membership: rejoin from an incarnation not heard from");
+                return;
+            }
         }
         if let Err(refused) = self.start_change(ctx, change) {
             tracing::debug!(node = %self.id, ?change, ?refused, "membership change refused");
