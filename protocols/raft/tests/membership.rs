@@ -399,6 +399,29 @@ fn churn_runs(profile: &'static str, nodes: u32, churn_ms: u64, seed_count: u64)
         ClusterMonitor::new()
             .observe(&nodes_now)
             .unwrap_or_else(|error| panic!("{reproduce}: {error}"));
+        if std::env::var("DST_VERBOSE").is_ok() {
+            eprintln!(
+                "{reproduce}: {:?} ignored {:?}\n  faults {:?}",
+                outcome.summary.end_reason,
+                outcome.summary.stats.ignored,
+                outcome.summary.fault_log
+            );
+            for node in &nodes_now {
+                eprintln!(
+                    "  {} {:?} {:?} term {} inc {} rejoining {} members {:?}@{} commit {} last {}",
+                    node.id(),
+                    node.status(),
+                    node.role(),
+                    node.current_term().0,
+                    node.incarnation(),
+                    node.is_rejoining(),
+                    node.members().voters(),
+                    node.members_index().0,
+                    node.commit_index().0,
+                    node.last_index().0
+                );
+            }
+        }
         let request_corrupted = outcome.summary.stats.corrupt_delivered > 0;
         let facts = RunFacts::from_summary(nodes, &outcome.summary);
         let verdict = check_kv_run(&outcome.observations, &facts, &CheckConfig::default());
@@ -441,5 +464,12 @@ fn churn_under_heavy_faults_keeps_every_oracle_clean() {
 #[test]
 fn churn_under_swarm_keeps_every_oracle_clean() {
     churn_runs("swarm", 5, 300, seeds(4));
-    churn_runs("swarm", 3, 300, seeds(2));
+    churn_runs("swarm", 4, 300, seeds(2));
+}
+
+#[test]
+fn churn_under_partitions_clocks_storage_and_corruption_keeps_every_oracle_clean() {
+    for profile in ["partitions", "clocks", "storage", "corruption"] {
+        churn_runs(profile, 5, 300, seeds(2));
+    }
 }

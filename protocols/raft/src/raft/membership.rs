@@ -280,15 +280,15 @@ impl<S: StateMachine> Raft<S> {
         }
     }
 
-    /// Draws one change: remove a random voter (this leader included) while more than a
-    /// majority of the original cluster votes, or re-add a machine that does not vote, in
-    /// the incarnation it last answered with.
+    /// Draws one change: remove a random voter (this leader included) while more than
+    /// `churn_voters_min` vote, or re-add a machine that does not vote, in the incarnation
+    /// it last answered with.
     pub(super) fn on_churn(&mut self, ctx: &mut Ctx<'_, S>) {
         if self.role != Role::Leader {
             return;
         }
         self.set_churn_timer(ctx);
-        let voters_min = self.cluster_size as usize / 2 + 1;
+        let voters_min = churn_voters_min(self.cluster_size);
         let outside: Vec<Member> = self
             .peers()
             .filter(|node| self.members.member_on(*node).is_none())
@@ -312,4 +312,14 @@ impl<S: StateMachine> Raft<S> {
             ctx.ignore("churn: change refused");
         }
     }
+}
+
+/// Churn keeps at least three voters (and a majority of the original cluster), so one
+/// failure stays tolerable: with two voters a single fault stops progress, and a node
+/// recovering a damaged log, which votes only for candidates holding everything it may
+/// have acknowledged, could then wait forever for a leader. Three-node clusters therefore
+/// never shrink; churn only re-adds machines there.
+pub(super) fn churn_voters_min(cluster_size: u32) -> usize {
+    let majority = cluster_size as usize / 2 + 1;
+    majority.max(3).min(cluster_size as usize)
 }
