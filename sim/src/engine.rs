@@ -18,8 +18,7 @@
 //! be judged. Swarm knobs and initial clocks are drawn from the decision source before
 //! anything else, so a trace replays them too.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +31,7 @@ use crate::net::{corrupt_bytes, Network, PPM};
 use crate::node::{
     Client, ClientCtx, ClientEffect, ClientId, Effect, Node, NodeCtx, NodeId, Payload, TimerId,
 };
+use crate::queue::CalendarQueue;
 use crate::storage::{Storage, StorageFaults, StorageStats};
 use crate::time::{fmt_ms, MS, SEC};
 use crate::trace::{Decider, Decision};
@@ -331,7 +331,10 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     sequence: u64,
     // invariant: each key is `pack_key(time, sequence, slot)`; ordering keys orders events by
     // (time, sequence), and sequences are unique.
-    queue: BinaryHeap<Reverse<u128>>,
+    queue: CalendarQueue,
+    /// With `TieBreak::Decide`: keys of events at the current instant passed over by the
+    /// last choice, in key order; they precede every queued event of the same instant.
+    held_ties: Vec<u128>,
     slab: Vec<Option<Event<N, C>>>,
     free_slots: Vec<u32>,
     nodes: Vec<NodeSlot<N, C>>,
@@ -402,7 +405,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             config,
             now_ns: 0,
             sequence: 0,
-            queue: BinaryHeap::new(),
+            queue: CalendarQueue::new(),
+            held_ties: Vec::new(),
             slab: Vec::new(),
             free_slots: Vec::new(),
             nodes,
@@ -580,19 +584,16 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn step(&mut self, event: Event<N, C>) {
         self.stats.events += 1;
         let identity = event.identity();
-        let recording = self.describing();
-        let (kind, target, detail) = if recording {
-            (event.kind(), event.target(), event.describe())
-        } else {
-            ("", String::new(), String::new())
-        };
+        let described = self
+            .describing()
+            .then(|| (event.kind(), event.target(), event.describe()));
         self.step_hash = 0;
         self.dispatch(event);
         self.chain = fold(
             fold(fold(self.chain, self.now_ns), identity),
             self.step_hash,
         );
-        if recording {
+        if let Some((kind, target, detail)) = described {
             self.record(kind, target, detail);
         }
     }
@@ -763,6 +764,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         };
         let local_now_ns = slot.clock.local_ns(now_ns);
+        // Everything a handler logs through `tracing` carries the node and the true virtual
+        // time; with no subscriber this costs one cached check.
+        let span = tracing::debug_span!("node", id = id.0, t = %fmt_ms(now_ns));
+        let _entered = span.enter();
         let mut ctx = NodeCtx::new(
             id,
             cluster_size,
@@ -793,18 +798,14 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         self.apply_node_effects(id);
         self.send_delay_ns = 0;
         if !self.ignored.is_empty() {
-            self.count_ignored(id);
+            self.count_ignored();
         }
     }
 
-    fn count_ignored(&mut self, id: NodeId) {
+    fn count_ignored(&mut self) {
         for reason in self.ignored.drain(..) {
-            tracing::debug!(
-                node = id.0,
-                time_ns = self.now_ns,
-                reason,
-                "ignored message"
-            );
+            // Inside the handler's node span, which names the node and the time.
+            tracing::debug!(reason, "ignored message");
             if self.config.log_events {
                 self.step_detail.push_str(&format!("ignored ({reason}) "));
             }
@@ -1058,6 +1059,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn step_client(&mut self, id: ClientId, handler: impl FnOnce(&mut C, &mut ClientCtx<'_, C>)) {
         let cluster_size = self.config.nodes;
         let slot = &mut self.clients[id.0 as usize];
+        let span = tracing::debug_span!("client", id = id.0, t = %fmt_ms(self.now_ns));
+        let _entered = span.enter();
         let mut ctx = ClientCtx::new(
             id,
             cluster_size,
@@ -1129,17 +1132,16 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue
-            .push(Reverse(pack_key(time_ns, self.sequence, slot)));
+        self.queue.push(pack_key(time_ns, self.sequence, slot));
         self.sequence += 1;
     }
 
     fn pop(&mut self) -> Option<(u64, Event<N, C>)> {
-        let (time_ns, sequence, slot) = unpack_key(self.queue.pop()?.0);
-        let slot = match self.config.tie_break {
-            TieBreak::Fifo => slot,
-            TieBreak::Decide => self.choose_among_ties(time_ns, sequence, slot),
+        let key = match self.config.tie_break {
+            TieBreak::Fifo => self.queue.pop()?,
+            TieBreak::Decide => self.choose_among_ties()?,
         };
+        let (time_ns, _, slot) = unpack_key(key);
         let event = self.slab[slot as usize]
             .take()
             .expect("queued slot holds an event");
@@ -1148,19 +1150,24 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     /// With `TieBreak::Decide`, the decision source picks among events at the same instant.
-    /// The others go back with their original sequence numbers, so their order is kept.
-    fn choose_among_ties(&mut self, time_ns: u64, sequence: u64, first: u32) -> u32 {
-        let mut ties = vec![(sequence, first)];
-        while let Some(&Reverse(key)) = self.queue.peek() {
-            let (next_ns, next_sequence, slot) = unpack_key(key);
-            if next_ns != time_ns {
+    /// The others are held back in key order, so their order is kept, and they stay ahead
+    /// of events scheduled later for the same instant (which get higher sequences).
+    fn choose_among_ties(&mut self) -> Option<u128> {
+        let mut ties = std::mem::take(&mut self.held_ties);
+        if ties.is_empty() {
+            ties.push(self.queue.pop()?);
+        }
+        let time_ns = unpack_key(ties[0]).0;
+        while let Some(key) = self.queue.peek() {
+            if unpack_key(key).0 != time_ns {
                 break;
             }
             self.queue.pop();
-            ties.push((next_sequence, slot));
+            ties.push(key);
         }
         if ties.len() > 1 {
-            for &(_, slot) in &ties {
+            for &key in &ties {
+                let slot = unpack_key(key).2;
                 let actor = self.slab[slot as usize]
                     .as_ref()
                     .map_or(u32::MAX, |event| self.actor(event));
@@ -1168,12 +1175,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             }
         }
         let chosen = self.decider.below(DecisionKind::Tie, ties.len() as u64) as usize;
-        let (_, slot) = ties.remove(chosen);
-        for (other_sequence, other) in ties {
-            self.queue
-                .push(Reverse(pack_key(time_ns, other_sequence, other)));
-        }
-        slot
+        let key = ties.remove(chosen);
+        self.held_ties = ties;
+        Some(key)
     }
 
     /// The endpoint an event is delivered to (replicas first, then clients).

@@ -1,0 +1,233 @@
+//! The event queue: a calendar queue over packed `u128` keys.
+//!
+//! Keys pack (virtual time, insertion sequence, slab slot) so that key order is event order.
+//! A discrete-event simulator never schedules into the past, and most events land a few
+//! milliseconds ahead (message latencies, syncs), so the queue keeps a ring of `BUCKETS`
+//! time buckets of `2^BUCKET_SHIFT` ns each: a push into a future bucket is one `Vec::push`,
+//! and only the current bucket is kept as a small binary heap. Keys beyond the ring's
+//! horizon (long timers) wait in an overflow heap and move into the ring as time reaches
+//! them. Measured against one binary heap of all keys with `dst bench pingpong` (see the
+//! issue notes): fewer instructions and far fewer mispredicted branches per event.
+//!
+//! The pop order is exactly the key order, like a binary heap of the same keys.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const BUCKET_SHIFT: u32 = 20;
+const BUCKETS: usize = 1024;
+const WORDS: usize = BUCKETS / 64;
+
+#[inline]
+fn bucket_of(key: u128) -> u64 {
+    ((key >> 64) as u64) >> BUCKET_SHIFT
+}
+
+/// A min-queue of unique `u128` keys, each pushed no smaller than the last key popped.
+#[derive(Debug)]
+pub struct CalendarQueue {
+    /// Keys of the current bucket (`current`), as a min-heap.
+    active: BinaryHeap<Reverse<u128>>,
+    // invariant: ring[b % BUCKETS] holds exactly the keys with bucket b, for
+    // current < b < current + BUCKETS, unordered.
+    ring: Vec<Vec<u128>>,
+    // invariant: bit i set iff ring[i] is non-empty.
+    occupied: [u64; WORDS],
+    /// Keys with bucket >= current + BUCKETS.
+    overflow: BinaryHeap<Reverse<u128>>,
+    current: u64,
+    last: u128,
+    len: usize,
+}
+
+impl Default for CalendarQueue {
+    fn default() -> Self {
+        CalendarQueue {
+            active: BinaryHeap::new(),
+            ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            occupied: [0; WORDS],
+            overflow: BinaryHeap::new(),
+            current: 0,
+            last: 0,
+            len: 0,
+        }
+    }
+}
+
+impl CalendarQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        CalendarQueue::default()
+    }
+
+    /// Number of keys queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no key is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `key`, which must not be below the last key popped.
+    #[inline]
+    pub fn push(&mut self, key: u128) {
+        assert!(
+            key >= self.last,
+            "the event queue is monotone: pushed {key} below the last popped {}",
+            self.last
+        );
+        self.place(key);
+        self.len += 1;
+    }
+
+    #[inline]
+    fn place(&mut self, key: u128) {
+        let bucket = bucket_of(key);
+        if bucket <= self.current {
+            self.active.push(Reverse(key));
+        } else if bucket - self.current < BUCKETS as u64 {
+            let index = (bucket % BUCKETS as u64) as usize;
+            self.ring[index].push(key);
+            self.occupied[index / 64] |= 1 << (index % 64);
+        } else {
+            self.overflow.push(Reverse(key));
+        }
+    }
+
+    /// The smallest key, without removing it.
+    #[inline]
+    pub fn peek(&mut self) -> Option<u128> {
+        if self.active.is_empty() {
+            if self.len == 0 {
+                return None;
+            }
+            self.advance();
+        }
+        self.active.peek().map(|key| key.0)
+    }
+
+    /// Removes and returns the smallest key.
+    #[inline]
+    pub fn pop(&mut self) -> Option<u128> {
+        self.peek()?;
+        let key = self.active.pop().expect("peek found a key").0;
+        self.last = key;
+        self.len -= 1;
+        Some(key)
+    }
+
+    /// Moves `current` to the earliest non-empty bucket and loads it into `active`.
+    fn advance(&mut self) {
+        let ring_next = self.next_occupied();
+        let overflow_next = self.overflow.peek().map(|key| bucket_of(key.0));
+        let next = match (ring_next, overflow_next) {
+            (Some(ring), Some(overflow)) => ring.min(overflow),
+            (Some(ring), None) => ring,
+            (None, Some(overflow)) => overflow,
+            (None, None) => unreachable!("advance is called only on a non-empty queue"),
+        };
+        self.current = next;
+        let index = (next % BUCKETS as u64) as usize;
+        if self.occupied[index / 64] & (1 << (index % 64)) != 0 {
+            self.occupied[index / 64] &= !(1 << (index % 64));
+            // `active` is empty here; reuse both allocations.
+            let mut heap = std::mem::take(&mut self.active).into_vec();
+            heap.extend(self.ring[index].drain(..).map(Reverse));
+            self.active = BinaryHeap::from(heap);
+        }
+        while let Some(&Reverse(key)) = self.overflow.peek() {
+            if bucket_of(key) - self.current >= BUCKETS as u64 {
+                break;
+            }
+            self.overflow.pop();
+            self.place(key);
+        }
+    }
+
+    /// The bucket number of the first non-empty ring bucket after `current`.
+    fn next_occupied(&self) -> Option<u64> {
+        let start = ((self.current + 1) % BUCKETS as u64) as usize;
+        for step in 0..=WORDS {
+            let word_index = (start / 64 + step) % WORDS;
+            let mut word = self.occupied[word_index];
+            if step == 0 {
+                word &= u64::MAX << (start % 64);
+            } else if step == WORDS {
+                word &= !(u64::MAX << (start % 64));
+            }
+            if word != 0 {
+                let index = (word_index * 64 + word.trailing_zeros() as usize) as u64;
+                let offset = (index + BUCKETS as u64 - start as u64) % BUCKETS as u64;
+                return Some(self.current + 1 + offset);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::SeededSource;
+    use std::collections::BinaryHeap;
+
+    /// Against a binary heap, on a simulator-like schedule: every push is at or after the
+    /// last pop, with ties and wide gaps.
+    #[test]
+    fn pops_in_the_same_order_as_a_binary_heap() {
+        let mut source = SeededSource::new(7);
+        let mut queue = CalendarQueue::new();
+        let mut heap = BinaryHeap::new();
+        let mut now: u128 = 0;
+        let mut sequence: u128 = 0;
+        for round in 0..20_000u32 {
+            let pushes = (source.next_u64() % 3) as u32 + u32::from(round < 50);
+            for _ in 0..pushes {
+                let delay = match source.next_u64() % 4 {
+                    0 => 0,
+                    1 => source.next_u64() % 16,
+                    2 => source.next_u64() % 10_000_000,
+                    _ => source.next_u64() % (1 << 40),
+                };
+                sequence += 1;
+                let key = ((now + delay as u128) << 64) | sequence;
+                queue.push(key);
+                heap.push(std::cmp::Reverse(key));
+            }
+            let expected = heap.pop().map(|r| r.0);
+            assert_eq!(queue.pop(), expected, "round {round}");
+            assert_eq!(queue.len(), heap.len());
+            if let Some(key) = expected {
+                now = key >> 64;
+            }
+        }
+        while let Some(std::cmp::Reverse(key)) = heap.pop() {
+            assert_eq!(queue.pop(), Some(key));
+        }
+        assert!(queue.is_empty());
+        assert_eq!(queue.pop(), None);
+    }
+
+    #[test]
+    fn peek_does_not_remove() {
+        let mut queue = CalendarQueue::new();
+        queue.push(5);
+        queue.push(3);
+        assert_eq!(queue.peek(), Some(3));
+        assert_eq!(queue.peek(), Some(3));
+        assert_eq!(queue.pop(), Some(3));
+        assert_eq!(queue.pop(), Some(5));
+        assert_eq!(queue.peek(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "monotone")]
+    fn pushing_into_the_past_is_refused() {
+        let mut queue = CalendarQueue::new();
+        queue.push(10);
+        queue.pop();
+        queue.push(9);
+    }
+}
