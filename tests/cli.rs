@@ -443,3 +443,47 @@ fn the_inference_service_runs_replicated_by_fastbft_and_a_faulty_majority_is_cau
         "f+1 forgers must be caught"
     );
 }
+
+#[test]
+fn tracing_output_names_the_node_and_virtual_time_of_every_ignored_message() {
+    let args = [
+        "run",
+        "--protocol",
+        "raft",
+        "--seed",
+        "3",
+        "--profile",
+        "light",
+        "--ops",
+        "20",
+        "--json",
+        "--tracing",
+        "debug",
+    ];
+    let output = dst(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let ignored: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("ignored message"))
+        .collect();
+    assert!(
+        !ignored.is_empty(),
+        "no ignored message was traced:\n{stderr}"
+    );
+    for line in ignored {
+        assert!(
+            line.contains("node{id=") && line.contains("ms}") && line.contains("reason="),
+            "an ignored message without its node span or reason: {line}"
+        );
+    }
+    let quiet = dst(&args[..args.len() - 2]);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("ignored message"),
+        "tracing output without --tracing"
+    );
+}

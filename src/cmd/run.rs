@@ -39,6 +39,10 @@ pub struct Args {
     /// Print one line per event to stderr.
     #[arg(long)]
     log_events: bool,
+    /// Print `tracing` output at this level (error, warn, info, debug, trace) to stderr:
+    /// handler logs and ignored messages, each inside a span naming the node and virtual time.
+    #[arg(long, value_name = "LEVEL")]
+    tracing: Option<tracing::Level>,
 }
 
 /// Entry point.
@@ -47,6 +51,15 @@ pub fn main(args: Args) -> ExitCode {
         Ok(spec) => spec,
         Err(error) => return super::bad_input(error),
     };
+    if let Some(level) = args.tracing {
+        // No wall-clock timestamps: the spans carry virtual time, which is what a run means.
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .without_time()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if args.check_determinism {
         return check_determinism(&spec, args.json);
     }
