@@ -102,6 +102,18 @@ impl<S: StateMachine> Adversarial for FastBft<S> {
                 }
                 Some(Msg::NewView(Box::new(ctx.sign_value(body))))
             }
+            // A VIEW-CONFIRM for another history end (it is unsigned: anyone can lie in it).
+            Msg::ViewConfirm {
+                view,
+                seq,
+                hist,
+                answer,
+            } => Some(Msg::ViewConfirm {
+                view: *view,
+                seq: seq.saturating_add(variant % 2),
+                hist: Digest::of(&("forged", *hist, variant)),
+                answer: *answer,
+            }),
             // A checkpoint vote with a wrong state digest.
             Msg::Checkpoint(vote) => {
                 let mut body = vote.value.clone();

@@ -43,6 +43,10 @@ impl<S: StateMachine> FastBft<S> {
             ctx.ignore("checkpoint: at or below the stable checkpoint");
             return;
         }
+        if self.confirming.is_some() {
+            ctx.ignore("checkpoint: view not confirmed yet");
+            return;
+        }
         if !self.params.is_replica(body.replica)
             || vote.signer() != Principal::Node(body.replica)
             || !ctx.verify_signed(&vote)
@@ -361,6 +365,7 @@ impl<S: StateMachine> FastBft<S> {
     pub(crate) fn on_tick(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         let tip = self.tip();
         match self.status {
+            Status::Normal if self.confirming.is_some() => self.retransmit_confirm(ctx),
             Status::Normal => {
                 self.check_checkpoint_stall(ctx);
                 let idle = tip == self.tick_tip && tip > self.stable.seq;

@@ -6,7 +6,8 @@
 //! - `fb/ccs`: the CC set (synced before a LOCAL-COMMIT or CHECKPOINT-COMMIT leaves);
 //! - `fb/stable`: the stable checkpoint's proof and service snapshot;
 //! - `fb/built`: the last view this replica built a NEW-VIEW for as its primary;
-//! - `fb/proof`: the target and proof of the last VIEW-CHANGE sent (written with `fb/view`).
+//! - `fb/proof`: the target and proof of the last VIEW-CHANGE sent (written with `fb/view`);
+//! - `fb/confirm`: the installed view's NEW-VIEW end and whether `Qs` replicas confirmed it.
 //!
 //! A record whose checksum fails (torn write, bit rot) reads as absent; a log is recovered
 //! only as far as it chains from the checkpoint.
@@ -24,6 +25,8 @@ pub const BUILT_KEY: &str = "fb/built";
 pub const LOG_PREFIX: &str = "fb/log/";
 /// The proof of the last VIEW-CHANGE this replica sent, with its target view.
 pub const PROOF_KEY: &str = "fb/proof";
+/// The current view's NEW-VIEW end and whether it was confirmed (VIEW-CONFIRM).
+pub const CONFIRM_KEY: &str = "fb/confirm";
 
 /// The key of the log record of `seq` (zero-padded, so keys sort by slot).
 pub fn log_key(seq: u64) -> String {

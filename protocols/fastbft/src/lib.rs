@@ -44,8 +44,17 @@
 //! - New primary, upon `Qvc` valid VIEW-CHANGEs: compute the history with the rule of
 //!   [`select`] (by view first), re-sign its entries as ORDER-REQs of the new view, send
 //!   NEW-VIEW. Replicas recompute the history from the enclosed VIEW-CHANGEs and install only
-//!   an exact match: roll back to the stable checkpoint, re-execute the carried entries and
-//!   answer their clients in the new view.
+//!   an exact match: roll back to the stable checkpoint and re-execute the carried entries.
+//! - After installing: broadcast VIEW-CONFIRM(view, seq, hist) with the end of the NEW-VIEW
+//!   history (see `confirm.rs`). Until `Qs` replicas (itself included) announced the same
+//!   end, the view is not resumed: no SPEC-RESPONSE, no ordering, ORDER-REQs of the view are
+//!   buffered, COMMITs and checkpoint votes ignored. Then answer the carried entries'
+//!   clients, vote their checkpoints and accept the buffered ORDER-REQs. A replica that sees
+//!   `Qs` confirm another end of its view installs that NEW-VIEW (a confirmed replica sends
+//!   it once to a replica that announced a different end); a view not confirmed within the
+//!   NEW-VIEW timeout is complained about (IHTP). This guards against a primary signing two
+//!   valid NEW-VIEWs for one view (different `Qvc` sets): at most one end is confirmed.
+//!   VIEW-CONFIRM is not signed (the brief allows a MAC; it is never forwarded as proof).
 //! - Every `K` slots, and at the tip once idle: CHECKPOINT(v, s, h_s, state digest); `Qs`
 //!   matching ones form a checkpoint CC (kept like a CC) and trigger CHECKPOINT-COMMIT; `Qs`
 //!   matching CHECKPOINT-COMMITs make the checkpoint stable. Only then are entries final:
@@ -68,9 +77,6 @@
 //! - A primary never signs a slot twice in one view, even after a state transfer rolled it
 //!   back; the NEW-VIEW it built for a view is recorded durably (one per view).
 //!
-//! ## Not done (deliberately simplified)
-//! VIEW-CONFIRM.
-//!
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)
 //! signed by a correct replica) are checked in [`dst_sim::Node::check_invariants`]; S1-S3
@@ -81,6 +87,7 @@ mod adversary;
 mod checkpoint;
 pub mod client;
 pub mod config;
+mod confirm;
 pub mod durable;
 pub mod msg;
 mod normal;

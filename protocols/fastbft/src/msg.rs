@@ -232,6 +232,14 @@ pub enum Msg<C, O> {
         snapshot: Vec<u8>,
         entries: Vec<Order<C>>,
     },
+    /// VIEW-CONFIRM: the NEW-VIEW this replica installed for `view` ends at `(seq, hist)`
+    /// (`answer`: a reply to an announcement, not to be answered).
+    ViewConfirm {
+        view: u64,
+        seq: u64,
+        hist: Digest,
+        answer: bool,
+    },
 }
 
 /// What a client sends to a replica.

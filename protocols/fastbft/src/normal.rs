@@ -52,7 +52,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             ctx.ignore("request: bad client signature");
             return;
         }
-        if self.status != Status::Normal {
+        if self.status != Status::Normal || self.confirming.is_some() {
             ctx.ignore("request: view change under way");
             return;
         }
@@ -206,6 +206,13 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         if !self.order_is_authentic(ctx, &order) {
             return;
         }
+        if self.confirming.is_some() {
+            // The view resumes once confirmed; keep what its primary already ordered.
+            if self.buffer.len() < BUFFER_MAX {
+                self.buffer.insert(body.seq, order);
+            }
+            return;
+        }
         if body.seq > self.tip() + 1 {
             self.buffer_order(ctx, order);
             return;
@@ -281,6 +288,15 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
                     stage: 0,
                 },
             ));
+        }
+    }
+
+    /// After VIEW-CONFIRM: accept the buffered ORDER-REQs that follow the tip, and ask to fill
+    /// any hole before the rest.
+    pub(crate) fn resume_buffer(&mut self, ctx: &mut Ctx<'_, '_, S>) {
+        self.drain_buffer(ctx);
+        if let Some((_, order)) = self.buffer.pop_first() {
+            self.buffer_order(ctx, order);
         }
     }
 
@@ -470,7 +486,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
 
     /// Upon COMMIT(CC) from a client: verify the CC, then LOCAL-COMMIT if the log matches.
     pub(crate) fn on_commit(&mut self, ctx: &mut Ctx<'_, '_, S>, client: ClientId, cc: Cc<Out<S>>) {
-        if self.status != Status::Normal || cc.view != self.view {
+        if self.status != Status::Normal || cc.view != self.view || self.confirming.is_some() {
             ctx.ignore("commit: not the current view");
             return;
         }

@@ -10,6 +10,7 @@ use dst_sim::{ClientId, Digest, Node, NodeCtx, NodeId, Signature, Signed, StateM
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FastBftConfig, Params};
+use crate::confirm::{ConfirmRecord, Confirming};
 use crate::durable::{self, read_record, write_record};
 use crate::msg::{
     CcEvidence, CheckpointBody, ClientMsg, FastReply, IhtpBody, Msg, NewViewBody, Order, OrderBody,
@@ -83,6 +84,8 @@ pub enum Timer {
     FillHole { view: u64, stage: u32 },
     /// No NEW-VIEW for `view` arrived in time.
     ViewChange { view: u64 },
+    /// The installed `view` was not confirmed in time (VIEW-CONFIRM).
+    Confirm { view: u64 },
 }
 
 /// A FastBFT replica replicating the service `S` (wrapped in exactly-once sessions).
@@ -112,6 +115,13 @@ pub struct FastBft<S: StateMachine> {
     pub(crate) own_ihtp: Option<Signed<IhtpBody>>,
     pub(crate) view_changes: BTreeMap<NodeId, SignedViewChange<S>>,
     pub(crate) last_new_view: Option<BoxedNewView<S>>,
+    /// The installed view while it waits for `Qs` VIEW-CONFIRMs (None: confirmed).
+    pub(crate) confirming: Option<Confirming>,
+    /// The end of the current view's confirmed NEW-VIEW history (None in view 0).
+    pub(crate) confirmed_end: Option<(u64, Digest)>,
+    pub(crate) confirm_timer: Option<TimerId>,
+    /// Replicas sent this view's NEW-VIEW after they confirmed another end (once each).
+    pub(crate) new_view_sent: BTreeSet<NodeId>,
     pub(crate) pending_new_view: Option<BoxedNewView<S>>,
     pub(crate) forwarded: BTreeMap<ClientId, u64>,
     pub(crate) final_replies: BTreeMap<ClientId, (u64, Out<S>)>,
@@ -162,6 +172,10 @@ impl<S: StateMachine> FastBft<S> {
             own_ihtp: None,
             view_changes: BTreeMap::new(),
             last_new_view: None,
+            confirming: None,
+            confirmed_end: None,
+            confirm_timer: None,
+            new_view_sent: BTreeSet::new(),
             pending_new_view: None,
             forwarded: BTreeMap::new(),
             final_replies: BTreeMap::new(),
@@ -437,6 +451,10 @@ impl<S: StateMachine> Node for FastBft<S> {
                 self.status = Status::Normal;
                 self.start_view_change(ctx, target, proof);
             }
+        } else {
+            let record = read_record::<Self, ConfirmRecord>(ctx, durable::CONFIRM_KEY);
+            self.recover_confirm(record);
+            self.announce_confirm(ctx);
         }
     }
 
@@ -464,6 +482,12 @@ impl<S: StateMachine> Node for FastBft<S> {
                 snapshot,
                 entries,
             } => self.on_state_reply(ctx, proof, snapshot, entries),
+            Msg::ViewConfirm {
+                view,
+                seq,
+                hist,
+                answer,
+            } => self.on_view_confirm(ctx, from, view, (seq, hist), answer),
         }
     }
 
@@ -476,6 +500,7 @@ impl<S: StateMachine> Node for FastBft<S> {
             Timer::Forwarded { client, sequence } => self.on_forward_timeout(ctx, client, sequence),
             Timer::FillHole { view, stage } => self.on_fill_timeout(ctx, view, stage),
             Timer::ViewChange { view } => self.on_view_change_timeout(ctx, view),
+            Timer::Confirm { view } => self.on_confirm_timeout(ctx, view),
         }
     }
 

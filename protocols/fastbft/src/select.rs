@@ -59,6 +59,17 @@ pub struct Selection<C> {
     pub entries: Vec<(u64, Evidence<C>)>,
 }
 
+impl<C> Selection<C> {
+    /// Where the history ends: the last entry's `(seq, hist)`, or the base's.
+    pub fn end(&self) -> (u64, Digest) {
+        self.entries
+            .last()
+            .map_or((self.base.seq, self.base.hist), |(seq, entry)| {
+                (*seq, entry.hist)
+            })
+    }
+}
+
 /// Validates a VIEW-CHANGE's proofs (why it asks for the view, its checkpoint, CCs and log);
 /// any bad proof discards the whole message.
 pub fn check_view_change<C: Serialize + Clone, O: Serialize>(

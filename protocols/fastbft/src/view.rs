@@ -127,6 +127,10 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             "a view change carries a proof for its view"
         );
         self.status = Status::ViewChange { target };
+        self.confirming = None;
+        if let Some(timer) = self.confirm_timer.take() {
+            ctx.cancel_timer(timer);
+        }
         self.ihtp.clear();
         self.own_ihtp = None;
         self.buffer.clear();
@@ -161,14 +165,18 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         if self.view_change_timer.is_some() || wanting < self.params.view_change_quorum() {
             return;
         }
-        let exponent = self.failed_view_changes.min(16);
-        let timeout_ns = self
-            .config
-            .view_change_timeout_ns
-            .saturating_mul(1 << exponent)
-            .min(self.config.view_change_timeout_ns_max);
+        let timeout_ns = self.view_change_timeout_ns();
         self.view_change_timer =
             Some(ctx.set_timer(timeout_ns, Timer::ViewChange { view: target }));
+    }
+
+    /// The NEW-VIEW (and VIEW-CONFIRM) timeout: doubles per failed view change, capped.
+    pub(crate) fn view_change_timeout_ns(&self) -> u64 {
+        let exponent = self.failed_view_changes.min(16);
+        self.config
+            .view_change_timeout_ns
+            .saturating_mul(1 << exponent)
+            .min(self.config.view_change_timeout_ns_max)
     }
 
     /// A replica still in an older view: send it the NEW-VIEW this replica installed.
@@ -377,7 +385,9 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             Status::Normal => self.view + 1,
             Status::ViewChange { target } => target.max(self.view + 1),
         };
-        if view < floor {
+        // An unconfirmed view may still give way to the NEW-VIEW Qs replicas confirmed.
+        let reinstall = view == self.view && self.confirming.is_some();
+        if view < floor && !reinstall {
             ctx.ignore("new view: old view");
             return;
         }
@@ -400,6 +410,10 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         };
         if !self.orders_match(&new_view.value.orders, &selection, view) {
             ctx.ignore("new view: does not match the recomputed history");
+            return;
+        }
+        if reinstall && !self.confirmed_by_quorum(selection.end()) {
+            ctx.ignore("new view: not the confirmed one");
             return;
         }
         self.install(ctx, new_view, selection);
@@ -470,8 +484,10 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         self.replay();
         self.enter_view(ctx, view);
         self.last_new_view = Some(new_view);
+        self.start_confirming(ctx, selection.end());
         self.persist_installed(ctx);
         self.announce_installed(ctx, view);
+        self.announce_confirm(ctx);
     }
 
     /// Moves the stable checkpoint up to the NEW-VIEW's base if the log reaches it there.
@@ -486,10 +502,13 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
     }
 
     fn enter_view(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
+        let entered = view != self.view || self.status != Status::Normal;
         self.view = view;
         self.status = Status::Normal;
-        self.failed_view_changes = 0;
+        // The back-off is reset only once the view is confirmed.
+        self.confirmed_end = None;
         self.ihtp.clear();
+        self.own_ihtp = None;
         self.buffer.clear();
         // Checkpoint votes are per view: vote again for this view's history.
         self.own_votes.clear();
@@ -503,10 +522,12 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         if let Some(timer) = self.fill_timer.take() {
             ctx.cancel_timer(timer);
         }
-        ctx.observe(Observation::NewView {
-            node: self.id,
-            view,
-        });
+        if entered {
+            ctx.observe(Observation::NewView {
+                node: self.id,
+                view,
+            });
+        }
     }
 
     fn persist_installed(&mut self, ctx: &mut Ctx<'_, '_, S>) {
@@ -528,7 +549,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         ctx.sync();
     }
 
-    /// Reports the installed history and answers every carried entry's client in the new view.
+    /// Reports the installed history (its clients are answered once the view is confirmed).
     fn announce_installed(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
         let mut prev = self.stable.hist;
         let accepted: Vec<(u64, u64, u64, u64)> = self
@@ -562,14 +583,7 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
             hist: self.tip_hist().short(),
             state_digest: None,
         });
-        let seqs: Vec<u64> = self.log.keys().copied().collect();
-        let interval = self.config.checkpoint_interval;
-        for seq in seqs {
-            self.resend_spec(ctx, seq);
-            if seq % interval == 0 && self.snapshots.contains_key(&seq) {
-                self.send_checkpoint(ctx, seq);
-            }
-        }
+        // Clients are answered, and checkpoints voted, once the view is confirmed.
     }
 
     /// Relays a NEW-VIEW's re-issued entries as ordinary ORDER-REQs (state transfer helper).
