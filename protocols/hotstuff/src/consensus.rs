@@ -8,12 +8,10 @@ use crate::durable::{self, SafetyRecord};
 use crate::replica::{
     Ctx, HotStuff, PENDING_MAX, VERIFIED_QCS_MAX, VOTE_ROUNDS_AHEAD_MAX, VOTE_TALLIES_MAX,
 };
+use crate::sync::write_verified;
 use crate::types::{
     proposal_digest, signer_node, timeout_digest, vote_digest, Block, Message, Qc, Round, Tc,
 };
-
-/// Attempts at writing (and reading back) a safety record before a vote is given up.
-const SAFETY_WRITE_TRIES_MAX: usize = 3;
 
 /// Where a chain of parents from some block leads.
 #[derive(Debug, PartialEq, Eq)]
@@ -350,11 +348,7 @@ impl<S: StateMachine> HotStuff<S> {
         let bytes = durable::encode(&key, &record);
         // Read back: a misdirected write lands under another key and leaves this one absent,
         // which recovery could not tell from never written.
-        let written = (0..SAFETY_WRITE_TRIES_MAX).any(|_| {
-            ctx.write(&key, bytes.clone()).is_ok()
-                && ctx.read(&key).ok().flatten().as_deref() == Some(bytes.as_slice())
-        });
-        if !written {
+        if !write_verified(ctx, &key, &bytes) {
             return false;
         }
         let keys = ctx.keys_with_prefix(durable::SAFETY_PREFIX);

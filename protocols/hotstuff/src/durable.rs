@@ -9,9 +9,15 @@
 //!   or a latent bit flip), recovery still knows lower bounds of the last voted round and of
 //!   the locked round, and treats them as floors. Versions older than [`SAFETY_VERSIONS_KEPT`]
 //!   behind the newest are deleted.
-//! - `hotstuff/block/<height>`: the committed block at that height, written when it commits.
-//!   A restarted replica re-executes the contiguous hash chain it finds from genesis and
-//!   fetches the rest from peers.
+//! - `hotstuff/block/<height>` and `hotstuff/mirror/<height>`: two copies of the committed
+//!   block at that height, each written when it commits and read back (rewritten, a bounded
+//!   number of times, until the read returns what was written: an I/O error or a misdirected
+//!   write is retried, not silently dropped). A read takes the first copy that decodes and
+//!   rewrites a damaged one from it. Committed blocks leave memory, so these records are the
+//!   only copies a lagging or restarted replica can fetch; losing one height on every
+//!   up-to-date replica stalls the cluster forever (that is how single best-effort writes
+//!   lost liveness under the `swarm` profile). A restarted replica re-executes the
+//!   contiguous hash chain it finds from genesis and fetches the rest from peers.
 //!
 //! Every value is `postcard(record) ++ checksum(key ++ postcard(record))` (8 bytes), so a
 //! torn write, a flipped bit or a misdirected write (bytes under another key) all fail to
@@ -25,6 +31,7 @@ use crate::types::{Qc, Round};
 
 pub const SAFETY_PREFIX: &str = "hotstuff/safety/";
 pub const BLOCK_PREFIX: &str = "hotstuff/block/";
+pub const MIRROR_PREFIX: &str = "hotstuff/mirror/";
 /// Safety record versions kept on disk; older ones are deleted as new ones are written.
 pub const SAFETY_VERSIONS_KEPT: u64 = 64;
 
@@ -63,9 +70,16 @@ pub fn parse_safety_key(key: &str) -> Option<(u64, Round, Round)> {
     parts.next().is_none().then_some(parsed)
 }
 
-/// The key of the committed block at `height`.
+/// The key of the committed block at `height` (its first copy).
 pub fn block_key(height: u64) -> String {
     format!("{BLOCK_PREFIX}{height:020}")
+}
+
+/// Both keys of the committed block at `height`: the copy and its mirror. Faults hit keys
+/// independently (a misdirected write overwrites one key; a latent flip damages one value),
+/// so a height is lost only if both are.
+pub fn block_keys(height: u64) -> [String; 2] {
+    [block_key(height), format!("{MIRROR_PREFIX}{height:020}")]
 }
 
 fn checksum(key: &str, body: &[u8]) -> u64 {
@@ -125,6 +139,11 @@ mod tests {
         assert_eq!(parse_safety_key(&key), Some((3, Round(9), Round(0))));
         assert_eq!(parse_safety_key("hotstuff/safety/1-2-3"), None);
         assert!(block_key(9) < block_key(10));
+        let [copy, mirror] = block_keys(9);
+        assert_eq!(copy, block_key(9));
+        assert_ne!(copy, mirror, "the mirror has its own key");
+        let block = Qc::genesis(Digest::of_bytes(b"b"));
+        assert_eq!(decode::<Qc>(&mirror, &encode(&copy, &block)), None);
     }
 
     #[test]

@@ -68,9 +68,16 @@
 //!   slot (a global counter of executed requests) through [`dst_protocols::Sessions`]; the
 //!   replica reports `Commit` and `Apply` per slot and replies `Done` to the client (every
 //!   replica replies; the client waits for `f + 1` matching replies). Committed blocks are
-//!   written to disk.
+//!   written to disk twice (a copy and a mirror, under separate keys), each read back and
+//!   rewritten until it reads as written. Committed blocks leave memory, so these records
+//!   are the only copies a restarted or lagging replica can fetch (there is no snapshot
+//!   transfer): a height lost on every up-to-date replica would stall the cluster forever.
+//!   That happened with one best-effort write per block (an I/O error or a misdirected write
+//!   silently dropped it; the event logs of seeds 45 and 677 of `swarm` show two replicas
+//!   restarted far behind, fetching a committed height both others had lost).
 //! - **Block sync**: upon `Fetch(digest, height)`, answer with that block and its ancestors
-//!   (at most `fetch_blocks_max`, from memory or, committed ones, from disk); upon `Blocks`,
+//!   (at most `fetch_blocks_max`, from memory or, committed ones, from disk: the first copy
+//!   that decodes, a damaged copy being rewritten from the good one); upon `Blocks`,
 //!   keep only blocks asked for (their digest authenticates them against a verified QC's
 //!   chain) and ask for their missing parents.
 //! - **Recovery** after a crash: the newest readable safety record is restored; the rounds

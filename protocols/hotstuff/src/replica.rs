@@ -9,7 +9,6 @@ use dst_sim::{
 };
 
 use crate::config::HotStuffConfig;
-use crate::durable;
 use crate::types::{Block, ClientRequest, HotStuffTimer, Message, Qc, Round, Tc, TimeoutVote};
 
 pub(crate) type Ctx<'a, S> = NodeCtx<'a, HotStuff<S>>;
@@ -352,11 +351,9 @@ impl<S: StateMachine> HotStuff<S> {
             }
         }
         if !self.replaying {
-            // Durable for a restart's replay; a lost write is fetched from peers instead.
-            let key = durable::block_key(block.height);
-            if ctx.write(&key, durable::encode(&key, block)).is_err() {
-                tracing::debug!(node = %self.id, height = block.height, "block write failed");
-            }
+            // For a restart's replay and for peers that fall behind: committed blocks leave
+            // memory, so this record is what every lagging replica fetches.
+            self.store_block(ctx, block);
         }
     }
 

@@ -8,6 +8,8 @@ use crate::types::{Block, Message, Round};
 
 /// Tries of a storage read that fails with a transient I/O error.
 const READ_TRIES_MAX: usize = 3;
+/// Tries of writing a record and reading it back before it is given up.
+pub(crate) const WRITE_TRIES_MAX: usize = 3;
 
 fn read_retrying<S: StateMachine>(ctx: &mut Ctx<'_, S>, key: &str) -> Option<Vec<u8>> {
     for _ in 0..READ_TRIES_MAX {
@@ -17,6 +19,20 @@ fn read_retrying<S: StateMachine>(ctx: &mut Ctx<'_, S>, key: &str) -> Option<Vec
         }
     }
     None
+}
+
+/// Writes `bytes` under `key` until a read returns them. A write can fail (I/O error) or
+/// land under another key (misdirected), which leaves this key absent or stale; only the
+/// read back tells.
+pub(crate) fn write_verified<S: StateMachine>(
+    ctx: &mut Ctx<'_, S>,
+    key: &str,
+    bytes: &[u8],
+) -> bool {
+    (0..WRITE_TRIES_MAX).any(|_| {
+        ctx.write(key, bytes.to_vec()).is_ok()
+            && ctx.read(key).ok().flatten().as_deref() == Some(bytes)
+    })
 }
 
 impl<S: StateMachine> HotStuff<S> {
@@ -85,10 +101,43 @@ impl<S: StateMachine> HotStuff<S> {
         if height == 0 || height > self.committed_height {
             return None;
         }
-        let key = durable::block_key(height);
-        let bytes = read_retrying(ctx, &key)?;
-        let block: Block<S::Command> = durable::decode(&key, &bytes)?;
-        (block.digest() == digest).then_some(block)
+        self.load_block(ctx, height)
+            .filter(|block| block.digest() == digest)
+    }
+
+    /// Stores a committed block under both its keys (see [`durable`]).
+    pub(crate) fn store_block(&mut self, ctx: &mut Ctx<'_, S>, block: &Block<S::Command>) {
+        for key in durable::block_keys(block.height) {
+            if !write_verified(ctx, &key, &durable::encode(&key, block)) {
+                // The other copy may hold; a replica missing both fetches it from peers.
+                tracing::debug!(node = %self.id, key, "block write failed");
+            }
+        }
+    }
+
+    /// The committed block at `height` from disk: the first copy that decodes. A damaged
+    /// copy is rewritten from the good one, so faults do not pile up on one height.
+    pub(crate) fn load_block(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        height: u64,
+    ) -> Option<Block<S::Command>> {
+        let mut damaged = Vec::new();
+        for key in durable::block_keys(height) {
+            let block = read_retrying(ctx, &key)
+                .and_then(|bytes| durable::decode::<Block<S::Command>>(&key, &bytes))
+                .filter(|block| block.height == height);
+            let Some(block) = block else {
+                damaged.push(key);
+                continue;
+            };
+            for key in damaged {
+                // Best effort: a failed repair leaves the height as it was.
+                let _ = write_verified(ctx, &key, &durable::encode(&key, &block));
+            }
+            return Some(block);
+        }
+        None
     }
 
     /// Upon blocks: keep those asked for (their digest proves them), ask for their missing
@@ -196,17 +245,10 @@ impl<S: StateMachine> HotStuff<S> {
         self.replaying = true;
         let mut height = 1u64;
         loop {
-            let key = durable::block_key(height);
-            let Some(bytes) = read_retrying(ctx, &key) else {
+            let Some(block) = self.load_block(ctx, height) else {
                 break;
             };
-            let Some(block) = durable::decode::<Block<S::Command>>(&key, &bytes) else {
-                break;
-            };
-            if block.height != height
-                || block.parent != self.committed
-                || block.round <= self.committed_round
-            {
+            if block.parent != self.committed || block.round <= self.committed_round {
                 break;
             }
             let digest = block.digest();

@@ -459,6 +459,123 @@ fn a_committed_prefix_is_replayed_after_a_restart() {
     assert_eq!(dst_sim::StateMachine::digest(solo.node.state()), digest);
 }
 
+/// b1 <- b2 <- ... <- bn, each certified in the next round by nodes 0, 1, 2.
+fn chain_of(length: u64) -> Vec<KvBlock> {
+    let mut chain: Vec<KvBlock> = Vec::new();
+    for round in 1..=length {
+        let next = match chain.last() {
+            None => block(round, &genesis(), genesis_qc(), "v"),
+            Some(parent) => block(round, parent, qc(round - 1, parent, &[0, 1, 2]), "v"),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+/// The blocks a replica sent back for a fetch.
+fn fetched(effects: &[Effect<Replica>]) -> Vec<KvBlock> {
+    effects
+        .iter()
+        .flat_map(|effect| match effect {
+            Effect::Send {
+                msg: Message::Blocks { blocks },
+                ..
+            } => blocks.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Commits `length - 3` blocks of a chain of `length` while storage faults hit, then heals
+/// the disk, syncs, crashes and restarts.
+fn commit_under_storage_faults(
+    solo: &mut Solo,
+    length: u64,
+    faults: StorageFaults,
+) -> Vec<KvBlock> {
+    let chain = chain_of(length);
+    solo.storage.set_faults(faults);
+    for block in &chain {
+        solo.deliver(block.proposer.0, propose(block, None));
+    }
+    solo.storage.set_faults(StorageFaults::default());
+    solo.storage.complete_sync(solo.storage.last_sequence());
+    solo.crash_and_restart();
+    chain
+}
+
+/// The swarm liveness bug (seeds 45 and 677 before the fix): committed blocks leave memory,
+/// so their disk records are the only copies lagging replicas can fetch. Written once with
+/// I/O errors and misdirected writes ignored, heights went missing on every up-to-date
+/// replica and restarted replicas could never catch up. Every committed height must be
+/// replayed after a restart and served to a fetch.
+#[test]
+fn committed_blocks_survive_failed_and_misdirected_writes() {
+    let mut solo = Solo::start(3);
+    let faults = StorageFaults {
+        io_error_ppm: 150_000,
+        misdirect_ppm: 50_000,
+        ..StorageFaults::default()
+    };
+    let chain = commit_under_storage_faults(&mut solo, 24, faults);
+    let committed = chain.len() as u64 - 3;
+    assert_eq!(
+        solo.node.executed_slot(),
+        committed,
+        "a committed block was lost on disk: the restart replayed only a prefix"
+    );
+    for block in &chain[..committed as usize] {
+        let fetch = Message::Fetch {
+            block: block.digest(),
+            height: block.height,
+        };
+        let served = fetched(&solo.deliver(1, fetch));
+        assert_eq!(
+            served.first().map(KvBlock::digest),
+            Some(block.digest()),
+            "committed height {} cannot be served to a lagging peer",
+            block.height
+        );
+    }
+}
+
+/// A latent flip or a misdirected write of another record damages one copy of a committed
+/// block: the mirror serves it and the damaged copy is rewritten.
+#[test]
+fn a_damaged_block_copy_is_read_from_its_mirror_and_repaired() {
+    let mut solo = Solo::start(3);
+    let chain = commit_under_storage_faults(&mut solo, 6, StorageFaults::default());
+    let key = dst_hotstuff::durable::block_key(2);
+    let healthy = solo.storage.durable()[&key].clone();
+    let mut flipped = healthy.clone();
+    flipped[0] ^= 1;
+    solo.storage
+        .write(&key, flipped, &mut solo.decisions)
+        .expect("no storage faults");
+    solo.storage.complete_sync(solo.storage.last_sequence());
+    solo.crash_and_restart();
+    assert_eq!(
+        solo.node.executed_slot(),
+        3,
+        "replay stopped at the damaged copy"
+    );
+    assert_eq!(
+        solo.storage
+            .read(&key, &mut solo.decisions)
+            .expect("no faults"),
+        Some(healthy),
+        "the damaged copy was not repaired from the mirror"
+    );
+    let served = fetched(&solo.deliver(
+        1,
+        Message::Fetch {
+            block: chain[1].digest(),
+            height: 2,
+        },
+    ));
+    assert_eq!(served.first().map(KvBlock::digest), Some(chain[1].digest()));
+}
+
 #[test]
 fn requests_not_signed_by_their_client_are_rejected() {
     let mut solo = Solo::start(0);
