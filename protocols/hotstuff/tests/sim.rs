@@ -202,3 +202,25 @@ fn a_restarted_replica_replays_its_prefix_and_rejoins() {
         );
     }
 }
+
+/// The `swarm` liveness bug (seeds 45 and 677 before the fix), as a scenario: heavy storage
+/// faults until the quiet phase while two replicas in turn crash and fall far behind. The
+/// lagging replicas can only catch up from the others' disk records of committed blocks
+/// (committed blocks leave memory); with one best-effort write per block, some height went
+/// missing on every up-to-date replica, and without the lagging ones there is no quorum.
+#[test]
+fn replicas_far_behind_catch_up_despite_failed_and_misdirected_block_writes() {
+    for seed in seeds(3) {
+        let mut run = Run::new(seed, "none");
+        run.storage = Some(dst_sim::StorageFaults {
+            io_error_ppm: 250_000,
+            misdirect_ppm: 20_000,
+            read_corrupt_ppm: 2_000,
+            ..dst_sim::StorageFaults::default()
+        });
+        run.plan = "at 100ms crash 0; at 1500ms restart 0; at 1600ms crash 2; at 3s restart 2";
+        run.requests_per_client = 80;
+        let outcome = run_hotstuff(&run);
+        assert_clean(&run, &outcome, "lagging replicas after storage faults");
+    }
+}

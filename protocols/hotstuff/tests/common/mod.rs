@@ -11,7 +11,8 @@ use dst_protocols::bft_client::{BftClient, BftClientConfig};
 use dst_protocols::harness::{check_kv_run, RunFacts, RunVerdict};
 use dst_protocols::{KvCommand, KvOutput, KvStore, KvWorkload, KvWorkloadConfig, Observation};
 use dst_sim::{
-    parse_plan, FaultProfile, Node, NodeId, RunSummary, SeededSource, Sim, SimConfig, SEC,
+    parse_plan, FaultProfile, Node, NodeId, RunSummary, SeededSource, Sim, SimConfig,
+    StorageFaults, SEC,
 };
 
 pub type KvHotStuff = HotStuff<KvStore>;
@@ -50,6 +51,8 @@ pub struct Run {
     pub byzantine: BTreeSet<NodeId>,
     /// Keep running after the clients are done (until `end_ns`).
     pub run_to_end: bool,
+    /// Storage fault rates replacing the profile's until the quiet phase.
+    pub storage: Option<StorageFaults>,
 }
 
 impl Run {
@@ -67,6 +70,7 @@ impl Run {
             end_ns: 30 * SEC,
             byzantine: BTreeSet::new(),
             run_to_end: false,
+            storage: None,
         }
     }
 
@@ -104,7 +108,10 @@ impl<N: KvNode> Outcome<N> {
 /// Runs nodes built by `make` under the run's profile and plan.
 pub fn run_with<N: KvNode>(run: &Run, make: impl FnMut(NodeId) -> N + 'static) -> Outcome<N> {
     let mut knobs = SeededSource::new(run.seed ^ 0x5eed);
-    let profile = FaultProfile::named(run.profile, &mut knobs).expect("known profile");
+    let mut profile = FaultProfile::named(run.profile, &mut knobs).expect("known profile");
+    if let Some(storage) = run.storage {
+        profile.storage = storage;
+    }
     let mut config = SimConfig::new(run.nodes, run.clients, profile);
     config.plan = parse_plan(run.plan).expect("valid plan");
     config.quiet_at_ns = run.quiet_at_ns;
