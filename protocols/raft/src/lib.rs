@@ -120,9 +120,11 @@
 //!   leases, CheckQuorum. A vote or an acknowledgement carries the sender's incarnation and
 //!   counts only for the member of that incarnation; when a machine answers under another
 //!   incarnation, the leader forgets the progress of the previous one.
-//! - A server that is not a voter of its configuration never stands for election. Leaders
-//!   replicate to every machine, voters or not: learners catch up and removed servers learn
-//!   of their removal.
+//! - A server that is not a voter of its configuration stands for election only while that
+//!   configuration is not known committed (thesis 4.2.2: it may hold entries the remaining
+//!   voters need, e.g. a leader that removed itself and crashed before the commit) and it
+//!   is not rejoining after a wipe; it never counts its own vote. Leaders replicate to every
+//!   machine, voters or not: learners catch up and removed servers learn of their removal.
 //! - Upon a change request ([`Raft::propose_change`], or [`RaftMsg`] `ChangeMembership`
 //!   from a peer) a leader accepts it only if no configuration entry is uncommitted, it has
 //!   committed an entry of its own term (Ongaro's 2015 raft-dev fix), and the change adds a

@@ -843,3 +843,72 @@ fn a_wiped_node_does_not_vote_until_it_is_a_member_again() {
         "it asks to rejoin: {sent:?}"
     );
 }
+
+/// Thesis 4.2.2: a server removed by a configuration it does not know committed may hold
+/// entries the remaining voters need (here the removed leader's own log), so it still
+/// stands, without counting its own vote; once it knows the removal committed, it does not.
+#[test]
+fn a_server_removed_by_an_uncommitted_configuration_still_stands() {
+    use dst_raft::{Configuration, Member};
+    let removed = Configuration::of(vec![
+        Member::new(NodeId(1), 0),
+        Member::new(NodeId(2), 0),
+        Member::new(NodeId(3), 0),
+    ])
+    .expect("distinct machines");
+    let mut storage = disk(2, None, &[1, 2]);
+    let mut decisions = SeededSource::new(0);
+    let record: LogRecord<KvCommand> = LogRecord {
+        entry: Entry {
+            term: Term(2),
+            index: LogIndex(3),
+            request: None,
+            config: Some(removed),
+        },
+        prev_term: Term(2),
+    };
+    let key = log_key(LogIndex(3));
+    storage
+        .write(&key, encode(&key, &record), &mut decisions)
+        .expect("write");
+    storage.complete_sync(storage.last_sequence());
+    let mut node = Solo::new(0, 4, storage, config());
+    node.crash_and_restart();
+    assert!(!node.node.is_voter());
+    node.fire(RaftTimer::Election);
+    assert_eq!(
+        node.node.role(),
+        Role::Candidate,
+        "removal not known committed"
+    );
+    node.take_sent();
+    let granted = VoteResponse {
+        term: Term(3),
+        granted: true,
+        incarnation: 0,
+    };
+    node.receive(1, Body::RequestVoteResponse(granted.clone()));
+    assert_eq!(
+        node.node.role(),
+        Role::Candidate,
+        "its own vote counted: 2 of the 3 voters are needed"
+    );
+    node.receive(2, Body::RequestVoteResponse(granted));
+    assert_eq!(node.node.role(), Role::Leader);
+    // It leads until its no-op (which commits the removal) commits, then steps down.
+    node.deliver_notes();
+    node.receive(1, append_ok(3, 4));
+    node.receive(2, append_ok(3, 4));
+    assert_eq!(node.node.commit_index(), LogIndex(4));
+    assert_eq!(
+        node.node.role(),
+        Role::Follower,
+        "stepped down once removed"
+    );
+    node.fire(RaftTimer::Election);
+    assert_eq!(
+        node.node.role(),
+        Role::Follower,
+        "stood again after its removal committed"
+    );
+}

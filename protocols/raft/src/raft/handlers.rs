@@ -72,7 +72,12 @@ impl<S: StateMachine> Raft<S> {
             ctx.ignore("election timeout while recovering: not standing");
             return;
         }
-        if !self.is_voter() {
+        // Thesis 4.2.2: a server removed by a configuration not yet committed may still be
+        // needed (it may hold entries no voter can elect without), so it stands, without
+        // counting its own vote. Once it knows its removal committed, or while it rejoins
+        // after a wipe, it does not.
+        let removal_uncommitted = self.members_index > self.commit_index;
+        if !self.is_voter() && (self.meta.rejoining || !removal_uncommitted) {
             self.on_non_voter_timeout(ctx);
             return;
         }
@@ -193,6 +198,21 @@ impl<S: StateMachine> Raft<S> {
             && !self.meta.rejoining
             && !self.in_leader_lease(ctx.now_ns())
             && self.up_to_date(&request);
+        if !granted {
+            tracing::debug!(
+                node = %self.id,
+                candidate = %from,
+                term = request.term.0,
+                our_term = self.meta.current_term.0,
+                rejoining = self.meta.rejoining,
+                in_lease = self.in_leader_lease(ctx.now_ns()),
+                up_to_date = self.up_to_date(&request),
+                ours = ?(self.last_term().0, self.last_index().0),
+                theirs = ?(request.last_log_term.0, request.last_log_index.0),
+                members = ?self.members.voters(),
+                "pre-vote refused"
+            );
+        }
         let term = if granted {
             request.term
         } else {

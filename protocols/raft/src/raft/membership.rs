@@ -230,8 +230,8 @@ impl<S: StateMachine> Raft<S> {
         }
     }
 
-    /// Election timeout of a node that does not vote in its configuration: it never
-    /// stands; a machine back from a wipe asks the cluster to take it in again.
+    /// Election timeout of a node that does not stand (not a voter of a configuration it
+    /// knows committed, or rejoining); a machine back from a wipe asks to be taken in again.
     pub(super) fn on_non_voter_timeout(&mut self, ctx: &mut Ctx<'_, S>) {
         self.request_rejoin(ctx);
         ctx.ignore("election timeout: not a voter of the configuration; not standing");
