@@ -357,6 +357,8 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     encode: bool,
     /// CPU time of the handler whose effects are being applied: its sends leave that late.
     send_delay_ns: u64,
+    /// Reused buffer for messages encoded on the wire.
+    wire: Vec<u8>,
 }
 
 impl<N: Node, C: Client<Node = N>> Sim<N, C> {
@@ -428,6 +430,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             quiet: false,
             encode,
             send_delay_ns: 0,
+            wire: Vec::new(),
         }
     }
 
@@ -937,7 +940,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         }
         self.stats.messages_sent += 1;
         if self.config.measure_bytes {
-            self.stats.bytes_sent += postcard::to_allocvec(&msg).map_or(0, |b| b.len() as u64);
+            let mut buffer = std::mem::take(&mut self.wire);
+            buffer.clear();
+            if let Ok(bytes) = postcard::to_extend(&msg, buffer) {
+                self.stats.bytes_sent += bytes.len() as u64;
+                self.wire = bytes;
+            }
         }
         self.step_hash = fold(self.step_hash, stable_hash(&(to.0, &msg)));
         if self.describing() {
@@ -1014,7 +1022,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         corrupt_ppm: u64,
         checked: bool,
     ) -> Option<(P, usize)> {
-        let mut bytes = match postcard::to_allocvec(&payload) {
+        // One wire buffer for the whole run: encoding allocates nothing after warm-up.
+        let mut buffer = std::mem::take(&mut self.wire);
+        buffer.clear();
+        let mut bytes = match postcard::to_extend(&payload, buffer) {
             Ok(bytes) => bytes,
             Err(error) => panic!("message {payload:?} does not encode: {error}"),
         };
@@ -1025,10 +1036,13 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             corrupt_bytes(&mut bytes, &mut self.decider);
             if checked {
                 self.stats.corrupt_rejected += 1;
+                self.wire = bytes;
                 return None;
             }
         }
-        match postcard::from_bytes::<P>(&bytes) {
+        let decoded = postcard::from_bytes::<P>(&bytes);
+        self.wire = bytes;
+        match decoded {
             Ok(decoded) => {
                 if corrupted {
                     self.stats.corrupt_delivered += 1;
