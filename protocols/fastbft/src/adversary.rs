@@ -114,6 +114,29 @@ impl<S: StateMachine> Adversarial for FastBft<S> {
                 hist: Digest::of(&("forged", *hist, variant)),
                 answer: *answer,
             }),
+            // A STATE-REPLY whose archived final entries are out of order or altered.
+            Msg::StateReply {
+                proof,
+                snapshot,
+                entries,
+                finals,
+            } => {
+                let mut finals = finals.clone();
+                match (variant % 2, finals.len()) {
+                    (0, 2..) => finals.swap(0, 1),
+                    _ => {
+                        if let Some(request) = finals.last_mut().and_then(|f| f.request.as_mut()) {
+                            request.value.sequence ^= 1;
+                        }
+                    }
+                }
+                Some(Msg::StateReply {
+                    proof: proof.clone(),
+                    snapshot: snapshot.clone(),
+                    entries: entries.clone(),
+                    finals,
+                })
+            }
             // A checkpoint vote with a wrong state digest.
             Msg::Checkpoint(vote) => {
                 let mut body = vote.value.clone();

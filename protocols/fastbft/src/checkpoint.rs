@@ -217,15 +217,25 @@ impl<S: StateMachine> FastBft<S> {
         {
             self.state_target = None;
         }
+        if self
+            .unreported
+            .as_ref()
+            .is_some_and(|gap| gap.to_seq() < seq)
+        {
+            self.unreported = None;
+        }
         let snapshot = self.stable_state.snapshot();
         self.stable_snapshot_bytes.set(snapshot.len() as u64);
         write_record(ctx, durable::STABLE_KEY, &(self.stable.clone(), snapshot));
         self.persist_ccs(ctx);
+        // Final entries stay on disk for a window below the checkpoint (the archive that
+        // lets a replica catching up by state transfer report the slots it skipped).
+        let archived_from = seq.saturating_sub(self.archive_slots());
         for key in ctx.keys_with_prefix(durable::LOG_PREFIX) {
             let below = key
                 .strip_prefix(durable::LOG_PREFIX)
                 .and_then(|slot| slot.parse::<u64>().ok())
-                .is_some_and(|slot| slot <= seq);
+                .is_some_and(|slot| slot <= archived_from);
             if below {
                 let _ = ctx.delete(&key);
             }
@@ -247,7 +257,14 @@ impl<S: StateMachine> FastBft<S> {
         let first = ctx.random_below(signers.len() as u64) as usize;
         for offset in 0..self.params.one_correct().min(signers.len()) {
             let to = signers[(first + offset) % signers.len()];
-            ctx.send(to, Msg::StateRequest { seq: proof.seq });
+            let have = self.stable.seq;
+            ctx.send(
+                to,
+                Msg::StateRequest {
+                    seq: proof.seq,
+                    have,
+                },
+            );
         }
         let newer = self
             .state_target
@@ -274,12 +291,20 @@ impl<S: StateMachine> FastBft<S> {
             to,
             Msg::StateRequest {
                 seq: self.stable.seq + 1,
+                have: self.stable.seq,
             },
         );
     }
 
-    /// Upon STATE-REQ: send the stable checkpoint, its snapshot and the entries above it.
-    pub(crate) fn on_state_request(&mut self, ctx: &mut Ctx<'_, '_, S>, from: NodeId, seq: u64) {
+    /// Upon STATE-REQ: send the stable checkpoint, its snapshot, the entries above it and
+    /// the archived final entries the asker lacks.
+    pub(crate) fn on_state_request(
+        &mut self,
+        ctx: &mut Ctx<'_, '_, S>,
+        from: NodeId,
+        seq: u64,
+        have: u64,
+    ) {
         if self.stable.seq < seq || self.stable.seq == 0 {
             ctx.ignore("state request: not that far");
             return;
@@ -288,6 +313,7 @@ impl<S: StateMachine> FastBft<S> {
             proof: self.stable.clone(),
             snapshot: self.stable_state.snapshot(),
             entries: self.carried_orders(),
+            finals: self.archived_finals(ctx, have),
         };
         ctx.send(from, reply);
     }
@@ -300,8 +326,14 @@ impl<S: StateMachine> FastBft<S> {
         proof: StableProof,
         snapshot: Vec<u8>,
         entries: Vec<Order<S::Command>>,
+        finals: Vec<Order<S::Command>>,
     ) {
         if proof.seq <= self.stable.seq {
+            if proof.seq == self.stable.seq && proof.hist == self.stable.hist {
+                // The checkpoint is already verified and installed: its entries may still
+                // report the slots skipped to it.
+                self.fill_unreported(ctx, &proof, &finals);
+            }
             ctx.ignore("state reply: not newer");
             return;
         }
@@ -329,8 +361,11 @@ impl<S: StateMachine> FastBft<S> {
             self.log = self.log.split_off(&(proof.seq + 1));
         } else {
             // The log does not reach or conflicts with a final checkpoint: nothing in it
-            // above can be part of a completed history.
+            // above can be part of a completed history. The skipped slots are reported from
+            // the sender's archived entries if they chain to the proof.
             self.log.clear();
+            self.forget_log_records(ctx);
+            self.skip_to(ctx, &proof, &finals);
         }
         let later_view = proof.votes.iter().any(|vote| vote.value.view > self.view);
         self.stable_state = state;

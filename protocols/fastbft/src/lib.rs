@@ -61,6 +61,10 @@
 //!   `Commit`/`Apply` are reported for them and the log below is garbage-collected.
 //! - A replica that sees a stable proof its log does not reach fetches the state
 //!   (STATE-REQ/STATE-REPLY), checks the snapshot against the proof and replays above it.
+//!   The reply also carries the sender's archived final entries between the asker's
+//!   checkpoint and the new one (kept on disk for two windows below the checkpoint); if they
+//!   chain to the proof the asker reports `Commit`/`Apply` for the slots it skipped
+//!   (`finals.rs`, which also says when slots can still go unreported).
 //!
 //! ## Liveness rules added to the brief
 //! - The NEW-VIEW timer starts only once `Qvc` replicas ask for the target view (PBFT's
@@ -89,6 +93,7 @@ pub mod client;
 pub mod config;
 mod confirm;
 pub mod durable;
+mod finals;
 pub mod msg;
 mod normal;
 pub mod replica;

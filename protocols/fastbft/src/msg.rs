@@ -222,15 +222,20 @@ pub enum Msg<C, O> {
     ViewChange(Box<Signed<ViewChangeBody<C, O>>>),
     NewView(Box<Signed<NewViewBody<C, O>>>),
     Checkpoint(Signed<CheckpointBody>),
-    /// STATE-REQ: send your stable checkpoint if it is at `seq` or later.
+    /// STATE-REQ: send your stable checkpoint if it is at `seq` or later; the asker's own
+    /// stable checkpoint is at `have`.
     StateRequest {
         seq: u64,
+        have: u64,
     },
-    /// STATE-REPLY: a stable checkpoint, the service snapshot at it and the entries above.
+    /// STATE-REPLY: a stable checkpoint, the service snapshot at it and the entries above;
+    /// `finals`: the final entries from the asker's checkpoint (`have`) up to this one, if the
+    /// sender still holds them all (else empty), so the asker can report those slots.
     StateReply {
         proof: StableProof,
         snapshot: Vec<u8>,
         entries: Vec<Order<C>>,
+        finals: Vec<Order<C>>,
     },
     /// VIEW-CONFIRM: the NEW-VIEW this replica installed for `view` ends at `(seq, hist)`
     /// (`answer`: a reply to an announcement, not to be answered).

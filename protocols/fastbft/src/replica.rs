@@ -131,6 +131,8 @@ pub struct FastBft<S: StateMachine> {
     pub(crate) failed_view_changes: u32,
     pub(crate) tick_tip: u64,
     pub(crate) state_target: Option<StableProof>,
+    /// Slots the last state transfer skipped that are not reported yet.
+    pub(crate) unreported: Option<crate::finals::Unreported<S>>,
     /// The view this replica built a NEW-VIEW for as its primary (built once: S5).
     pub(crate) built_new_view: Option<u64>,
     /// When this replica last asked for state without a proof in hand (rate limit).
@@ -184,6 +186,7 @@ impl<S: StateMachine> FastBft<S> {
             failed_view_changes: 0,
             tick_tip: 0,
             state_target: None,
+            unreported: None,
             built_new_view: None,
             state_asked_ns: 0,
             signed_orders: BTreeMap::new(),
@@ -476,12 +479,13 @@ impl<S: StateMachine> Node for FastBft<S> {
             Msg::ViewChange(view_change) => self.on_view_change(ctx, from, *view_change),
             Msg::NewView(new_view) => self.on_new_view(ctx, new_view),
             Msg::Checkpoint(vote) => self.on_checkpoint(ctx, vote),
-            Msg::StateRequest { seq } => self.on_state_request(ctx, from, seq),
+            Msg::StateRequest { seq, have } => self.on_state_request(ctx, from, seq, have),
             Msg::StateReply {
                 proof,
                 snapshot,
                 entries,
-            } => self.on_state_reply(ctx, proof, snapshot, entries),
+                finals,
+            } => self.on_state_reply(ctx, proof, snapshot, entries, finals),
             Msg::ViewConfirm {
                 view,
                 seq,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{completions, new_views, paths, run, violations, Behaviour, Run};
+use common::{completions, new_views, paths, run, unreported_slots, violations, Behaviour, Run};
 use dst_sim::testing::seeds_from_env;
 use dst_sim::NodeId;
 
@@ -19,6 +19,12 @@ fn profile_runs(profile: &'static str) {
         assert!(
             completions(&outcome.observations) > 0,
             "DST_SEED={seed}: nothing completed"
+        );
+        // Slots skipped by state transfers are reported from the archived final entries.
+        let unreported = unreported_slots(&setup, &outcome.observations);
+        assert!(
+            unreported.is_empty(),
+            "DST_SEED={seed} profile {profile}: unreported {unreported:?}"
         );
     }
 }
@@ -138,4 +144,15 @@ fn one_byzantine_replica_of_any_kind_under_light_faults_breaks_nothing() {
             );
         }
     }
+}
+
+#[test]
+fn slots_skipped_by_a_state_transfer_asked_for_before_a_checkpoint_are_reported() {
+    // Seed 193 under heavy faults: node 2 asks for state from checkpoint 8, reaches 16,
+    // then installs 24 from replies that carry the entries from 8.
+    let setup = Run::new(193, "heavy");
+    let outcome = run(&setup);
+    assert!(violations(&setup, &outcome).is_empty());
+    let unreported = unreported_slots(&setup, &outcome.observations);
+    assert!(unreported.is_empty(), "unreported {unreported:?}");
 }

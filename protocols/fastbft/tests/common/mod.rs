@@ -414,3 +414,26 @@ pub fn new_views(observations: &[(u64, KvObs)]) -> BTreeSet<u64> {
         })
         .collect()
 }
+
+/// Slots below an honest node's highest reported commit that it never reported committed.
+pub fn unreported_slots(run: &Run, observations: &[(u64, KvObs)]) -> Vec<(NodeId, u64)> {
+    let byzantine = run.byzantine();
+    let mut reported: BTreeMap<NodeId, BTreeSet<u64>> = BTreeMap::new();
+    for (_, observation) in observations {
+        if let Observation::Commit { node, slot, .. } = observation {
+            if !byzantine.contains(node) {
+                reported.entry(*node).or_default().insert(*slot);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for (node, slots) in reported {
+        let highest = slots.last().copied().unwrap_or(0);
+        missing.extend(
+            (1..=highest)
+                .filter(|slot| !slots.contains(slot))
+                .map(|slot| (node, slot)),
+        );
+    }
+    missing
+}
