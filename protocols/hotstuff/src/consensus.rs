@@ -317,6 +317,11 @@ impl<S: StateMachine> HotStuff<S> {
     fn vote(&mut self, ctx: &mut Ctx<'_, S>, round: Round, block: Digest) {
         assert!(round > self.last_voted_round, "voting twice in {round}");
         self.last_voted_round = round;
+        // The block and its unstored ancestors first: the safety record's sync covers them.
+        if !self.store_chain(ctx, block) {
+            ctx.ignore("vote withheld: block write failed");
+            return;
+        }
         if !self.persist_safety(ctx) {
             // The promise is not durable, so the vote must not leave; the round stays used.
             ctx.ignore("vote withheld: safety record write failed");
@@ -452,6 +457,7 @@ impl<S: StateMachine> HotStuff<S> {
         self.pending.retain(|_, (block, _)| block.round > round);
         self.fetching
             .retain(|digest, _| !self.blocks.contains_key(digest));
+        self.prune_chain_records(ctx);
         requests
     }
 

@@ -18,6 +18,13 @@
 //!   up-to-date replica stalls the cluster forever (that is how single best-effort writes
 //!   lost liveness under the `swarm` profile). A restarted replica re-executes the
 //!   contiguous hash chain it finds from genesis and fetches the rest from peers.
+//! - `hotstuff/chain/<round>-<digest>`: an uncommitted block this replica voted for, or an
+//!   ancestor of one, written (read back) before the safety record whose sync the vote
+//!   waits for, so a certified block survives in the disks of its voters even if all of
+//!   them crash before it commits (memory alone lost such a block in `swarm` seeds 1033 and
+//!   2979: every voter crashed in turn, the QC lived on, and no replica could serve its
+//!   block). A restarted replica reloads them; records at or below the committed round are
+//!   deleted as blocks commit.
 //!
 //! Every value is `postcard(record) ++ checksum(key ++ postcard(record))` (8 bytes), so a
 //! torn write, a flipped bit or a misdirected write (bytes under another key) all fail to
@@ -32,6 +39,7 @@ use crate::types::{Qc, Round};
 pub const SAFETY_PREFIX: &str = "hotstuff/safety/";
 pub const BLOCK_PREFIX: &str = "hotstuff/block/";
 pub const MIRROR_PREFIX: &str = "hotstuff/mirror/";
+pub const CHAIN_PREFIX: &str = "hotstuff/chain/";
 /// Safety record versions kept on disk; older ones are deleted as new ones are written.
 pub const SAFETY_VERSIONS_KEPT: u64 = 64;
 
@@ -80,6 +88,21 @@ pub fn block_key(height: u64) -> String {
 /// so a height is lost only if both are.
 pub fn block_keys(height: u64) -> [String; 2] {
     [block_key(height), format!("{MIRROR_PREFIX}{height:020}")]
+}
+
+/// The key of an uncommitted block of `round` with digest `digest`.
+pub fn chain_key(round: Round, digest: &Digest) -> String {
+    format!("{CHAIN_PREFIX}{:020}-{:016x}", round.0, digest.short())
+}
+
+/// The round in a chain key.
+pub fn parse_chain_round(key: &str) -> Option<Round> {
+    let rest = key.strip_prefix(CHAIN_PREFIX)?;
+    let (round, digest) = rest.split_once('-')?;
+    if round.len() != 20 || digest.len() != 16 {
+        return None;
+    }
+    round.parse().ok().map(Round)
 }
 
 fn checksum(key: &str, body: &[u8]) -> u64 {
@@ -139,6 +162,13 @@ mod tests {
         assert_eq!(parse_safety_key(&key), Some((3, Round(9), Round(0))));
         assert_eq!(parse_safety_key("hotstuff/safety/1-2-3"), None);
         assert!(block_key(9) < block_key(10));
+        let digest = Digest::of_bytes(b"c");
+        assert_eq!(
+            parse_chain_round(&chain_key(Round(12), &digest)),
+            Some(Round(12))
+        );
+        assert!(chain_key(Round(9), &digest) < chain_key(Round(10), &digest));
+        assert_eq!(parse_chain_round("hotstuff/chain/12-ab"), None);
         let [copy, mirror] = block_keys(9);
         assert_eq!(copy, block_key(9));
         assert_ne!(copy, mirror, "the mirror has its own key");

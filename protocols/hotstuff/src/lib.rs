@@ -34,8 +34,13 @@
 //!   to the last committed block: process `B.justify` (below), then vote if `r` is the
 //!   current round, `r > last_voted_round`, and **safeNode(B)** holds: `B` extends the
 //!   locked block, or `B.justify.round > locked_qc.round`.
-//!   Voting: set `last_voted_round = r`, write the safety record and sync it, then send the
-//!   vote to `leader(r + 1)` (the send waits for the sync).
+//!   Voting: set `last_voted_round = r`, write `B` and its ancestors above the committed
+//!   block that are not on disk yet (each read back; a failed write withholds the vote),
+//!   write the safety record and sync, then send the vote to `leader(r + 1)` (the send
+//!   waits for the sync). So every certified block is durable at its `n - f` voters: a QC
+//!   never outlives every copy of its block (it did when blocks lived in memory only and
+//!   each voter crashed in turn; the QC, kept in locks and timeouts, then forced TCs to
+//!   demand a QC no leader could extend).
 //! - **Processing a QC** for block `X` (with `Y` the block `X.justify` certifies and `Z` the
 //!   one `Y.justify` certifies): enter round `X.round + 1`; `high_qc = max(high_qc, qc)`;
 //!   **lock** on the 2-chain: `locked_qc = X.justify` if it is higher; **commit** on the
@@ -83,11 +88,14 @@
 //! - **Recovery** after a crash: the newest readable safety record is restored; the rounds
 //!   in the names of unreadable newer records act as floors (never vote at or below the last
 //!   voted round; require justify QCs at least as high as the locked round). The committed
-//!   chain found on disk is re-executed (same slots, no replies), the rest is fetched.
+//!   chain found on disk is re-executed (same slots, no replies), the uncommitted blocks
+//!   stored before votes are reloaded, the rest is fetched. Records of uncommitted blocks
+//!   at or below the committed round are deleted as blocks commit.
 //!
 //! ## Invariants
 //! - A correct replica votes at most once per round, only for safe blocks, and only after its
-//!   safety record covering that vote is durable.
+//!   safety record covering that vote and the block voted for (with its uncommitted
+//!   ancestors) are durable.
 //! - `locked_qc.round <= high_qc.round`; blocks held are the last committed one and blocks of
 //!   higher rounds; every queue and map is bounded (`mempool_max`, `blocks_max`, pending
 //!   proposals, fetches, vote tallies, one timeout per replica).

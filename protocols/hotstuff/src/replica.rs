@@ -65,6 +65,9 @@ pub struct HotStuff<S: StateMachine> {
     pub(crate) committed: Digest,
     pub(crate) committed_round: Round,
     pub(crate) committed_height: u64,
+    /// Held blocks (above the committed anchor) with a chain record on disk.
+    // invariant: a subset of the keys of `blocks`.
+    pub(crate) stored: BTreeSet<Digest>,
     /// Verified proposals waiting for missing ancestors, by block digest.
     pub(crate) pending: BTreeMap<Digest, (Block<S::Command>, Option<Tc>)>,
     /// The highest verified QC whose block chain is not complete here yet.
@@ -119,6 +122,7 @@ impl<S: StateMachine> HotStuff<S> {
             committed: genesis_digest,
             committed_round: Round(0),
             committed_height: 0,
+            stored: BTreeSet::new(),
             pending: BTreeMap::new(),
             pending_qc: None,
             fetching: BTreeMap::new(),
@@ -380,7 +384,9 @@ impl<S: StateMachine> HotStuff<S> {
         let qcs: u64 = self.verified_qcs.values().map(size).sum::<u64>()
             + size(&self.locked_qc)
             + size(&self.high_qc);
-        let timeouts = 64 * self.peer_timeouts.len() as u64 + 48 * self.fetching.len() as u64;
+        let timeouts = 64 * self.peer_timeouts.len() as u64
+            + 48 * self.fetching.len() as u64
+            + 32 * self.stored.len() as u64;
         blocks + pending + mempool + votes + qcs + timeouts
     }
 }

@@ -190,6 +190,67 @@ impl<S: StateMachine> HotStuff<S> {
         }
     }
 
+    // ---- Uncommitted blocks on disk ---------------------------------------------------
+
+    /// Writes `digest`'s block and its ancestors down to the committed anchor that have no
+    /// chain record yet (see [`durable`]). False if one could not be written: the vote that
+    /// needs them must not leave.
+    pub(crate) fn store_chain(&mut self, ctx: &mut Ctx<'_, S>, digest: Digest) -> bool {
+        let mut digest = digest;
+        for _ in 0..=self.blocks.len() {
+            if digest == self.committed || self.stored.contains(&digest) {
+                return true;
+            }
+            let Some(block) = self.blocks.get(&digest) else {
+                return false; // votes need the whole chain, so this does not happen
+            };
+            let key = durable::chain_key(block.round, &digest);
+            let bytes = durable::encode(&key, block);
+            let parent = block.parent;
+            if !write_verified(ctx, &key, &bytes) {
+                return false;
+            }
+            self.stored.insert(digest);
+            digest = parent;
+        }
+        false
+    }
+
+    /// Deletes chain records at or below the committed round (committed blocks have their
+    /// own records; the others conflict with the committed chain).
+    pub(crate) fn prune_chain_records(&mut self, ctx: &mut Ctx<'_, S>) {
+        self.stored
+            .retain(|digest| self.blocks.contains_key(digest));
+        for key in ctx.keys_with_prefix(durable::CHAIN_PREFIX) {
+            let stale =
+                durable::parse_chain_round(&key).is_none_or(|round| round <= self.committed_round);
+            if stale {
+                // A failed delete leaves a record that the next commit or restart skips.
+                let _ = ctx.delete(&key);
+            }
+        }
+    }
+
+    /// After a restart: reloads the uncommitted blocks this replica stored before voting.
+    fn load_chain(&mut self, ctx: &mut Ctx<'_, S>) {
+        for key in ctx.keys_with_prefix(durable::CHAIN_PREFIX) {
+            if self.blocks.len() > self.config.blocks_max {
+                break;
+            }
+            let Some(block) = read_retrying(ctx, &key)
+                .and_then(|bytes| durable::decode::<Block<S::Command>>(&key, &bytes))
+            else {
+                continue; // torn or damaged: fetched from the other voters if needed
+            };
+            if block.round <= self.committed_round {
+                continue;
+            }
+            let digest = block.digest();
+            self.blocks.insert(digest, block);
+            self.stored.insert(digest);
+        }
+    }
+
     // ---- Recovery ---------------------------------------------------------------------
 
     /// After a crash: restore the safety data (with floors from unreadable records), replay
@@ -197,6 +258,7 @@ impl<S: StateMachine> HotStuff<S> {
     pub(crate) fn recover(&mut self, ctx: &mut Ctx<'_, S>) {
         self.recover_safety(ctx);
         self.replay_committed(ctx);
+        self.load_chain(ctx);
         self.remember_qc(self.locked_qc.clone());
         self.remember_qc(self.high_qc.clone());
         // The high QC counts again once its chain is here (fetched if need be).

@@ -576,6 +576,55 @@ fn a_damaged_block_copy_is_read_from_its_mirror_and_repaired() {
     assert_eq!(served.first().map(KvBlock::digest), Some(chain[1].digest()));
 }
 
+/// The second `swarm` liveness bug (seeds 1033 and 2979 before the fix): every voter of a
+/// certified block crashed in turn before it committed, losing it from memory, while the QC
+/// lived on in other replicas' locks and timeouts; no replica could serve the block, so no
+/// proposal could carry a QC as high as the TCs demanded. A voter keeps what it voted for
+/// (and the ancestors) on disk before the vote leaves and serves it after a restart.
+#[test]
+fn a_voted_block_survives_its_voters_crash_and_is_served_after_restart() {
+    let mut solo = Solo::start(3);
+    let chain = chain_of(3);
+    for block in &chain {
+        solo.deliver(block.proposer.0, propose(block, None));
+    }
+    assert_eq!(solo.node.last_voted_round(), Round(3));
+    assert_eq!(solo.node.executed_slot(), 0, "nothing committed yet");
+    solo.crash_and_restart();
+    for block in &chain {
+        assert!(
+            solo.node.block(&block.digest()).is_some(),
+            "voted block of {} lost in the crash",
+            block.round
+        );
+    }
+    let served = fetched(&solo.deliver(
+        1,
+        Message::Fetch {
+            block: chain[2].digest(),
+            height: 3,
+        },
+    ));
+    let served: Vec<Digest> = served.iter().map(KvBlock::digest).collect();
+    let expected: Vec<Digest> = chain.iter().rev().map(KvBlock::digest).collect();
+    assert_eq!(
+        served, expected,
+        "the voted chain is not served after a restart"
+    );
+    // Committing prunes the records: b1 commits with b4's QC of b3.
+    let b4 = block(4, &chain[2], qc(3, &chain[2], &[0, 1, 2]), "d");
+    solo.deliver(0, propose(&b4, None));
+    assert_eq!(solo.node.executed_slot(), 1);
+    let records = solo
+        .storage
+        .keys_with_prefix(dst_hotstuff::durable::CHAIN_PREFIX);
+    assert_eq!(
+        records.len(),
+        3,
+        "records of b2, b3, b4 remain: {records:?}"
+    );
+}
+
 #[test]
 fn requests_not_signed_by_their_client_are_rejected() {
     let mut solo = Solo::start(0);
