@@ -81,6 +81,19 @@
 //! - A primary never signs a slot twice in one view, even after a state transfer rolled it
 //!   back; the NEW-VIEW it built for a view is recorded durably (one per view).
 //!
+//! ## Interpretations of the brief (where it leaves a choice)
+//! - VIEW-CONFIRM's quorum is `Qs` (two `Qs` sets share a correct replica; `n - f >= Qs`
+//!   keeps it live); it costs a view change one more message delay before the new view
+//!   answers or orders, and requests reaching the primary meanwhile are dropped (clients
+//!   retransmit).
+//! - An IHTP proof may hold IHTPs about later views than `w - 1` (so a replica joining or
+//!   complaining can reuse a proof it received); a POM justifies only its own view's
+//!   successor, since a Byzantine replica can sign conflicting ORDER-REQs for a future view
+//!   it leads.
+//! - A replica restarted in a view change re-sends its VIEW-CHANGE with the persisted proof;
+//!   if that record is unreadable it stays out of the old view and waits for a NEW-VIEW or
+//!   `f + 1` later VIEW-CHANGEs instead of sending an unproven one.
+//!
 //! ## Invariants (brief section 7)
 //! S4 (no request twice in a correct log) and S5 (one ORDER-REQ / SPEC-RESPONSE per (v, s)
 //! signed by a correct replica) are checked in [`dst_sim::Node::check_invariants`]; S1-S3
