@@ -827,6 +827,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         let mut held: Option<(u64, Vec<Outgoing<N>>)> = None;
         for effect in effects.drain(..) {
             let outgoing = match effect {
+                // The common case goes straight to the wire.
+                Effect::Send { to, msg } if held.is_none() => {
+                    self.send_message(id, to, msg);
+                    continue;
+                }
                 Effect::Send { to, msg } => Outgoing::Send { to, msg },
                 Effect::Broadcast { msg } => Outgoing::Broadcast { msg },
                 Effect::Reply { client, reply } => Outgoing::Reply { client, reply },
