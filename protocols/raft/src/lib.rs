@@ -140,10 +140,13 @@
 //!   initial one, a server ignores RequestVote and PreVote within the minimum election
 //!   timeout of hearing from a leader (with CheckQuorum or leases, always).
 //! - Churn for simulation (`membership_churn_ms`, 0 = off): every so often of its own clock
-//!   a leader draws a change: remove a random voter (itself included) while more than
-//!   `max(3, cluster_size / 2 + 1)` vote (so one failure stays tolerable; three-node
-//!   clusters never shrink), or add back a machine that does not vote, in the incarnation
-//!   it last answered with.
+//!   a leader makes one change: add back a machine that does not vote (in the incarnation
+//!   it last answered with), or else, if every machine holds every committed entry,
+//!   remove a random voter (itself included) while more
+//!   than `max(3, cluster_size / 2 + 1)` vote; a re-add is retried every heartbeat until
+//!   done. So at most one machine is out at a time, briefly, and three-node clusters never
+//!   shrink: every missing voter costs fault tolerance the fault profiles do not account
+//!   for.
 //!
 //! Wiped machines. A machine that restarts with an empty disk draws a fresh non-zero
 //! incarnation (from the context's randomness; 64 bits, so a repeat is negligible),

@@ -110,6 +110,15 @@ impl<S: StateMachine> Raft<S> {
     }
 
     fn become_pre_candidate(&mut self, ctx: &mut Ctx<'_, S>) {
+        tracing::debug!(
+            node = %self.id,
+            term = self.meta.current_term.0,
+            voter = self.is_voter(),
+            members = ?self.members.voters(),
+            members_index = self.members_index.0,
+            commit = self.commit_index.0,
+            "pre-candidate"
+        );
         self.role = Role::PreCandidate;
         self.votes = [self.member()].into_iter().collect();
         if self.has_vote_quorum() {

@@ -265,11 +265,15 @@ impl<S: StateMachine> Raft<S> {
     // ---- random churn (simulation) ----
 
     pub(super) fn set_churn_timer(&mut self, ctx: &mut Ctx<'_, S>) {
+        let delay_ns = self.config.membership_churn_ns;
+        self.set_churn_timer_in(ctx, delay_ns);
+    }
+
+    fn set_churn_timer_in(&mut self, ctx: &mut Ctx<'_, S>, delay_ns: u64) {
         if let Some(timer) = self.churn_timer.take() {
             ctx.cancel_timer(timer);
         }
         if self.config.membership_churn_ns > 0 && self.role == Role::Leader {
-            let delay_ns = self.config.membership_churn_ns;
             self.churn_timer = Some(ctx.set_timer(delay_ns, RaftTimer::Churn));
         }
     }
@@ -280,9 +284,10 @@ impl<S: StateMachine> Raft<S> {
         }
     }
 
-    /// Draws one change: remove a random voter (this leader included) while more than
-    /// `churn_voters_min` vote, or re-add a machine that does not vote, in the incarnation
-    /// it last answered with.
+    /// One change per tick: re-add a machine that does not vote (in the incarnation it last
+    /// answered with; retried every heartbeat until it is back), or else, if every machine
+    /// is caught up, remove a random voter (this leader included) while more than
+    /// `churn_voters_min` vote.
     pub(super) fn on_churn(&mut self, ctx: &mut Ctx<'_, S>) {
         if self.role != Role::Leader {
             return;
@@ -297,8 +302,14 @@ impl<S: StateMachine> Raft<S> {
                 Some(Member::new(node, incarnation))
             })
             .collect();
-        let can_remove = self.members.len() > voters_min;
-        let remove = can_remove && (outside.is_empty() || ctx.random_below(2) == 0);
+        // Re-adding first, and soon (every heartbeat until done), keeps at most one machine
+        // out, briefly: every voter missing costs fault tolerance the fault profiles do not
+        // account for.
+        let remove = self.members.len() > voters_min && outside.is_empty() && self.all_caught_up();
+        if remove || !outside.is_empty() {
+            let soon_ns = self.config.heartbeat_interval_ns;
+            self.set_churn_timer_in(ctx, soon_ns);
+        }
         let change = if remove {
             let voters = self.members.voters();
             MembershipChange::Remove(voters[ctx.random_below(voters.len() as u64) as usize])
@@ -311,6 +322,20 @@ impl<S: StateMachine> Raft<S> {
             tracing::debug!(node = %self.id, ?change, ?refused, "churn: change refused");
             ctx.ignore("churn: change refused");
         }
+    }
+}
+
+impl<S: StateMachine> Raft<S> {
+    /// Every other machine answered as a member it is known by and holds every committed
+    /// entry: churn removes a voter only from a healthy cluster.
+    fn all_caught_up(&self) -> bool {
+        let Some(leader) = self.leader.as_ref() else {
+            return false;
+        };
+        self.peers().all(|node| {
+            let node = node.0 as usize;
+            leader.incarnation[node].is_some() && leader.match_index[node] >= self.commit_index
+        })
     }
 }
 
