@@ -166,6 +166,7 @@ impl<S: StateMachine> FastBft<S> {
         }
         let record: ConfirmRecord = (self.view, confirming.end.0, confirming.end.1, true);
         write_record(ctx, durable::CONFIRM_KEY, &record);
+        self.announce_installed(ctx, self.view);
         let seqs: Vec<u64> = self.log.keys().copied().collect();
         let interval = self.config.checkpoint_interval;
         for seq in seqs {

@@ -486,7 +486,6 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         self.last_new_view = Some(new_view);
         self.start_confirming(ctx, selection.end());
         self.persist_installed(ctx);
-        self.announce_installed(ctx, view);
         self.announce_confirm(ctx);
     }
 
@@ -549,8 +548,10 @@ impl<S: dst_sim::StateMachine> FastBft<S> {
         ctx.sync();
     }
 
-    /// Reports the installed history (its clients are answered once the view is confirmed).
-    fn announce_installed(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
+    /// Reports the installed history to the speculative oracle once the view is confirmed:
+    /// only then is it this replica's history of the view (before, it answers nothing,
+    /// extends nothing, and gives way to the NEW-VIEW `Qs` replicas confirm).
+    pub(crate) fn announce_installed(&mut self, ctx: &mut Ctx<'_, '_, S>, view: u64) {
         let mut prev = self.stable.hist;
         let accepted: Vec<(u64, u64, u64, u64)> = self
             .log
