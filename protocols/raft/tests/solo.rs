@@ -912,3 +912,61 @@ fn a_server_removed_by_an_uncommitted_configuration_still_stands() {
         "stood again after its removal committed"
     );
 }
+
+/// Deliberately broken logs a correct leader never writes: a configuration two members
+/// away from the previous one (two changes at once, whose majorities need not overlap), and
+/// two configuration entries above everything committed (a change before the previous one
+/// committed). The membership invariants must name both.
+#[test]
+fn membership_invariants_catch_two_changes_at_once_and_two_uncommitted_changes() {
+    use dst_raft::{Configuration, Member};
+    let voters = |nodes: &[u32]| {
+        let members = nodes.iter().map(|node| Member::new(NodeId(*node), 0));
+        Configuration::of(members.collect()).expect("distinct machines")
+    };
+    let config_entry = |index: u64, nodes: &[u32]| Entry {
+        term: Term(2),
+        index: LogIndex(index),
+        request: None,
+        config: Some(voters(nodes)),
+    };
+    let follower_with = |entries: Vec<Entry<KvCommand>>| {
+        let mut node = Solo::new(1, 5, disk(2, None, &[1]), config());
+        node.receive(0, append(2, (1, 1), entries, 0));
+        node
+    };
+    // 0..5 -> {0, 1, 2}: two members removed by one entry.
+    let jumped = follower_with(vec![config_entry(2, &[0, 1, 2])]);
+    let caught = dst_raft::invariants::check_single_server_changes(&[&jumped.node]);
+    assert!(
+        caught
+            .as_ref()
+            .is_err_and(|error| error.contains("2 members away")),
+        "{caught:?}"
+    );
+    // 0..5 -> {0, 1, 2, 3} -> {0, 1, 2}, both above the commit index.
+    let hurried = follower_with(vec![
+        config_entry(2, &[0, 1, 2, 3]),
+        config_entry(3, &[0, 1, 2]),
+    ]);
+    assert!(dst_raft::invariants::check_single_server_changes(&[&hurried.node]).is_ok());
+    let caught = ClusterMonitorProbe::observe(&hurried.node);
+    assert!(
+        caught
+            .as_ref()
+            .is_err_and(|error| error.contains("one change at a time")),
+        "{caught:?}"
+    );
+    // The same log with its first change committed is fine.
+    let mut steady = follower_with(vec![config_entry(2, &[0, 1, 2, 3])]);
+    steady.receive(0, append(2, (2, 2), vec![config_entry(3, &[0, 1, 2])], 2));
+    assert!(ClusterMonitorProbe::observe(&steady.node).is_ok());
+}
+
+struct ClusterMonitorProbe;
+
+impl ClusterMonitorProbe {
+    fn observe(node: &KvRaft) -> Result<(), String> {
+        dst_raft::ClusterMonitor::new().observe(&[node])
+    }
+}
