@@ -28,7 +28,9 @@
 //!   by its client, `B.justify` verifies (never trusted: `n - f` distinct valid signers), and
 //!   either `r = B.justify.round + 1` or the proposal carries a valid TC of a round `t`
 //!   whose highest reported QC round is `<= B.justify.round`, with `r` the first round of
-//!   the leader tenure after `t`'s (`t + 1` with one round per leader). Enter round `r` (a
+//!   the leader tenure after `t`'s (`t + 1` with one round per leader), or of the tenure
+//!   after that if `t` is the last round of a tenure of several rounds (its votes went to
+//!   the next leader, which failed to form a QC: it is skipped, see `round_after_tc`). Enter round `r` (a
 //!   TC entry is a view change: `Observation::NewView`). If an ancestor is missing, keep the
 //!   proposal (bounded) and **fetch** the ancestor from peers. With the chain complete down
 //!   to the last committed block: process `B.justify` (below), then vote if `r` is the

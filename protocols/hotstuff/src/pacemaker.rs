@@ -30,8 +30,9 @@ impl<S: StateMachine> HotStuff<S> {
     }
 
     /// The current round's timeout: the base, doubled per timeout in a row after the first,
-    /// capped. The first repeat is not doubled: a crashed leader costs two timeouts (the
-    /// round whose votes it should collect, then its own tenure), not a growing pause.
+    /// capped. The first repeat is not doubled: a crashed leader costs one or two timeouts
+    /// (the round whose votes it should collect, then its own tenure unless that TC skips
+    /// it), not a growing pause.
     pub(crate) fn round_timeout_ns(&self) -> u64 {
         let exponent = self
             .timeouts_in_row

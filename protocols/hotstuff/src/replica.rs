@@ -191,10 +191,18 @@ impl<S: StateMachine> HotStuff<S> {
     }
 
     /// The round a TC of `round` leads to: the first round of the next leader's tenure (a
-    /// leader that timed out once loses the rest of its rounds).
+    /// leader that timed out once loses the rest of its rounds), or, for a TC of the last
+    /// round of a tenure (with `leader_rounds > 1`), the tenure after that one. Votes of a
+    /// tenure's last round go to the next tenure's leader, so such a TC mostly means that
+    /// leader is silent or cut off: skipping it costs one timeout per silent replica in a
+    /// rotation instead of two. Every replica computes this from the TC's round alone, so
+    /// they agree; safety does not depend on which round a TC leads to (votes still need
+    /// safeNode and a fresh round).
     pub fn round_after_tc(&self, round: Round) -> Round {
         let leader_rounds = self.config.leader_rounds;
-        let next_turn = (round.0 / leader_rounds).saturating_add(1);
+        let last_of_tenure = leader_rounds > 1 && round.0 % leader_rounds == leader_rounds - 1;
+        let skip = if last_of_tenure { 2 } else { 1 };
+        let next_turn = (round.0 / leader_rounds).saturating_add(skip);
         Round(next_turn.saturating_mul(leader_rounds))
     }
 

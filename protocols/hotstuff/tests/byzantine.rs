@@ -107,3 +107,58 @@ fn twins_scenarios_stay_safe() {
         );
     }
 }
+
+/// A TC of the last round of a tenure skips the next tenure (its leader was to collect the
+/// votes and did not): a silent replica costs one timeout per rotation, not two. So the
+/// correct replicas (almost) never enter a round the silent replica leads through a TC,
+/// while clients still complete everything.
+#[test]
+fn a_tc_naming_a_silent_leader_skips_its_tenure() {
+    let config = HotStuffConfig::default();
+    let leader_rounds = config.leader_rounds;
+    assert!(
+        leader_rounds > 1,
+        "the skip needs tenures of several rounds"
+    );
+    for seed in seeds(2) {
+        let mut run = Run::new(seed, "none");
+        let silent = NodeId(2);
+        run.byzantine = BTreeSet::from([silent]);
+        let byzantine = run.byzantine.clone();
+        let nodes = run.nodes;
+        let outcome = run_with(&run, move |id| {
+            let behaviour = if byzantine.contains(&id) {
+                Behaviour::named("silent", id, nodes).expect("known behaviour")
+            } else {
+                Behaviour::Honest
+            };
+            Byzantine::new(behaviour, honest(), None)
+        });
+        let verdict = outcome.verdict(&run);
+        assert!(
+            verdict.is_clean(),
+            "DST_SEED={seed}: {:?}",
+            verdict.violations
+        );
+        let (mut into_silent, mut view_changes) = (0, 0);
+        for (_, obs) in &outcome.observations {
+            if let dst_protocols::Observation::NewView { node, view } = obs {
+                if *node == silent {
+                    continue;
+                }
+                view_changes += 1;
+                let leader = (view / leader_rounds) % u64::from(nodes);
+                into_silent += usize::from(leader == u64::from(silent.0));
+            }
+        }
+        assert!(
+            view_changes > 0,
+            "DST_SEED={seed}: the silent leader cost no timeout?"
+        );
+        assert!(
+            into_silent * 10 <= view_changes,
+            "DST_SEED={seed}: {into_silent} of {view_changes} view changes entered the silent \
+             leader's tenure"
+        );
+    }
+}
