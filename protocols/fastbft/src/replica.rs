@@ -197,6 +197,10 @@ impl<S: StateMachine> FastBft<S> {
         }
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &FastBftConfig {
+        &self.config
+    }
     /// The current view.
     pub fn view(&self) -> u64 {
         self.view

@@ -229,3 +229,38 @@ fn a_confirmed_replica_sends_its_new_view_to_one_that_installed_another_once() {
         .count();
     assert_eq!(sent, 1, "one NEW-VIEW to the replica that installed B");
 }
+
+#[test]
+fn a_primary_signing_two_new_views_gets_one_confirmed_and_breaks_nothing() {
+    use common::{completions, new_views, run, violations, Behaviour, Run};
+    let mut equivocated = 0;
+    for seed in 1..=6 {
+        let mut setup = Run::new(seed, "none");
+        setup.nodes = 7;
+        // View 0's primary reaches only n1-n3 for a while, then crashes: the logs differ at
+        // the tail, so different sets of VIEW-CHANGEs select different histories. n1 leads
+        // view 1 and equivocates.
+        setup.plan = "at 100ms cut 0-4 0-5 0-6\nat 200ms crash 0";
+        setup
+            .behaviours
+            .insert(NodeId(1), Behaviour::NewViewEquivocator);
+        let outcome = run(&setup);
+        let found = violations(&setup, &outcome);
+        assert!(found.is_empty(), "seed {seed}: {found:#?}");
+        assert!(
+            new_views(&outcome.observations).contains(&1),
+            "seed {seed}: view 1"
+        );
+        assert_eq!(
+            completions(&outcome.observations),
+            40,
+            "seed {seed}: all complete"
+        );
+        let node = outcome.sim.node(NodeId(1)).expect("node 1");
+        equivocated += node.equivocated.len();
+    }
+    assert!(
+        equivocated > 0,
+        "some run saw two NEW-VIEWs with different histories"
+    );
+}

@@ -9,13 +9,15 @@ pub mod speculative;
 use std::collections::{BTreeMap, BTreeSet};
 
 use dst_checkers::linearizability::CheckConfig;
-use dst_fastbft::msg::{entry_digest, Order, OrderBody};
+use dst_fastbft::msg::{entry_digest, NewViewBody, Order, OrderBody, ViewChangeBody};
+use dst_fastbft::select::{check_view_change, select, Selection};
+use dst_fastbft::Params;
 use dst_fastbft::{FastBft, FastBftClient, FastBftClientConfig, FastBftConfig, Msg};
 use dst_protocols::harness::{check_kv_run, RunFacts};
 use dst_protocols::{KvCommand, KvOutput, KvStore, KvWorkload, KvWorkloadConfig, Observation};
 use dst_sim::{
     parse_plan, Adversarial, ClientId, CpuCosts, Digest, Effect, FaultProfile, Latency, Node,
-    NodeCtx, NodeId, RunSummary, SeededSource, Sim, SimConfig, SEC,
+    NodeCtx, NodeId, RunSummary, SeededSource, Signed, Sim, SimConfig, SEC,
 };
 
 pub type Replica = FastBft<KvStore>;
@@ -39,6 +41,10 @@ pub enum Behaviour {
     /// (so one request gets one slot with two histories: only its client can see that); it
     /// never relays a real view-0 ORDER-REQ to the second group.
     Diverger,
+    /// As a new primary, sends its NEW-VIEW to the lower half of the others only; once
+    /// another VIEW-CHANGE arrives, signs a second valid NEW-VIEW from another set of `Qvc`
+    /// VIEW-CHANGEs (with another history, if any set gives one) for the upper half.
+    NewViewEquivocator,
 }
 
 /// An honest replica inside a behaviour (test-only; the project's wrappers live in sim/).
@@ -47,6 +53,12 @@ pub struct TestNode {
     pub behaviour: Behaviour,
     /// The Diverger's second history digest per slot.
     pub shadow: BTreeMap<u64, Digest>,
+    /// VIEW-CHANGEs seen (latest per sender), for the NEW-VIEW equivocator.
+    pub view_changes: BTreeMap<NodeId, Signed<ViewChangeBody<KvCommand, KvOutput>>>,
+    /// Second NEW-VIEWs with another history sent (by view).
+    pub equivocated: BTreeSet<u64>,
+    /// The real NEW-VIEW, until the upper half is sent its NEW-VIEW.
+    pub held_new_view: Option<Signed<NewViewBody<KvCommand, KvOutput>>>,
 }
 
 impl TestNode {
@@ -76,6 +88,20 @@ impl TestNode {
                     msg: Msg::Order(order),
                 } if self.behaviour == Behaviour::Diverger && order.order.value.view == 0 => {
                     self.diverge(ctx, order);
+                    continue;
+                }
+                Effect::Broadcast {
+                    msg: Msg::ViewChange(view_change),
+                } if self.behaviour == Behaviour::NewViewEquivocator => {
+                    self.keep_view_change((*view_change).clone());
+                    Effect::Broadcast {
+                        msg: Msg::ViewChange(view_change),
+                    }
+                }
+                Effect::Broadcast {
+                    msg: Msg::NewView(new_view),
+                } if self.behaviour == Behaviour::NewViewEquivocator => {
+                    self.equivocate_new_view(ctx, *new_view);
                     continue;
                 }
                 // Relayed real orders would show the second group the conflict: withhold.
@@ -187,6 +213,120 @@ impl TestNode {
     }
 }
 
+type SignedNewView = Signed<NewViewBody<KvCommand, KvOutput>>;
+
+impl TestNode {
+    fn keep_view_change(&mut self, view_change: Signed<ViewChangeBody<KvCommand, KvOutput>>) {
+        if view_change.verify() {
+            self.view_changes
+                .insert(view_change.value.replica, view_change);
+        }
+    }
+
+    /// The history (end) a set of VIEW-CHANGEs selects, if they all verify.
+    fn selection_of(
+        &self,
+        params: &Params,
+        set: &[Signed<ViewChangeBody<KvCommand, KvOutput>>],
+    ) -> Option<Selection<KvCommand>> {
+        let window = self.inner.config().window();
+        let genesis = dst_sim::StateMachine::digest(&dst_protocols::Sessions::new(KvStore::new()));
+        let checked: Option<Vec<_>> = set
+            .iter()
+            .map(|view_change| {
+                check_view_change(
+                    params,
+                    &view_change.value,
+                    window * 2,
+                    genesis,
+                    &mut |s, d| s.verify(d),
+                )
+                .ok()
+            })
+            .collect();
+        select(params, &checked?, window * 2)
+    }
+
+    /// Sends the real NEW-VIEW to the lower half of the others now; the upper half gets a
+    /// second one once another VIEW-CHANGE arrives (the real one used the first `Qvc`).
+    fn equivocate_new_view(&mut self, ctx: &mut NodeCtx<'_, Self>, real: SignedNewView) {
+        let (lower, _) = self.halves(ctx);
+        for node in lower {
+            ctx.send(node, Msg::NewView(Box::new(real.clone())));
+        }
+        self.held_new_view = Some(real);
+    }
+
+    fn halves(&self, ctx: &NodeCtx<'_, Self>) -> (Vec<NodeId>, Vec<NodeId>) {
+        let me = ctx.id();
+        let mut others: Vec<NodeId> = ctx.nodes().filter(|node| *node != me).collect();
+        let upper = others.split_off(others.len() / 2);
+        (others, upper)
+    }
+
+    /// A second valid NEW-VIEW with another history, if some set of held VIEW-CHANGEs
+    /// gives one, to the upper half (else the real one).
+    fn send_second_new_view(&mut self, ctx: &mut NodeCtx<'_, Self>) {
+        let Some(real) = self.held_new_view.take() else {
+            return;
+        };
+        let view = real.value.view;
+        let params = Params::new(ctx.cluster_size(), self.inner.config().c);
+        let real_end = self
+            .selection_of(&params, &real.value.view_changes)
+            .map(|selection| selection.end());
+        let candidates: Vec<_> = self
+            .view_changes
+            .values()
+            .filter(|view_change| view_change.value.new_view == view)
+            .cloned()
+            .collect();
+        let quorum = params.view_change_quorum();
+        let mut second = None;
+        for skip in 0..candidates.len() {
+            let set: Vec<_> = (0..candidates.len())
+                .filter(|index| *index != skip)
+                .map(|index| candidates[index].clone())
+                .take(quorum)
+                .collect();
+            let selection = (set.len() == quorum)
+                .then(|| self.selection_of(&params, &set))
+                .flatten();
+            if let Some(selection) = selection.filter(|s| Some(s.end()) != real_end) {
+                second = Some((set, selection));
+                break;
+            }
+        }
+        let mut new_view = real;
+        if let Some((set, selection)) = second {
+            ctx.nest::<Replica>(None, |nested| {
+                let orders = selection
+                    .entries
+                    .iter()
+                    .map(|(seq, entry)| {
+                        nested.sign_value(OrderBody {
+                            view,
+                            seq: *seq,
+                            hist: entry.hist,
+                            digest: entry.digest,
+                        })
+                    })
+                    .collect();
+                new_view = nested.sign_value(NewViewBody {
+                    view,
+                    view_changes: set,
+                    orders,
+                });
+            });
+            self.equivocated.insert(view);
+        }
+        let (_, upper) = self.halves(ctx);
+        for node in upper {
+            ctx.send(node, Msg::NewView(Box::new(new_view.clone())));
+        }
+    }
+}
+
 impl Node for TestNode {
     type Msg = <Replica as Node>::Msg;
     type Timer = <Replica as Node>::Timer;
@@ -203,6 +343,18 @@ impl Node for TestNode {
         self.relay(ctx, effects);
     }
     fn on_message(&mut self, ctx: &mut NodeCtx<'_, Self>, from: NodeId, msg: Self::Msg) {
+        if let (Behaviour::NewViewEquivocator, Msg::ViewChange(view_change)) =
+            (self.behaviour, &msg)
+        {
+            self.keep_view_change((**view_change).clone());
+            let for_held = self
+                .held_new_view
+                .as_ref()
+                .is_some_and(|held| held.value.view == view_change.value.new_view);
+            if for_held {
+                self.send_second_new_view(ctx);
+            }
+        }
         let effects = ctx.nest(None, |nested| self.inner.on_message(nested, from, msg));
         self.relay(ctx, effects);
     }
@@ -316,6 +468,9 @@ pub fn run(run: &Run) -> Outcome {
         inner: FastBft::for_service(replica.clone(), KvStore::new()),
         behaviour: behaviours.get(&id).copied().unwrap_or(Behaviour::Honest),
         shadow: BTreeMap::new(),
+        view_changes: BTreeMap::new(),
+        equivocated: BTreeSet::new(),
+        held_new_view: None,
     };
     let mut sim = Sim::new(
         config,
