@@ -10,24 +10,60 @@ use serde::Serialize;
 /// Seed of [`command_digest`] ("command" in ASCII).
 const COMMAND_SEED: u64 = 0x0063_6f6d_6d61_6e64;
 
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline]
+fn fnv_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+}
+
 /// FNV-1a over `bytes`, started from a seed-dependent basis and finished by SplitMix64 so
 /// that every input bit affects every output bit.
 pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325 ^ dst_sim::decision::splitmix64(seed);
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let basis = FNV_BASIS ^ dst_sim::decision::splitmix64(seed);
+    dst_sim::decision::splitmix64(bytes.iter().fold(basis, |hash, &byte| fnv_step(hash, byte)))
+}
+
+/// A postcard output that hashes the bytes as they are produced instead of storing them:
+/// digests and checksums of messages cost no allocation.
+struct FnvFlavor(u64);
+
+impl postcard::ser_flavors::Flavor for FnvFlavor {
+    type Output = u64;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0 = fnv_step(self.0, byte);
+        Ok(())
     }
-    dst_sim::decision::splitmix64(hash)
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0 = bytes
+            .iter()
+            .fold(self.0, |hash, &byte| fnv_step(hash, byte));
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<u64> {
+        Ok(self.0)
+    }
+}
+
+/// `hash_bytes(seed, postcard(value))`, computed while serialising; `None` if the value
+/// does not serialise.
+pub fn try_hash_value<T: Serialize + ?Sized>(seed: u64, value: &T) -> Option<u64> {
+    let flavor = FnvFlavor(FNV_BASIS ^ dst_sim::decision::splitmix64(seed));
+    postcard::serialize_with_flavor(value, flavor)
+        .ok()
+        .map(dst_sim::decision::splitmix64)
 }
 
 /// Digest of a value's canonical (postcard) encoding, with a caller-chosen seed.
 pub fn hash_value<T: Serialize + ?Sized>(seed: u64, value: &T) -> u64 {
-    match postcard::to_allocvec(value) {
-        Ok(bytes) => hash_bytes(seed, &bytes),
-        // Serialising plain data into a Vec cannot fail; a constant keeps this total.
-        Err(_) => dst_sim::decision::splitmix64(seed),
-    }
+    // Plain data always serialises; a constant keeps this total.
+    try_hash_value(seed, value).unwrap_or_else(|| dst_sim::decision::splitmix64(seed))
 }
 
 /// The digest of a command reported in `Observation::Commit` and computed again by the
@@ -40,6 +76,22 @@ pub fn command_digest<C: Serialize + ?Sized>(command: &C) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_while_serialising_equals_hashing_the_encoding() {
+        let values: Vec<(u64, String, Vec<u8>)> = vec![
+            (0, String::new(), vec![]),
+            (300, "key".into(), vec![1, 2, 3]),
+            (u64::MAX, "x".repeat(1000), vec![0xff; 77]),
+        ];
+        for (seed, value) in values.iter().enumerate() {
+            let encoded = postcard::to_allocvec(value).expect("encodes");
+            assert_eq!(
+                try_hash_value(seed as u64, value),
+                Some(hash_bytes(seed as u64, &encoded))
+            );
+        }
+    }
 
     #[test]
     fn digests_are_pinned_across_builds() {

@@ -104,16 +104,17 @@ pub fn parse_log_key(key: &str) -> Option<LogIndex> {
 /// prefix: both copies of `len` agree and exceed what is there. A flipped bit never
 /// shortens a value and breaks either a `len` copy or the checksum: corrupt.
 pub fn encode<T: Serialize>(key: &str, record: &T) -> Vec<u8> {
-    let body = match postcard::to_allocvec(record) {
-        Ok(body) => body,
+    // The record is serialised in place after a header filled in once its length is known.
+    let mut buffer = Vec::with_capacity(64);
+    buffer.extend_from_slice(&[0; HEADER_BYTES]);
+    let mut bytes = match postcard::to_extend(record, buffer) {
+        Ok(bytes) => bytes,
         // Our own records always encode; an empty value decodes as torn, never as data.
         Err(_) => return Vec::new(),
     };
-    let total = (HEADER_BYTES + body.len() + CHECKSUM_BYTES) as u32;
-    let mut bytes = Vec::with_capacity(total as usize);
-    bytes.extend_from_slice(&total.to_le_bytes());
-    bytes.extend_from_slice(&total.to_le_bytes());
-    bytes.extend_from_slice(&body);
+    let total = ((bytes.len() + CHECKSUM_BYTES) as u32).to_le_bytes();
+    bytes[..4].copy_from_slice(&total);
+    bytes[4..HEADER_BYTES].copy_from_slice(&total);
     let checksum = record_checksum(key, &bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes

@@ -161,10 +161,7 @@ fn body_checksum<C: Serialize>(body: &Body<C>) -> u64 {
     // A body that cannot be encoded cannot have come from an honest sender: give it a
     // checksum no sender produces (senders encode the same type, so this never mismatches
     // spuriously).
-    match postcard::to_allocvec(body) {
-        Ok(bytes) => hash_bytes(0x6d73_675f_7261_6674, &bytes) | 1,
-        Err(_) => 0,
-    }
+    dst_protocols::digest::try_hash_value(0x6d73_675f_7261_6674, body).map_or(0, |hash| hash | 1)
 }
 
 /// 64-bit FNV-1a over `bytes`, seeded and finished with SplitMix64 so that every input bit
