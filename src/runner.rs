@@ -41,6 +41,10 @@ pub const PROTOCOLS: [&str; 6] = [
     "pingpong",
 ];
 
+/// The protocols that survive a wiped disk (profile `wipes`): Raft re-admits the machine by
+/// membership changes; the others would forget promises they made.
+pub const WIPE_PROTOCOLS: [&str; 2] = ["raft", "pingpong"];
+
 /// The protocols that tolerate Byzantine replicas (profiles `byzantine` and `twins`).
 pub const BFT_PROTOCOLS: [&str; 3] = ["pbft", "hotstuff", "fastbft"];
 
@@ -326,6 +330,13 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
         spec.byzantine,
         spec.behaviour.as_deref(),
     )?;
+    if spec.profile == "wipes" && !WIPE_PROTOCOLS.contains(&spec.protocol.as_str()) {
+        return Err(format!(
+            "--profile wipes needs a protocol that re-admits a wiped machine as a new member ({}), not {}",
+            WIPE_PROTOCOLS.join(", "),
+            spec.protocol
+        ));
+    }
     let adversarial = matches!(spec.profile.as_str(), "byzantine" | "twins");
     if adversarial && !BFT_PROTOCOLS.contains(&spec.protocol.as_str()) {
         return Err(format!(

@@ -134,7 +134,7 @@ fn the_determinism_self_check_passes_a_deterministic_protocol() {
 
 #[test]
 fn bad_input_is_a_one_line_error_with_exit_code_2() {
-    let cases: [&[&str]; 16] = [
+    let cases: [&[&str]; 17] = [
         &["run", "--protocol", "nonesuch"],
         &["run", "--protocol", "pingpong", "--profile", "nonesuch"],
         &[
@@ -156,6 +156,7 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
         &["run", "--protocol", "raft", "--option", "prevote=false"],
         &["run", "--protocol", "raft", "--option", "pre_vote=perhaps"],
         &["run", "--protocol", "raft", "--profile", "byzantine"],
+        &["run", "--protocol", "pbft", "--profile", "wipes"],
         &["run", "--protocol", "raft", "--byzantine", "1"],
         &["run", "--protocol", "raft", "--strategy", "nonesuch"],
         &[

@@ -61,6 +61,12 @@ fn raft_storage() {
 }
 
 #[test]
+fn raft_wipes() {
+    // Machines replaced mid-run rejoin as new members (single-server membership changes).
+    run_profile("raft", "wipes", 16);
+}
+
+#[test]
 fn raft_runs_are_deterministic_on_a_sample_of_seeds() {
     for seed in seeds_from_env(3) {
         for profile in ["heavy", "swarm"] {

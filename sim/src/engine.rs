@@ -70,6 +70,11 @@ pub struct SimConfig {
     pub paused_inbox_max: usize,
     /// The random fault process keeps at most this many nodes crashed or paused at once.
     pub down_max: u32,
+    /// The random fault process wipes at most this many disks in a run (default 1). More is
+    /// survivable only if each wiped machine is re-admitted before the next wipe and the
+    /// current configuration still has a majority with its data, which the simulator
+    /// cannot know (membership churn can shrink a configuration to three voters).
+    pub wipes_max: u32,
     /// Keep a record per event (for the determinism self-check).
     pub record_events: bool,
     /// Print one line per event to stderr.
@@ -103,6 +108,7 @@ impl SimConfig {
             encode_every_hop: false,
             paused_inbox_max: 10_000,
             down_max: nodes.saturating_sub(1) / 2,
+            wipes_max: 1,
             record_events: false,
             log_events: false,
             measure_bytes: false,
@@ -359,6 +365,10 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     send_delay_ns: u64,
     /// Reused buffer for messages encoded on the wire.
     wire: Vec<u8>,
+    /// Disks the random fault process wiped so far.
+    wipes: u32,
+    /// A fault tick is being handled (its record names the faults it applied).
+    in_fault_tick: bool,
 }
 
 impl<N: Node, C: Client<Node = N>> Sim<N, C> {
@@ -431,6 +441,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             encode,
             send_delay_ns: 0,
             wire: Vec::new(),
+            wipes: 0,
+            in_fault_tick: false,
         }
     }
 
@@ -678,7 +690,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 held,
             } => self.complete_sync(node, incarnation, up_to, held),
             Event::Fault(action) => self.apply_fault(action),
-            Event::FaultTick => self.random_fault(),
+            Event::FaultTick => {
+                self.in_fault_tick = true;
+                self.random_fault();
+                self.in_fault_tick = false;
+            }
         }
     }
 
@@ -1266,6 +1282,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         self.stats.faults += 1;
         self.fault_log.push((self.now_ns, action.to_string()));
         tracing::debug!(time_ns = self.now_ns, fault = %action, "fault");
+        if self.in_fault_tick && self.describing() {
+            // Random faults are applied inside a fault tick: name them in its record.
+            self.step_detail.push_str(&format!("{action}; "));
+        }
         match action {
             FaultAction::Partition { groups } => {
                 let links = partition_links(&groups);
@@ -1370,6 +1390,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             weights.clog,
             weights.swizzle,
             weights.clock_jump,
+            weights.wipe,
         ];
         let total: u64 = table.iter().sum();
         let mut pick = self.decider.below(DecisionKind::FaultChoice, total);
@@ -1396,7 +1417,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             3 | 4 => self.random_process_fault(kind == 3, duration_ns),
             5 => self.random_clog(duration_ns),
             6 => self.swizzle_clog(duration_ns),
-            _ => self.random_clock_jump(),
+            7 => self.random_clock_jump(),
+            _ => self.random_wipe(),
         }
     }
 
@@ -1507,6 +1529,20 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 duration_ns,
             );
         }
+    }
+
+    /// Wipes a running node's disk, at most `wipes_max` times in a run: wiping a majority
+    /// of a configuration loses committed data, which no protocol can survive.
+    fn random_wipe(&mut self) {
+        if self.wipes >= self.config.wipes_max || self.down_count() >= self.config.down_max {
+            return;
+        }
+        let node = self.random_node();
+        if self.nodes[node.0 as usize].status != Status::Up {
+            return;
+        }
+        self.wipes += 1;
+        self.apply_fault(FaultAction::Wipe(node));
     }
 
     fn random_clog(&mut self, duration_ns: u64) {

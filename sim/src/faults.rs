@@ -157,6 +157,11 @@ pub struct FaultWeights {
     pub clog: u64,
     pub swizzle: u64,
     pub clock_jump: u64,
+    /// A node loses its whole disk (a replaced machine) and restarts empty. Off in every
+    /// profile but `wipes`: a wiped node is only recoverable by protocols that re-admit a
+    /// machine as a new member (Raft's membership changes).
+    #[serde(default)]
+    pub wipe: u64,
 }
 
 impl FaultWeights {
@@ -169,6 +174,7 @@ impl FaultWeights {
             + self.clog
             + self.swizzle
             + self.clock_jump
+            + self.wipe
     }
 }
 
@@ -191,7 +197,7 @@ pub struct FaultProfile {
 }
 
 /// The profile names `dst` accepts.
-pub const PROFILE_NAMES: [&str; 10] = [
+pub const PROFILE_NAMES: [&str; 11] = [
     "none",
     "light",
     "heavy",
@@ -200,6 +206,7 @@ pub const PROFILE_NAMES: [&str; 10] = [
     "storage",
     "corruption",
     "swarm",
+    "wipes",
     "byzantine",
     "twins",
 ];
@@ -259,6 +266,7 @@ impl FaultProfile {
                     clog: 2,
                     swizzle: 1,
                     clock_jump: 1,
+                    wipe: 0,
                 };
                 profile.storage.crash_keep_ppm = 200_000;
                 profile.drift_ppm_max = 500;
@@ -298,6 +306,19 @@ impl FaultProfile {
                     io_error_ppm: 5_000,
                     capacity_bytes: 0,
                 };
+            }
+            // Machines replaced now and then, on top of crashes and a faulty disk.
+            "wipes" => {
+                profile.fault_interval_ns = 400 * MS;
+                profile.weights = FaultWeights {
+                    crash: 2,
+                    pause: 1,
+                    partition: 1,
+                    wipe: 1,
+                    ..FaultWeights::default()
+                };
+                profile.storage.crash_keep_ppm = 200_000;
+                profile.storage.read_corrupt_ppm = 500;
             }
             "corruption" => {
                 profile.link.corrupt_ppm = 10_000;
@@ -352,6 +373,8 @@ impl FaultProfile {
             clog: knob(3),
             swizzle: knob(2),
             clock_jump: knob(2),
+            // Not drawn: swarm runs every protocol, and a wipe needs membership changes.
+            wipe: 0,
         };
         profile.fault_interval_ns = (50 + knob(1000)) * MS;
         profile.drift_ppm_max = knob(1000);

@@ -396,3 +396,51 @@ fn pingpong_bounces_with_encoding_on_every_hop() {
     let total: u64 = (0..5).map(|i| sim.node(NodeId(i)).unwrap().received).sum();
     assert_eq!(total, 10_000);
 }
+
+/// Booted-on-restart reports with an empty disk: wipes.
+fn wiped_reboots(seen: &[Seen]) -> Vec<NodeId> {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Booted {
+                node,
+                restart: true,
+                vote: None,
+            } => Some(*node),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_wiped_node_restarts_with_an_empty_disk_and_the_wipes_profile_wipes_at_most_wipes_max() {
+    let (_, seen) = run_probe(quiet_profile(), "at 50ms wipe 2", 8);
+    assert_eq!(
+        wiped_reboots(&seen),
+        vec![NodeId(2)],
+        "a scripted wipe empties the disk"
+    );
+
+    let mut profile = FaultProfile::named("wipes", &mut SeededSource::new(0)).unwrap();
+    profile.fault_interval_ns = 20 * MS;
+    profile.weights = dst_sim::faults::FaultWeights {
+        wipe: 1,
+        ..Default::default()
+    };
+    let (_, seen) = run_probe(profile, "", 9);
+    let wiped = wiped_reboots(&seen);
+    assert_eq!(
+        wiped.len(),
+        1,
+        "3 nodes: wipes_max is 1 (a majority keeps its data)"
+    );
+
+    let (_, seen) = run_probe(
+        FaultProfile::named("heavy", &mut SeededSource::new(0)).unwrap(),
+        "",
+        9,
+    );
+    assert!(
+        wiped_reboots(&seen).is_empty(),
+        "only the wipes profile wipes disks"
+    );
+}

@@ -32,7 +32,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value = "raft")]
     pub protocol: String,
     /// Fault profile: none, light, heavy, partitions, clocks, storage, corruption, swarm,
-    /// byzantine (typed adversaries), twins (BFT protocols only).
+    /// wipes (disks replaced; raft only), byzantine (typed adversaries), twins (BFT only).
     #[arg(long, default_value = "light")]
     pub profile: String,
     /// Number of replicas (default: 5 for crash-tolerant protocols, 4 for BFT ones).
