@@ -18,6 +18,7 @@ pub mod client;
 pub mod digest;
 pub mod harness;
 pub mod kv;
+pub mod leaders;
 pub mod options;
 pub mod service;
 pub mod sessions;

@@ -39,6 +39,8 @@ impl<N, C, O> FastNode<C, O> for N where
 pub struct FastBftClientConfig {
     /// Must match the replicas' `c`.
     pub c: u32,
+    /// Must match the replicas' `leader_order` (who is primary of which view).
+    pub leader_order: u64,
     /// `Tfast`: how long to wait for `Qf` matching responses before taking the slow path.
     pub fast_timeout_ns: u64,
     /// First retransmission delay; doubles per attempt up to the max.
@@ -54,6 +56,7 @@ impl Default for FastBftClientConfig {
     fn default() -> Self {
         FastBftClientConfig {
             c: 0,
+            leader_order: 0,
             fast_timeout_ns: 50 * MS,
             retry_timeout_ns: 150 * MS,
             retry_timeout_ns_max: SEC,
@@ -169,7 +172,7 @@ where
     }
 
     fn params(&self, ctx: &ClientCtx<'_, Self>) -> Params {
-        Params::new(ctx.cluster_size(), self.config.c)
+        Params::new(ctx.cluster_size(), self.config.c).with_leader_order(self.config.leader_order)
     }
 
     fn advance(&mut self, ctx: &mut ClientCtx<'_, Self>) {

@@ -7,6 +7,9 @@ use dst_sim::{NodeId, MS, SEC};
 pub struct FastBftConfig {
     /// Extra replicas that keep the fast path alive: `n = 3f + 2c + 1`.
     pub c: u32,
+    /// Seed of the primary rotation order (`dst_protocols::leaders`); 0: the primary of view
+    /// `v` is `v mod n`. Twins runs draw it. Clients must use the same (`client_config`).
+    pub leader_order: u64,
     /// `Tfast`, the client's wait for the fast path (see [`FastBftConfig::client_config`]).
     pub fast_timeout_ns: u64,
     /// A checkpoint every this many slots (also taken at the tip after an idle tick).
@@ -30,6 +33,7 @@ impl Default for FastBftConfig {
     fn default() -> Self {
         FastBftConfig {
             c: 0,
+            leader_order: 0,
             fast_timeout_ns: 50 * MS,
             checkpoint_interval: 128,
             checkpoint_idle_ns: 50 * MS,
@@ -100,6 +104,7 @@ impl FastBftConfig {
                 "view_change_timeout_ms_max",
                 (self.view_change_timeout_ns_max / MS).to_string(),
             ),
+            ("leader_order", self.leader_order.to_string()),
         ]
     }
 
@@ -122,6 +127,7 @@ impl FastBftConfig {
                 }
                 self.checkpoint_interval = k;
             }
+            "leader_order" => self.leader_order = parse_u64(name, value)?,
             "fast_timeout_ms" => self.fast_timeout_ns = parse_ms(name, value)?,
             "checkpoint_idle_ms" => self.checkpoint_idle_ns = parse_ms(name, value)?,
             "checkpoint_stall_ms" => self.checkpoint_stall_ns = parse_ms(name, value)?,
@@ -146,6 +152,7 @@ impl FastBftConfig {
     pub fn client_config(&self) -> crate::client::FastBftClientConfig {
         crate::client::FastBftClientConfig {
             c: self.c,
+            leader_order: self.leader_order,
             fast_timeout_ns: self.fast_timeout_ns,
             ..crate::client::FastBftClientConfig::default()
         }
@@ -164,13 +171,27 @@ pub struct Params {
     pub n: u32,
     pub f: u32,
     pub c: u32,
+    /// The primary rotation order's seed (`FastBftConfig::leader_order`).
+    pub leader_order: u64,
 }
 
 impl Params {
     /// The thresholds of a cluster of `n` with `c` extra replicas: `f = (n - 1 - 2c) / 3`.
     pub fn new(n: u32, c: u32) -> Params {
         let f = n.saturating_sub(1 + 2 * c) / 3;
-        Params { n, f, c }
+        Params {
+            n,
+            f,
+            c,
+            leader_order: 0,
+        }
+    }
+    /// The same cluster with the primary rotation order drawn from `leader_order`.
+    pub fn with_leader_order(self, leader_order: u64) -> Params {
+        Params {
+            leader_order,
+            ..self
+        }
     }
     /// Fast quorum `n - c`.
     pub fn fast_quorum(&self) -> usize {
@@ -194,7 +215,7 @@ impl Params {
     }
     /// The primary of `view`.
     pub fn primary(&self, view: u64) -> NodeId {
-        NodeId((view % u64::from(self.n.max(1))) as u32)
+        dst_protocols::leaders::rotation_leader(self.leader_order, self.n, view)
     }
     /// True if `node` names a replica of this cluster.
     pub fn is_replica(&self, node: NodeId) -> bool {

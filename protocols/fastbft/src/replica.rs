@@ -293,7 +293,8 @@ pub(crate) fn verifier<'c, 'a: 'c, S: StateMachine>(
 impl<S: StateMachine> FastBft<S> {
     fn boot(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         self.id = ctx.id();
-        self.params = Params::new(ctx.cluster_size(), self.config.c);
+        self.params = Params::new(ctx.cluster_size(), self.config.c)
+            .with_leader_order(self.config.leader_order);
         ctx.set_timer(self.config.checkpoint_idle_ns, Timer::Tick);
     }
 

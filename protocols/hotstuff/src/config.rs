@@ -12,11 +12,14 @@ pub struct HotStuffConfig {
     /// Cap of the doubling round timeout.
     pub round_timeout_max_ns: u64,
     /// Rounds each leader keeps before the next takes over: the leader of round `r` is
-    /// `(r / leader_rounds) mod n`. A commit needs four consecutive rounds whose leaders
+    /// `(r / leader_rounds) mod n` (in the rotation order of `leader_order`). A commit needs four consecutive rounds whose leaders
     /// are correct (three certified blocks, each QC collected by the next round's leader,
     /// then a proposal carrying the last QC); with one leader per round and n = 4 a single
     /// silent replica breaks every such run of four, so the default keeps leaders for two.
     pub leader_rounds: u64,
+    /// Seed of the leader rotation order (`dst_protocols::leaders`); 0 rotates
+    /// `0, 1, ..., n-1`. Twins runs draw it, so twinned replicas lead early or late.
+    pub leader_order: u64,
     /// Most client requests buffered (one per client: a newer request replaces an older).
     pub mempool_max: usize,
     /// Most uncommitted blocks held; proposals past it are ignored.
@@ -32,6 +35,7 @@ impl Default for HotStuffConfig {
             round_timeout_ns: 200 * MS,
             round_timeout_max_ns: 5_000 * MS,
             leader_rounds: 2,
+            leader_order: 0,
             mempool_max: 1_024,
             blocks_max: 2_048,
             fetch_blocks_max: 32,
@@ -74,6 +78,7 @@ impl HotStuffConfig {
                 (self.round_timeout_max_ns / MS).to_string(),
             ),
             ("leader_rounds", self.leader_rounds.to_string()),
+            ("leader_order", self.leader_order.to_string()),
             ("mempool_max", self.mempool_max.to_string()),
             ("blocks_max", self.blocks_max.to_string()),
             ("fetch_blocks_max", self.fetch_blocks_max.to_string()),
@@ -88,6 +93,9 @@ impl HotStuffConfig {
             "round_timeout_ms" => self.round_timeout_ns = parse_ms(name, value)?,
             "round_timeout_max_ms" => self.round_timeout_max_ns = parse_ms(name, value)?,
             "leader_rounds" => self.leader_rounds = parse_positive(name, value)?,
+            "leader_order" => {
+                self.leader_order = dst_protocols::options::parse_number(name, value)?
+            }
             "mempool_max" => self.mempool_max = as_count(value)?,
             "blocks_max" => self.blocks_max = as_count(value)?,
             "fetch_blocks_max" => self.fetch_blocks_max = as_count(value)?,

@@ -18,7 +18,8 @@
 //!   genesis QC (round 0, the genesis block, no votes) is valid by definition.
 //! - A **timeout** is a replica's signature over `(round, its high QC's round)`; a **TC** is
 //!   `n - f` timeouts of distinct replicas for one round.
-//! - The leader of round `r` is `(r / leader_rounds) mod n`.
+//! - The leader of round `r` is `(r / leader_rounds) mod n`, in the rotation order drawn from
+//!   `leader_order` (0: `0, 1, ..., n-1`; Twins runs draw another).
 //! - Safety data (durable): `last_voted_round`, `locked_qc`, and `high_qc`.
 //!
 //! ## Rules ("upon receiving ...")

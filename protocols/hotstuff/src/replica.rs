@@ -187,7 +187,7 @@ impl<S: StateMachine> HotStuff<S> {
     /// The leader of `round`.
     pub fn leader(&self, round: Round) -> NodeId {
         let turn = round.0 / self.config.leader_rounds;
-        NodeId((turn % u64::from(self.nodes.max(1))) as u32)
+        dst_protocols::leaders::rotation_leader(self.config.leader_order, self.nodes, turn)
     }
 
     /// The round a TC of `round` leads to: the first round of the next leader's tenure (a

@@ -81,10 +81,12 @@ fn forge_view_change<S: StateMachine>(
     let mut forged = change.clone();
     let n = ctx.cluster_size().max(1);
     let seq = Seq(change.stable_seq.0 + 1);
-    // A view below the target in which the forger is the primary, when there is one.
+    // A view below the target in which the forger is the primary, when there is one. The
+    // hook has no configuration, so it assumes the default rotation; under another order
+    // the forgery is only cruder (and rejected all the same).
     let own_view = (0..change.view.0)
         .rev()
-        .find(|view| View(*view).primary(n) == ctx.id())
+        .find(|view| View(*view).primary(n, 0) == ctx.id())
         .map_or(View(0), View);
     let pre_prepare = ctx.sign_value(Statement {
         phase: Phase::PrePrepare,

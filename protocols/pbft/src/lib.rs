@@ -10,7 +10,7 @@
 //!
 //! ## Rules ("upon receiving ...")
 //!
-//! Notation: view `v` has primary `v mod n`; `h` is the stable checkpoint's sequence number
+//! Notation: view `v` has primary `v mod n` (in the rotation order drawn from `leader_order`); `h` is the stable checkpoint's sequence number
 //! (low water mark), `H = h + window` the high water mark.
 //!
 //! - Upon a client request signed by its client: if the session table executed it, reply the
@@ -117,6 +117,9 @@ pub struct PbftConfig {
     pub catch_up_max: u64,
     /// Pending client requests held (one per client).
     pub pending_max: usize,
+    /// Seed of the primary rotation order (`dst_protocols::leaders`); 0: the primary of view
+    /// `v` is `v mod n`. Twins runs draw it, so twinned replicas lead early or late.
+    pub leader_order: u64,
 }
 
 impl Default for PbftConfig {
@@ -129,6 +132,7 @@ impl Default for PbftConfig {
             status_interval_ms: 100,
             catch_up_max: 16,
             pending_max: 1_024,
+            leader_order: 0,
         }
     }
 }
@@ -160,6 +164,7 @@ impl PbftConfig {
             ("status_interval_ms", self.status_interval_ms.to_string()),
             ("catch_up_max", self.catch_up_max.to_string()),
             ("pending_max", self.pending_max.to_string()),
+            ("leader_order", self.leader_order.to_string()),
         ]
     }
 
@@ -184,6 +189,7 @@ impl PbftConfig {
             "status_interval_ms" => next.status_interval_ms = number(1, 600_000)?,
             "catch_up_max" => next.catch_up_max = number(1, 4_096)?,
             "pending_max" => next.pending_max = number(1, 1 << 20)? as usize,
+            "leader_order" => next.leader_order = number(0, u64::MAX)?,
             other => {
                 let known: Vec<&str> = self.options().iter().map(|(name, _)| *name).collect();
                 return Err(format!(

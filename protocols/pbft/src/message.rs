@@ -25,9 +25,10 @@ pub struct View(pub u64);
 pub struct Seq(pub u64);
 
 impl View {
-    /// The primary of this view in a cluster of `n`.
-    pub fn primary(self, n: u32) -> NodeId {
-        NodeId((self.0 % u64::from(n.max(1))) as u32)
+    /// The primary of this view in a cluster of `n` rotating in the order drawn from
+    /// `leader_order` (0: replica `v mod n`; see `dst_protocols::leaders`).
+    pub fn primary(self, n: u32, leader_order: u64) -> NodeId {
+        dst_protocols::leaders::rotation_leader(leader_order, n, self.0)
     }
 }
 
@@ -142,6 +143,8 @@ pub enum Message<C> {
 pub struct Quorums {
     pub n: u32,
     pub f: u32,
+    /// The primary rotation order's seed (`PbftConfig::leader_order`).
+    pub leader_order: u64,
 }
 
 impl Quorums {
@@ -149,7 +152,19 @@ impl Quorums {
         Quorums {
             n,
             f: n.saturating_sub(1) / 3,
+            leader_order: 0,
         }
+    }
+    /// The same cluster with the primary rotation order drawn from `leader_order`.
+    pub fn with_leader_order(self, leader_order: u64) -> Self {
+        Quorums {
+            leader_order,
+            ..self
+        }
+    }
+    /// The primary of `view`.
+    pub fn primary(&self, view: View) -> NodeId {
+        view.primary(self.n, self.leader_order)
     }
     /// Matching prepares (from backups) needed besides the pre-prepare.
     pub fn prepares(&self) -> usize {
@@ -277,7 +292,7 @@ pub fn check_prepared<C: Serialize>(
     if pre_prepare.phase != Phase::PrePrepare || pre_prepare.view >= below_view {
         return Err("prepared: not a pre-prepare of an earlier view");
     }
-    let primary = pre_prepare.view.primary(quorums.n);
+    let primary = quorums.primary(pre_prepare.view);
     if check_statement(verify, &cert.pre_prepare, &pre_prepare, quorums.n) != Some(primary) {
         return Err("prepared: pre-prepare not signed by the view's primary");
     }
@@ -463,7 +478,7 @@ pub fn check_new_view<C: Serialize + Clone>(
     quorums: Quorums,
 ) -> Result<NewViewPlan<C>, &'static str> {
     let new_view = &signed.value;
-    let primary = new_view.view.primary(quorums.n);
+    let primary = quorums.primary(new_view.view);
     if node_signer(&signed.signature, quorums.n) != Some(primary) {
         return Err("new view: not from the view's primary");
     }

@@ -213,7 +213,7 @@ impl<S: StateMachine> Pbft<S> {
     }
 
     pub(crate) fn primary(&self) -> NodeId {
-        self.view.primary(self.quorums.n)
+        self.quorums.primary(self.view)
     }
     pub(crate) fn is_primary(&self) -> bool {
         self.primary() == self.id
@@ -230,7 +230,7 @@ impl<S: StateMachine> Pbft<S> {
 
     pub(crate) fn init(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         self.id = ctx.id();
-        self.quorums = Quorums::new(ctx.cluster_size());
+        self.quorums = Quorums::new(ctx.cluster_size()).with_leader_order(self.config.leader_order);
         ctx.set_timer(self.status_interval_ns(), PbftTimer::Status);
     }
 

@@ -245,7 +245,7 @@ impl<S: StateMachine> Pbft<S> {
             let timeout_ns = (self.config.view_change_timeout_ms.max(1) * MS) << exponent;
             self.arm_timer(ctx, timeout_ns, None);
         }
-        if view.primary(self.quorums.n) == self.id {
+        if self.quorums.primary(view) == self.id {
             self.try_send_new_view(ctx);
         }
     }
