@@ -6,7 +6,7 @@
 //!   [`Byzantine`] wrapper with a typed behaviour (`--behaviour`, or drawn per node).
 //! - Profile `twins`: `byzantine` identities (default f) run as twins; the scenario (which
 //!   instances hear each other in each of [`TWINS_ROUNDS`] rounds) is drawn from the
-//!   enumerated scenarios, reduced by twin swaps.
+//!   enumerated scenarios, reduced by twin swaps, and so is the leader rotation order.
 //! - Any other profile: nobody is Byzantine.
 
 use std::collections::BTreeSet;
@@ -20,6 +20,9 @@ pub const TWINS_ROUNDS: u32 = 3;
 pub const TWINS_ROUND_NS: u64 = 400 * MS;
 /// Scenarios enumerated per Twins configuration (the seed picks one).
 pub const TWINS_BUDGET: usize = 100_000;
+/// Leader rotation orders a Twins run draws from (seeds of `dst_protocols::leaders`; more
+/// than the n! orders of the clusters we run).
+pub const LEADER_ORDERS: u64 = 1 << 20;
 
 /// The adversary of one run.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +33,9 @@ pub struct Adversary {
     pub behaviours: Vec<(NodeId, Behaviour)>,
     /// The scenario (profile `twins`).
     pub twins: Option<TwinsScenario>,
+    /// Seed of the leader rotation order (profile `twins`; 0: `0, 1, ..., n-1`): which
+    /// replica, twinned or not, leads which view (`dst_protocols::leaders`).
+    pub leader_order: u64,
 }
 
 impl Adversary {
@@ -43,8 +49,24 @@ impl Adversary {
             let twins: Vec<String> = scenario.twins.iter().map(|n| n.to_string()).collect();
             knobs.push(("twins".into(), twins.join(",")));
             knobs.push(("twins_rounds".into(), format!("{:?}", scenario.rounds)));
+            knobs.push(("leader_order".into(), self.leader_order.to_string()));
         }
         knobs
+    }
+
+    /// `config` with the drawn leader order, unless the run set `leader_order` itself.
+    pub fn configure<C: dst_protocols::Configurable>(
+        &self,
+        mut config: C,
+        options: &[(String, String)],
+    ) -> C {
+        let explicit = options.iter().any(|(name, _)| name == "leader_order");
+        if self.leader_order != 0 && !explicit {
+            config
+                .set_option("leader_order", &self.leader_order.to_string())
+                .expect("every leader-based BFT protocol takes leader_order");
+        }
+        config
     }
 
     /// Wraps honest nodes: Byzantine ones get their behaviour, the others pass through.
@@ -156,6 +178,7 @@ pub fn draw(
                 byzantine: chosen.into_iter().collect(),
                 behaviours,
                 twins: None,
+                leader_order: 0,
             }
         }
         "twins" => {
@@ -163,10 +186,14 @@ pub fn draw(
             let code = twins_code(nodes, &twins, decisions);
             let scenario =
                 TwinsScenario::from_code(nodes, twins.clone(), TWINS_ROUNDS, TWINS_ROUND_NS, code);
+            // Twins gets its power from choosing who leads when (a twin first, say); zeroed,
+            // the draw is the plain rotation.
+            let leader_order = decisions.below(DecisionKind::Knob, LEADER_ORDERS);
             Adversary {
                 byzantine: twins.into_iter().collect(),
                 behaviours: Vec::new(),
                 twins: Some(scenario),
+                leader_order,
             }
         }
         _ => Adversary::default(),
@@ -194,4 +221,34 @@ fn choose_nodes(nodes: u32, count: u32, decisions: &mut dyn DecisionSource) -> V
         .collect();
     chosen.sort();
     chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dst_hotstuff::HotStuffConfig;
+    use dst_sim::SeededSource;
+
+    #[test]
+    fn twins_runs_draw_leader_orders_and_an_explicit_option_wins() {
+        let orders: BTreeSet<u64> = (0..20)
+            .map(|seed| draw("twins", 4, None, None, &mut SeededSource::new(seed)).leader_order)
+            .collect();
+        assert!(orders.len() > 10, "twins runs choose who leads: {orders:?}");
+        let byzantine = draw("byzantine", 4, None, None, &mut SeededSource::new(1));
+        assert_eq!(byzantine.leader_order, 0, "only Twins reorders leaders");
+
+        let adversary = Adversary {
+            leader_order: 77,
+            ..Adversary::default()
+        };
+        let drawn = adversary.configure(HotStuffConfig::default(), &[]);
+        assert_eq!(drawn.leader_order, 77);
+        let explicit = vec![("leader_order".to_string(), "5".to_string())];
+        let config = HotStuffConfig {
+            leader_order: 5,
+            ..HotStuffConfig::default()
+        };
+        assert_eq!(adversary.configure(config, &explicit).leader_order, 5);
+    }
 }

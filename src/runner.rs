@@ -3,7 +3,9 @@
 //! Data flows one way: seed -> decisions -> events -> node handlers -> effects ->
 //! observations -> oracles -> verdict.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use dst_checkers::linearizability::CheckConfig;
 use dst_checkers::oracles::speculative::check_speculative;
@@ -514,18 +516,12 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
                 judge_kv(spec),
             ))
         }
-        "pbft" => {
-            let config = pbft_config(spec)?;
-            Ok(run_bft(spec, move |_| {
-                Pbft::for_service(config.clone(), KvStore::new())
-            }))
-        }
-        "hotstuff" => {
-            let config = hotstuff_config(spec)?;
-            Ok(run_bft(spec, move |_| {
-                HotStuff::for_service(config.clone(), KvStore::new())
-            }))
-        }
+        "pbft" => Ok(run_bft(spec, pbft_config(spec)?, |config| {
+            Pbft::for_service(config, KvStore::new())
+        })),
+        "hotstuff" => Ok(run_bft(spec, hotstuff_config(spec)?, |config| {
+            HotStuff::for_service(config, KvStore::new())
+        })),
         "fastbft" => {
             let config = fastbft_config(spec)?;
             Ok(run_fastbft(spec, config))
@@ -536,34 +532,35 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, String> {
 
 /// FastBFT with its own client (speculative responses, commit certificates).
 fn run_fastbft(spec: &RunSpec, config: FastBftConfig) -> RunOutcome {
-    let client_config = config.client_config();
-    let make = move |_| FastBft::for_service(config.clone(), KvStore::new());
+    // Clients compute primaries too: they take the replicas' configuration as the adversary
+    // left it (the node factory is built first).
+    let client_config = Rc::new(RefCell::new(config.client_config()));
+    let for_clients = client_config.clone();
+    let options = spec.options.clone();
+    let honest = move |adversary: &Adversary| {
+        let config = adversary.configure(config, &options);
+        *for_clients.borrow_mut() = config.client_config();
+        move |_: NodeId| FastBft::for_service(config.clone(), KvStore::new())
+    };
+    let judge = judge_kv(spec);
     if spec.profile == "twins" {
-        simulate(
-            spec,
-            |adversary| adversary.twins_factory(make),
-            fastbft_client(spec, client_config),
-            judge_kv(spec),
-        )
+        let clients = fastbft_client(spec, client_config);
+        simulate(spec, |a| a.twins_factory(honest(a)), clients, judge)
     } else {
-        simulate(
-            spec,
-            |adversary| adversary.byzantine_factory(make),
-            fastbft_client(spec, client_config),
-            judge_kv(spec),
-        )
+        let clients = fastbft_client(spec, client_config);
+        simulate(spec, |a| a.byzantine_factory(honest(a)), clients, judge)
     }
 }
 
 fn fastbft_client<N: FastNode<KvCommand, KvOutput>>(
     spec: &RunSpec,
-    config: FastBftClientConfig,
+    config: Rc<RefCell<FastBftClientConfig>>,
 ) -> impl Fn(u32) -> FastBftClient<N, KvWorkload> {
     let (clients, ops) = (spec.clients.max(1) as u64, spec.ops);
     move |client| {
         let share = ops / clients + u64::from((client as u64) < ops % clients);
         let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
-        FastBftClient::new(config.clone(), workload)
+        FastBftClient::new(config.borrow().clone(), workload)
     }
 }
 
@@ -695,18 +692,27 @@ impl<P> KvBftNode for P where
 
 /// Runs a BFT protocol with its adversary: Twins hosts under `twins`, Byzantine wrappers
 /// (honest ones passing through) otherwise.
-fn run_bft<P: KvBftNode>(spec: &RunSpec, make: impl FnMut(NodeId) -> P + 'static) -> RunOutcome {
+fn run_bft<C, P>(spec: &RunSpec, config: C, build: impl Fn(C) -> P + 'static) -> RunOutcome
+where
+    C: Configurable + Clone + 'static,
+    P: KvBftNode,
+{
+    let options = spec.options.clone();
+    let honest = move |adversary: &Adversary| {
+        let config = adversary.configure(config, &options);
+        move |_: NodeId| build(config.clone())
+    };
     if spec.profile == "twins" {
         simulate(
             spec,
-            |adversary| adversary.twins_factory(make),
+            |a| a.twins_factory(honest(a)),
             bft_client(spec),
             judge_kv(spec),
         )
     } else {
         simulate(
             spec,
-            |adversary| adversary.byzantine_factory(make),
+            |a| a.byzantine_factory(honest(a)),
             bft_client(spec),
             judge_kv(spec),
         )
@@ -901,8 +907,9 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     if spec.protocol == "pingpong" {
         config.events_max = spec.ops.max(1) * 1_000;
     }
-    let clients = (0..clients).map(make_client).collect();
+    // The node factory first: it may settle configuration the clients share.
     let factory = make_node(&adversary);
+    let clients = (0..clients).map(make_client).collect();
     (
         Sim::new(config, factory, clients, decider, spec.record),
         knobs,

@@ -215,3 +215,25 @@ fn bft_runs_are_deterministic_on_a_sample_of_seeds() {
         }
     }
 }
+
+#[test]
+fn bft_protocols_rotate_leaders_in_another_order_and_stay_safe_and_live() {
+    // An order in which replica 0 does not lead view 0, so the rotation really changed.
+    let order = (1..100u64)
+        .find(|seed| dst_protocols::leaders::rotation_leader(*seed, 4, 0).0 != 0)
+        .expect("some order starts elsewhere");
+    for protocol in ["pbft", "hotstuff", "fastbft"] {
+        for seed in seeds_from_env(2) {
+            let mut spec = RunSpec::new(protocol, seed, "light");
+            spec.ops = 60;
+            spec.options = vec![("leader_order".into(), order.to_string())];
+            let outcome = runner::run(&spec).expect("valid spec");
+            assert!(
+                outcome.violations.is_empty(),
+                "{protocol} seed {seed} leader_order {order}: {:?}\n  reproduce: {}",
+                outcome.violations.first(),
+                spec.command()
+            );
+        }
+    }
+}
