@@ -488,3 +488,35 @@ fn tracing_output_names_the_node_and_virtual_time_of_every_ignored_message() {
         "tracing output without --tracing"
     );
 }
+
+#[test]
+fn a_twins_run_prints_the_leader_order_its_replicas_used() {
+    let output = dst(&[
+        "run",
+        "--protocol",
+        "pbft",
+        "--profile",
+        "twins",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let value_in = |prefix: &str| {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line in:\n{stdout}"));
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix("leader_order="))
+            .unwrap_or_else(|| panic!("no leader_order in: {line}"))
+            .to_string()
+    };
+    let drawn = value_in("SEED=");
+    assert_ne!(drawn, "0", "seed 3 draws another order");
+    assert_eq!(value_in("options:"), drawn, "options show the order in use");
+}

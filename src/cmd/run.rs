@@ -213,7 +213,20 @@ fn report(outcome: &RunOutcome, json: bool) {
         summary.trace_hash,
         summary.end_reason
     );
-    let options = runner::protocol_options(spec).unwrap_or_default();
+    let mut options = runner::protocol_options(spec).unwrap_or_default();
+    // A Twins run draws the leader order (unless set explicitly): show what the replicas used.
+    let explicit = spec.options.iter().any(|(name, _)| name == "leader_order");
+    let drawn = outcome
+        .knobs
+        .iter()
+        .find(|(name, _)| name == "leader_order");
+    if let (false, Some((_, drawn))) = (explicit, drawn) {
+        for (name, value) in &mut options {
+            if name == "leader_order" {
+                value.clone_from(drawn);
+            }
+        }
+    }
     if !options.is_empty() {
         let options: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("options: {}", options.join(" "));
