@@ -367,8 +367,6 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     wire: Vec<u8>,
     /// Disks the random fault process wiped so far.
     wipes: u32,
-    /// A fault tick is being handled (its record names the faults it applied).
-    in_fault_tick: bool,
 }
 
 impl<N: Node, C: Client<Node = N>> Sim<N, C> {
@@ -442,7 +440,6 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             send_delay_ns: 0,
             wire: Vec::new(),
             wipes: 0,
-            in_fault_tick: false,
         }
     }
 
@@ -691,9 +688,14 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             } => self.complete_sync(node, incarnation, up_to, held),
             Event::Fault(action) => self.apply_fault(action),
             Event::FaultTick => {
-                self.in_fault_tick = true;
+                let applied_before = self.fault_log.len();
                 self.random_fault();
-                self.in_fault_tick = false;
+                if self.describing() {
+                    // Random faults are applied inside a fault tick: name them in its record.
+                    for (_, action) in &self.fault_log[applied_before..] {
+                        self.step_detail.push_str(&format!("{action}; "));
+                    }
+                }
             }
         }
     }
@@ -961,9 +963,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         }
         self.stats.messages_sent += 1;
         if self.config.measure_bytes {
-            let mut buffer = std::mem::take(&mut self.wire);
-            buffer.clear();
-            if let Ok(bytes) = postcard::to_extend(&msg, buffer) {
+            if let Ok(bytes) = postcard::to_extend(&msg, self.take_wire()) {
                 self.stats.bytes_sent += bytes.len() as u64;
                 self.wire = bytes;
             }
@@ -1036,6 +1036,14 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             .arrival_ns(from, to, depart_ns, latency_ns, size_bytes)
     }
 
+    /// The run's one wire buffer, empty: encoding allocates nothing after warm-up. Callers
+    /// put it back in `self.wire` when done.
+    fn take_wire(&mut self) -> Vec<u8> {
+        let mut buffer = std::mem::take(&mut self.wire);
+        buffer.clear();
+        buffer
+    }
+
     /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
     fn encode_hop<P: Payload>(
         &mut self,
@@ -1043,10 +1051,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         corrupt_ppm: u64,
         checked: bool,
     ) -> Option<(P, usize)> {
-        // One wire buffer for the whole run: encoding allocates nothing after warm-up.
-        let mut buffer = std::mem::take(&mut self.wire);
-        buffer.clear();
-        let mut bytes = match postcard::to_extend(&payload, buffer) {
+        let mut bytes = match postcard::to_extend(&payload, self.take_wire()) {
             Ok(bytes) => bytes,
             Err(error) => panic!("message {payload:?} does not encode: {error}"),
         };
@@ -1282,10 +1287,6 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         self.stats.faults += 1;
         self.fault_log.push((self.now_ns, action.to_string()));
         tracing::debug!(time_ns = self.now_ns, fault = %action, "fault");
-        if self.in_fault_tick && self.describing() {
-            // Random faults are applied inside a fault tick: name them in its record.
-            self.step_detail.push_str(&format!("{action}; "));
-        }
         match action {
             FaultAction::Partition { groups } => {
                 let links = partition_links(&groups);
