@@ -164,14 +164,7 @@ fn body_checksum<C: Serialize>(body: &Body<C>) -> u64 {
     dst_protocols::digest::try_hash_value(0x6d73_675f_7261_6674, body).map_or(0, |hash| hash | 1)
 }
 
-/// 64-bit FNV-1a over `bytes`, seeded and finished with SplitMix64 so that every input bit
-/// affects every output bit. Not cryptographic: it detects accidents (torn writes, bit flips,
-/// misdirected writes), not adversaries.
-pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325 ^ dst_sim::decision::splitmix64(seed);
-    for &byte in bytes {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    dst_sim::decision::splitmix64(hash)
-}
+/// FNV-1a with a seeded basis and a SplitMix64 finish, shared with the service digests. Not
+/// cryptographic: it detects accidents (torn writes, bit flips, misdirected writes), not
+/// adversaries.
+pub use dst_protocols::digest::hash_bytes;
