@@ -61,16 +61,10 @@ impl<S: StateMachine> FastBft<S> {
 
     /// Broadcasts this replica's VIEW-CONFIRM and starts the confirmation timer.
     pub(crate) fn announce_confirm(&mut self, ctx: &mut Ctx<'_, '_, S>) {
-        let Some(confirming) = &self.confirming else {
+        if self.confirming.is_none() {
             return;
-        };
-        let (seq, hist) = confirming.end;
-        ctx.broadcast(Msg::ViewConfirm {
-            view: self.view,
-            seq,
-            hist,
-            answer: false,
-        });
+        }
+        self.retransmit_confirm(ctx);
         if let Some(timer) = self.confirm_timer.take() {
             ctx.cancel_timer(timer);
         }
@@ -192,7 +186,7 @@ impl<S: StateMachine> FastBft<S> {
         }
     }
 
-    /// Retransmits this replica's VIEW-CONFIRM while it waits (ticks).
+    /// Sends (or, on ticks while it waits, resends) this replica's VIEW-CONFIRM.
     pub(crate) fn retransmit_confirm(&mut self, ctx: &mut Ctx<'_, '_, S>) {
         if let Some(confirming) = &self.confirming {
             let (seq, hist) = confirming.end;
