@@ -356,6 +356,15 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
     pub fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.storage.read(key, self.decisions)
     }
+    /// Reads a value like [`NodeCtx::read`] (the same faults) and lends it to `inspect`
+    /// instead of copying it, e.g. to compare a write read back with what was written.
+    pub fn read_with<R>(
+        &mut self,
+        key: &str,
+        inspect: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StorageError> {
+        self.storage.read_with(key, self.decisions, inspect)
+    }
     /// Keys starting with `prefix`, in order.
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.storage.keys_with_prefix(prefix)

@@ -8,6 +8,8 @@
 //! I/O errors. Protocols must detect and handle all of these; the simulator only models them.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,11 +50,19 @@ pub struct StorageFaults {
 
 const PPM: u64 = 1_000_000;
 
+/// Keys and values are shared between the page cache and the pending writes: a write
+/// allocates its bytes once.
+type Key = Rc<str>;
+type Value = Rc<Vec<u8>>;
+
+/// A write not yet durable, with what it replaced so that a crash can undo it. Keeping the
+/// undo record instead of a second, durable map makes a sync cost nothing per key.
 #[derive(Clone, Debug)]
 struct PendingWrite {
     sequence: u64,
-    key: String,
-    value: Option<Vec<u8>>,
+    key: Key,
+    value: Option<Value>,
+    previous: Option<Value>,
 }
 
 /// Counters of what storage faults did, for tests and reports.
@@ -72,10 +82,11 @@ pub struct StorageStats {
 /// One node's disk.
 #[derive(Clone, Debug, Default)]
 pub struct Storage {
-    // invariant: `durable` is exactly what a crash right now could not lose.
-    durable: BTreeMap<String, Vec<u8>>,
-    // invariant: `current` is `durable` with `pending` applied in order.
-    current: BTreeMap<String, Vec<u8>>,
+    // invariant: `current` with `pending` undone in reverse order is exactly what a crash
+    // right now could not lose (the durable state).
+    current: BTreeMap<Key, Value>,
+    // invariant: the sum of key and value lengths over `current` (capacity checks).
+    used_bytes: u64,
     pending: Vec<PendingWrite>,
     next_sequence: u64,
     faults: StorageFaults,
@@ -107,11 +118,16 @@ impl Storage {
         self.pending.len()
     }
 
-    fn used_bytes(&self) -> u64 {
-        self.current
+    fn footprint(key: &str, value: &[u8]) -> u64 {
+        (key.len() + value.len()) as u64
+    }
+
+    fn recount_used_bytes(&mut self) {
+        self.used_bytes = self
+            .current
             .iter()
-            .map(|(key, value)| (key.len() + value.len()) as u64)
-            .sum()
+            .map(|(key, value)| Self::footprint(key, value))
+            .sum();
     }
 
     fn fail_io(&mut self, decisions: &mut dyn DecisionSource) -> bool {
@@ -133,12 +149,9 @@ impl Storage {
             return Err(StorageError::Io);
         }
         if self.faults.capacity_bytes > 0 {
-            let old = self
-                .current
-                .get(key)
-                .map_or(0, |v| (key.len() + v.len()) as u64);
-            let new = (key.len() + value.len()) as u64;
-            if self.used_bytes() - old + new > self.faults.capacity_bytes {
+            let old = self.current.get(key).map_or(0, |v| Self::footprint(key, v));
+            let new = Self::footprint(key, &value);
+            if self.used_bytes - old + new > self.faults.capacity_bytes {
                 self.stats.full_errors += 1;
                 return Err(StorageError::Full);
             }
@@ -158,39 +171,52 @@ impl Storage {
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
-        self.apply_pending(key.to_string(), None);
+        let key = self.shared_key(key);
+        self.apply_pending(key, None);
         Ok(())
     }
 
-    fn maybe_misdirect(&mut self, key: &str, decisions: &mut dyn DecisionSource) -> String {
+    /// The key as stored: the page cache's own copy when the key exists (no allocation).
+    fn shared_key(&self, key: &str) -> Key {
+        match self.current.get_key_value(key) {
+            Some((shared, _)) => Rc::clone(shared),
+            None => Rc::from(key),
+        }
+    }
+
+    fn maybe_misdirect(&mut self, key: &str, decisions: &mut dyn DecisionSource) -> Key {
         if self.current.len() > 1
             && decisions.chance(DecisionKind::Storage, self.faults.misdirect_ppm, PPM)
         {
             let index = decisions.below(DecisionKind::Storage, self.current.len() as u64);
             if let Some(other) = self.current.keys().nth(index as usize) {
-                if other != key {
+                if &**other != key {
                     self.stats.misdirected_writes += 1;
-                    return other.clone();
+                    return Rc::clone(other);
                 }
             }
         }
-        key.to_string()
+        self.shared_key(key)
     }
 
-    fn apply_pending(&mut self, key: String, value: Option<Vec<u8>>) {
+    fn apply_pending(&mut self, key: Key, value: Option<Vec<u8>>) {
         self.next_sequence += 1;
-        match &value {
+        let value = value.map(Rc::new);
+        let previous = match &value {
             Some(bytes) => {
-                self.current.insert(key.clone(), bytes.clone());
+                self.used_bytes += Self::footprint(&key, bytes);
+                self.current.insert(Rc::clone(&key), Rc::clone(bytes))
             }
-            None => {
-                self.current.remove(&key);
-            }
+            None => self.current.remove(&key),
+        };
+        if let Some(old) = &previous {
+            self.used_bytes -= Self::footprint(&key, old);
         }
         self.pending.push(PendingWrite {
             sequence: self.next_sequence,
             key,
             value,
+            previous,
         });
     }
 
@@ -200,6 +226,17 @@ impl Storage {
         key: &str,
         decisions: &mut dyn DecisionSource,
     ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read_with(key, decisions, |value| value.map(<[u8]>::to_vec))
+    }
+
+    /// Reads the current value of a key and hands it to `inspect` without copying it. Faults
+    /// and decisions are exactly those of [`Storage::read`].
+    pub fn read_with<R>(
+        &mut self,
+        key: &str,
+        decisions: &mut dyn DecisionSource,
+        inspect: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StorageError> {
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
@@ -209,23 +246,30 @@ impl Storage {
             let length_bits = self.current[key].len() as u64 * 8;
             let bit = decisions.below(DecisionKind::Storage, length_bits);
             self.stats.corrupted_reads += 1;
-            for map in [&mut self.current, &mut self.durable] {
-                if let Some(bytes) = map.get_mut(key) {
-                    if (bit / 8) < bytes.len() as u64 {
-                        bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
-                    }
+            // The stored copy flips, and so does the durable one if a pending write hides
+            // it. Copy on write: the pending write's own bytes stay unflipped.
+            let flip = |bytes: &mut Value| {
+                if (bit / 8) < bytes.len() as u64 {
+                    Rc::make_mut(bytes)[(bit / 8) as usize] ^= 1 << (bit % 8);
                 }
+            };
+            if let Some(bytes) = self.current.get_mut(key) {
+                flip(bytes);
+            }
+            let hidden = self.pending.iter_mut().find(|write| &*write.key == key);
+            if let Some(bytes) = hidden.and_then(|write| write.previous.as_mut()) {
+                flip(bytes);
             }
         }
-        Ok(self.current.get(key).cloned())
+        Ok(inspect(self.current.get(key).map(|value| value.as_slice())))
     }
 
     /// Keys starting with `prefix`, in order.
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.current
-            .range(prefix.to_string()..)
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.to_string())
             .collect()
     }
 
@@ -235,21 +279,24 @@ impl Storage {
         let split = self
             .pending
             .partition_point(|write| write.sequence <= up_to);
-        for write in self.pending.drain(..split) {
-            match write.value {
-                Some(bytes) => {
-                    self.durable.insert(write.key, bytes);
-                }
-                None => {
-                    self.durable.remove(&write.key);
-                }
-            }
+        self.pending.drain(..split);
+    }
+
+    /// Turns `current` into the durable state; returns the undone writes, oldest first.
+    fn undo_pending(&mut self) -> Vec<PendingWrite> {
+        let mut pending = std::mem::take(&mut self.pending);
+        for write in pending.iter_mut().rev() {
+            match write.previous.take() {
+                Some(old) => self.current.insert(Rc::clone(&write.key), old),
+                None => self.current.remove(&write.key),
+            };
         }
+        pending
     }
 
     /// The node crashed: unsynced writes vanish, or with storage faults survive whole or torn.
     pub fn crash(&mut self, decisions: &mut dyn DecisionSource) {
-        for write in std::mem::take(&mut self.pending) {
+        for write in self.undo_pending() {
             if !decisions.chance(DecisionKind::Storage, self.faults.crash_keep_ppm, PPM) {
                 self.stats.lost_on_crash += 1;
                 continue;
@@ -257,7 +304,7 @@ impl Storage {
             match write.value {
                 None => {
                     self.stats.kept_on_crash += 1;
-                    self.durable.remove(&write.key);
+                    self.current.remove(&write.key);
                 }
                 Some(mut bytes) => {
                     // 0 keeps the write whole; anything else tears it to that many bytes.
@@ -266,25 +313,28 @@ impl Storage {
                         self.stats.kept_on_crash += 1;
                     } else {
                         self.stats.torn_on_crash += 1;
-                        bytes.truncate(cut as usize - 1);
+                        Rc::make_mut(&mut bytes).truncate(cut as usize - 1);
                     }
-                    self.durable.insert(write.key, bytes);
+                    self.current.insert(write.key, bytes);
                 }
             }
         }
-        self.current = self.durable.clone();
+        self.recount_used_bytes();
     }
 
     /// The disk is wiped (a replaced machine).
     pub fn wipe(&mut self) {
-        self.durable.clear();
         self.current.clear();
         self.pending.clear();
+        self.used_bytes = 0;
     }
 
-    /// What is durable now, for tests and oracles.
-    pub fn durable(&self) -> &BTreeMap<String, Vec<u8>> {
-        &self.durable
+    /// What is durable now (a crash right now would leave exactly this), for tests and
+    /// oracles.
+    pub fn durable(&self) -> BTreeMap<Rc<str>, Rc<Vec<u8>>> {
+        let mut copy = self.clone();
+        copy.undo_pending();
+        copy.current
     }
 }
 
@@ -342,8 +392,8 @@ mod tests {
             let value: Vec<u8> = (0..32).collect();
             disk.write("log", value.clone(), &mut decisions).unwrap();
             disk.crash(&mut decisions);
-            let survived = disk
-                .durable()
+            let durable = disk.durable();
+            let survived = durable
                 .get("log")
                 .expect("kept writes survive in some form");
             assert!(
@@ -413,8 +463,132 @@ mod tests {
         for _ in 0..20 {
             disk.write("a", vec![9], &mut decisions).unwrap();
         }
-        let elsewhere = ["b", "c"].iter().any(|key| disk.current[*key] == vec![9]);
+        let elsewhere = ["b", "c"].iter().any(|key| *disk.current[*key] == vec![9]);
         assert!(elsewhere, "no write to a landed under another key");
         assert!(disk.stats.misdirected_writes > 0);
+    }
+
+    /// The plain model: a durable map and a page cache, synced writes copied across. The
+    /// disk keeps undo records instead; both must agree on everything, faults included.
+    #[derive(Default)]
+    struct Model {
+        durable: BTreeMap<String, Vec<u8>>,
+        current: BTreeMap<String, Vec<u8>>,
+        pending: Vec<(u64, String, Option<Vec<u8>>)>,
+        sequence: u64,
+    }
+
+    impl Model {
+        fn write(&mut self, key: &str, value: Option<Vec<u8>>) {
+            self.sequence += 1;
+            match &value {
+                Some(bytes) => self.current.insert(key.to_string(), bytes.clone()),
+                None => self.current.remove(key),
+            };
+            self.pending.push((self.sequence, key.to_string(), value));
+        }
+
+        fn sync(&mut self, up_to: u64) {
+            for (_, key, value) in self.pending.iter().filter(|w| w.0 <= up_to) {
+                match value {
+                    Some(bytes) => self.durable.insert(key.clone(), bytes.clone()),
+                    None => self.durable.remove(key),
+                };
+            }
+            self.pending.retain(|w| w.0 > up_to);
+        }
+
+        fn crash(&mut self, faults: &StorageFaults, decisions: &mut dyn DecisionSource) {
+            for (_, key, value) in std::mem::take(&mut self.pending) {
+                if !decisions.chance(DecisionKind::Storage, faults.crash_keep_ppm, PPM) {
+                    continue;
+                }
+                match value {
+                    None => self.durable.remove(&key),
+                    Some(mut bytes) => {
+                        let cut = decisions.below(DecisionKind::Storage, bytes.len() as u64 + 1);
+                        if cut > 0 {
+                            bytes.truncate(cut as usize - 1);
+                        }
+                        self.durable.insert(key, bytes)
+                    }
+                };
+            }
+            self.current = self.durable.clone();
+        }
+    }
+
+    fn as_plain(map: &BTreeMap<Rc<str>, Rc<Vec<u8>>>) -> BTreeMap<String, Vec<u8>> {
+        map.iter()
+            .map(|(key, value)| (key.to_string(), value.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn undo_records_match_a_durable_map_under_crashes() {
+        for seed in 0..300 {
+            let mut ops = SeededSource::new(seed);
+            let mut decisions = SeededSource::new(seed ^ 0xd15c);
+            let mut model_decisions = SeededSource::new(seed ^ 0xd15c);
+            let faults = StorageFaults {
+                crash_keep_ppm: 500_000,
+                ..StorageFaults::default()
+            };
+            let mut disk = Storage::new(faults);
+            let mut model = Model::default();
+            for _ in 0..60 {
+                let key = ["a", "b", "c", "d"][ops.below(DecisionKind::Storage, 4) as usize];
+                match ops.below(DecisionKind::Storage, 10) {
+                    0..=4 => {
+                        let value = vec![ops.below(DecisionKind::Storage, 256) as u8; 3];
+                        disk.write(key, value.clone(), &mut decisions).unwrap();
+                        model.write(key, Some(value));
+                    }
+                    5 => {
+                        disk.delete(key, &mut decisions).unwrap();
+                        model.write(key, None);
+                    }
+                    6 | 7 => {
+                        let up_to = disk
+                            .last_sequence()
+                            .saturating_sub(ops.below(DecisionKind::Storage, 3));
+                        disk.complete_sync(up_to);
+                        model.sync(up_to);
+                    }
+                    8 => {
+                        let read = disk.read(key, &mut decisions).unwrap();
+                        assert_eq!(read.as_ref(), model.current.get(key), "seed {seed}");
+                    }
+                    _ => {
+                        assert_eq!(as_plain(&disk.durable()), model.durable, "seed {seed}");
+                        disk.crash(&mut decisions);
+                        model.crash(&faults, &mut model_decisions);
+                        assert_eq!(as_plain(&disk.current), model.current, "seed {seed}");
+                    }
+                }
+                let used = disk.used_bytes;
+                disk.recount_used_bytes();
+                assert_eq!(used, disk.used_bytes, "seed {seed}: used bytes drifted");
+            }
+        }
+    }
+
+    #[test]
+    fn corruption_under_a_pending_write_reaches_the_durable_copy() {
+        let mut decisions = SeededSource::new(6);
+        let mut disk = Storage::new(StorageFaults::default());
+        disk.write("k", vec![0u8; 4], &mut decisions).unwrap();
+        disk.complete_sync(disk.last_sequence());
+        disk.write("k", vec![0u8; 4], &mut decisions).unwrap();
+        disk.set_faults(StorageFaults {
+            read_corrupt_ppm: PPM,
+            ..StorageFaults::default()
+        });
+        let read = disk.read("k", &mut decisions).unwrap().unwrap();
+        disk.set_faults(StorageFaults::default());
+        disk.crash(&mut decisions);
+        let durable = disk.read("k", &mut decisions).unwrap().unwrap();
+        assert_eq!(read, durable, "the durable copy flips at the same bit");
+        assert_ne!(durable, vec![0u8; 4], "the durable copy was not corrupted");
     }
 }
