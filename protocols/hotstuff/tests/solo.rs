@@ -546,7 +546,7 @@ fn a_damaged_block_copy_is_read_from_its_mirror_and_repaired() {
     let mut solo = Solo::start(3);
     let chain = commit_under_storage_faults(&mut solo, 6, StorageFaults::default());
     let key = dst_hotstuff::durable::block_key(2);
-    let healthy = solo.storage.durable()[&key].clone();
+    let healthy = solo.storage.durable()[key.as_str()].to_vec();
     let mut flipped = healthy.clone();
     flipped[0] ^= 1;
     solo.storage
