@@ -62,6 +62,14 @@ pub struct LogRecord<C> {
     pub prev_term: Term,
 }
 
+/// A [`LogRecord`] that borrows its entry: it encodes to the same bytes (postcard writes
+/// a reference as its target), so persisting an entry needs no copy of it.
+#[derive(Serialize)]
+pub struct LogRecordRef<'a, C> {
+    pub entry: &'a Entry<C>,
+    pub prev_term: Term,
+}
+
 /// A snapshot of the applied state up to and including `last_index`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotRecord {
@@ -85,15 +93,42 @@ pub enum RecordError {
     Corrupt,
 }
 
+/// Digits of a log key's index: `u64::MAX` has 20, so every index fits zero-padded.
+const LOG_KEY_DIGITS: usize = 20;
+const LOG_KEY_BYTES: usize = LOG_PREFIX.len() + LOG_KEY_DIGITS;
+
+/// A log key built on the stack: one is made for every entry written, and `format!` plus
+/// a heap string cost several times as much.
+pub struct LogKey([u8; LOG_KEY_BYTES]);
+
+impl LogKey {
+    /// The key of log entry `index`: the prefix and the index in 20 zero-padded digits.
+    pub fn new(index: LogIndex) -> Self {
+        let mut bytes = [b'0'; LOG_KEY_BYTES];
+        bytes[..LOG_PREFIX.len()].copy_from_slice(LOG_PREFIX.as_bytes());
+        let mut rest = index.0;
+        for digit in bytes[LOG_PREFIX.len()..].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        LogKey(bytes)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or(LOG_PREFIX)
+    }
+}
+
 /// The key of log entry `index`.
 pub fn log_key(index: LogIndex) -> String {
-    format!("{LOG_PREFIX}{:020}", index.0)
+    LogKey::new(index).as_str().to_owned()
 }
 
 /// The index in a log key, if it is one.
 pub fn parse_log_key(key: &str) -> Option<LogIndex> {
     let digits = key.strip_prefix(LOG_PREFIX)?;
-    if digits.len() != 20 {
+    if digits.len() != LOG_KEY_DIGITS {
         return None;
     }
     digits.parse().ok().map(LogIndex)
@@ -104,8 +139,13 @@ pub fn parse_log_key(key: &str) -> Option<LogIndex> {
 /// prefix: both copies of `len` agree and exceed what is there. A flipped bit never
 /// shortens a value and breaks either a `len` copy or the checksum: corrupt.
 pub fn encode<T: Serialize>(key: &str, record: &T) -> Vec<u8> {
+    encode_into(key, record, Vec::with_capacity(64))
+}
+
+/// [`encode`] into `buffer` (cleared first), so that a writer can reuse one allocation.
+pub fn encode_into<T: Serialize>(key: &str, record: &T, mut buffer: Vec<u8>) -> Vec<u8> {
     // The record is serialised in place after a header filled in once its length is known.
-    let mut buffer = Vec::with_capacity(64);
+    buffer.clear();
     buffer.extend_from_slice(&[0; HEADER_BYTES]);
     let mut bytes = match postcard::to_extend(record, buffer) {
         Ok(bytes) => bytes,
@@ -198,9 +238,44 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_log_record_encodes_like_the_owned_one() {
+        let entry = Entry {
+            term: Term(3),
+            index: LogIndex(9),
+            request: Some(dst_protocols::Request {
+                client: dst_sim::ClientId(2),
+                sequence: 5,
+                command: "put x 1".to_string(),
+            }),
+            config: None,
+        };
+        let key = log_key(entry.index);
+        let owned = LogRecord {
+            entry: entry.clone(),
+            prev_term: Term(2),
+        };
+        let borrowed = LogRecordRef {
+            entry: &entry,
+            prev_term: Term(2),
+        };
+        let reused = encode_into(&key, &borrowed, vec![1, 2, 3]);
+        assert_eq!(
+            encode(&key, &owned),
+            reused,
+            "same bytes from a reused buffer"
+        );
+        let decoded = decode::<LogRecord<String>>(&key, &reused);
+        assert_eq!(decoded, Ok(owned));
+    }
+
+    #[test]
     fn log_keys_sort_by_index_and_parse_back() {
         assert!(log_key(LogIndex(9)) < log_key(LogIndex(10)));
         assert_eq!(parse_log_key(&log_key(LogIndex(42))), Some(LogIndex(42)));
         assert_eq!(parse_log_key("raft/log/12"), None);
+        for index in [0, 7, 10, 99_999, u64::MAX / 3, u64::MAX] {
+            let expected = format!("{LOG_PREFIX}{index:020}");
+            assert_eq!(log_key(LogIndex(index)), expected, "key of index {index}");
+        }
     }
 }

@@ -345,6 +345,8 @@ pub struct Raft<S: StateMachine> {
     disk_last_index: LogIndex,
     dirty: Dirty,
     outbox: Vec<Out<S::Command, S::Output>>,
+    /// Reused for every record written (its contents are meaningless between writes).
+    encode_buffer: Vec<u8>,
 }
 
 pub(crate) type Ctx<'a, S> = NodeCtx<'a, Raft<S>>;
@@ -407,6 +409,7 @@ impl<S: StateMachine> Raft<S> {
             disk_last_index: LogIndex(0),
             dirty: Dirty::default(),
             outbox: Vec::new(),
+            encode_buffer: Vec::new(),
         }
     }
 

@@ -6,7 +6,8 @@ use dst_sim::{NodeId, StateMachine, StorageError};
 
 use super::{Ctx, Out, PersistError, Raft, RaftTimer, Role};
 use crate::durable::{
-    encode, log_key, parse_log_key, LogRecord, SnapshotRecord, LOG_PREFIX, META_KEYS, SNAPSHOT_KEYS,
+    encode_into, parse_log_key, LogKey, LogRecordRef, SnapshotRecord, LOG_PREFIX, META_KEYS,
+    SNAPSHOT_KEYS,
 };
 use crate::message::{Body, LogIndex, Persisted, RaftMsg};
 
@@ -77,25 +78,38 @@ impl<S: StateMachine> Raft<S> {
 
     /// Writes whatever is dirty. Returns whether anything was written.
     fn persist(&mut self, ctx: &mut Ctx<'_, S>) -> Result<bool, PersistError> {
+        // One encoding buffer serves every write of every handler.
+        let mut buffer = std::mem::take(&mut self.encode_buffer);
+        let result = self.persist_dirty(ctx, &mut buffer);
+        self.encode_buffer = buffer;
+        result
+    }
+
+    fn persist_dirty(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<bool, PersistError> {
         let mut wrote = false;
         if self.dirty.snapshot {
             let slot = 1 - self.durable_snapshot.1;
-            let bytes = encode(SNAPSHOT_KEYS[slot], &self.snapshot);
-            self.write_verified(ctx, SNAPSHOT_KEYS[slot], bytes)?;
+            let key = SNAPSHOT_KEYS[slot];
+            *buffer = encode_into(key, &self.snapshot, std::mem::take(buffer));
+            write_verified(ctx, self.id, key, buffer)?;
             self.written_snapshot = (self.snapshot.last_index, slot);
             self.dirty.snapshot = false;
             wrote = true;
         }
         if let Some(from) = self.dirty.log_from {
-            self.persist_log(ctx, from)?;
+            self.persist_log(ctx, from, buffer)?;
             self.dirty.log_from = None;
             wrote = true;
         }
         if self.dirty.meta {
             self.meta.version += 1;
             for key in META_KEYS {
-                let bytes = encode(key, &self.meta);
-                self.write_verified(ctx, key, bytes)?;
+                *buffer = encode_into(key, &self.meta, std::mem::take(buffer));
+                write_verified(ctx, self.id, key, buffer)?;
             }
             self.dirty.meta = false;
             wrote = true;
@@ -104,24 +118,25 @@ impl<S: StateMachine> Raft<S> {
     }
 
     /// Rewrites entries `from..=last` and deletes keys past the end.
-    fn persist_log(&mut self, ctx: &mut Ctx<'_, S>, from: LogIndex) -> Result<(), PersistError> {
+    fn persist_log(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        from: LogIndex,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), PersistError> {
         let first = from.max(self.snapshot.last_index.next());
         let last = self.last_index();
         let mut prev_term = self
             .term_at(first.prev())
             .unwrap_or(self.snapshot.last_term);
-        for index in first.0..=last.0 {
-            let Some(entry) = self.entry(LogIndex(index)) else {
-                break;
-            };
-            let record = LogRecord {
-                entry: entry.clone(),
-                prev_term,
-            };
+        let offset = (first.0 - self.snapshot.last_index.0 - 1) as usize;
+        let entries = self.log.get(offset..).unwrap_or_default();
+        for (index, entry) in (first.0..).zip(entries) {
+            let record = LogRecordRef { entry, prev_term };
             prev_term = entry.term;
-            let key = log_key(LogIndex(index));
-            let bytes = encode(&key, &record);
-            self.write_verified(ctx, &key, bytes)?;
+            let key = LogKey::new(LogIndex(index));
+            *buffer = encode_into(key.as_str(), &record, std::mem::take(buffer));
+            write_verified(ctx, self.id, key.as_str(), buffer)?;
         }
         if self.disk_last_index > last {
             for key in ctx.keys_with_prefix(LOG_PREFIX) {
@@ -132,24 +147,6 @@ impl<S: StateMachine> Raft<S> {
         }
         self.disk_last_index = last;
         Ok(())
-    }
-
-    /// Writes and reads back. A mismatch means the bytes went elsewhere (a misdirected write)
-    /// or a bit flipped: the write is retried (the dirty flags stay set). The key a
-    /// misdirected write clobbered is unknown; if it matters, the next load finds it corrupt
-    /// and the node recovers (see the crate docs).
-    fn write_verified(
-        &mut self,
-        ctx: &mut Ctx<'_, S>,
-        key: &str,
-        bytes: Vec<u8>,
-    ) -> Result<(), PersistError> {
-        ctx.write(key, bytes.clone())?;
-        if ctx.read(key)?.as_deref() == Some(bytes.as_slice()) {
-            return Ok(());
-        }
-        tracing::debug!(node = %self.id, key, "read-back mismatch: retrying the write");
-        Err(PersistError::Mismatch)
     }
 
     /// The note this node sent itself after a sync arrived: what it names is durable.
@@ -277,4 +274,22 @@ impl<S: StateMachine> Raft<S> {
             self.dirty.log_from = Some(from.max(index.next()));
         }
     }
+}
+
+/// Writes and reads back. A mismatch means the bytes went elsewhere (a misdirected write)
+/// or a bit flipped: the write is retried (the dirty flags stay set). The key a misdirected
+/// write clobbered is unknown; if it matters, the next load finds it corrupt and the node
+/// recovers (see the crate docs).
+fn write_verified<S: StateMachine>(
+    ctx: &mut Ctx<'_, S>,
+    node: NodeId,
+    key: &str,
+    bytes: &[u8],
+) -> Result<(), PersistError> {
+    ctx.write(key, bytes.to_vec())?;
+    if ctx.read(key)?.as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    tracing::debug!(%node, key, "read-back mismatch: retrying the write");
+    Err(PersistError::Mismatch)
 }
