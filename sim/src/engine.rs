@@ -1051,12 +1051,18 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         corrupt_ppm: u64,
         checked: bool,
     ) -> Option<(P, usize)> {
+        let corrupted = self.decider.chance(DecisionKind::Corrupt, corrupt_ppm, PPM);
+        // Intact bytes decode to the message they came from: skip the round trip unless
+        // every hop must make it or the link needs the size (bandwidth).
+        let sized = self.network.link.bandwidth_bytes_per_sec > 0;
+        if !corrupted && !sized && !self.config.encode_every_hop {
+            return Some((payload, 0));
+        }
         let mut bytes = match postcard::to_extend(&payload, self.take_wire()) {
             Ok(bytes) => bytes,
             Err(error) => panic!("message {payload:?} does not encode: {error}"),
         };
         let size_bytes = bytes.len();
-        let corrupted = self.decider.chance(DecisionKind::Corrupt, corrupt_ppm, PPM);
         if corrupted {
             self.stats.corrupted += 1;
             corrupt_bytes(&mut bytes, &mut self.decider);
