@@ -57,14 +57,22 @@ pub fn check_local<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
     let entries = node.entries();
     let scan: Box<dyn Iterator<Item = (usize, &crate::message::Entry<S::Command>)>> =
         if cfg!(debug_assertions) {
-            Box::new(entries.iter().enumerate())
+            Box::new(entries.iter().map(|entry| &**entry).enumerate())
         } else {
             Box::new(
                 entries
                     .iter()
+                    .map(|entry| &**entry)
                     .enumerate()
                     .take(1)
-                    .chain(entries.iter().enumerate().skip(1).last()),
+                    .chain(
+                        entries
+                            .iter()
+                            .map(|entry| &**entry)
+                            .enumerate()
+                            .skip(1)
+                            .last(),
+                    ),
             )
         };
     let mut previous = node.snapshot_term();
@@ -106,6 +114,7 @@ fn check_leader_membership<S: StateMachine>(node: &Raft<S>) -> Result<(), String
     let uncommitted: Vec<&crate::message::Entry<S::Command>> = node
         .entries()
         .iter()
+        .map(|entry| &**entry)
         .rev()
         .take_while(|entry| entry.index > node.commit_index())
         .filter(|entry| entry.config.is_some())

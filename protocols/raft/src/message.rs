@@ -1,5 +1,7 @@
 //! Terms, log indices, log entries and the messages replicas exchange.
 
+use std::sync::Arc;
+
 use dst_protocols::Request;
 use dst_sim::NodeId;
 
@@ -69,7 +71,10 @@ pub struct AppendEntries<C> {
     pub leader: NodeId,
     pub prev_log_index: LogIndex,
     pub prev_log_term: Term,
-    pub entries: Vec<Entry<C>>,
+    /// Shared with the sender's log: a leader sends the same entries to every follower,
+    /// often many times, and copies would cost more than the rest of the handling. Encodes,
+    /// hashes and compares exactly like the entries themselves.
+    pub entries: Vec<Arc<Entry<C>>>,
     pub leader_commit: LogIndex,
     /// The leader's last index when sending (lets a recovering follower know it holds the
     /// leader's whole log).

@@ -8,6 +8,7 @@
 //! the write is retried by the next handler.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use dst_protocols::options::{parse_bool, parse_ms, parse_number, unknown_option};
 use dst_protocols::{Configurable, OptionList};
@@ -299,7 +300,8 @@ pub struct Raft<S: StateMachine> {
     meta: Meta,
     snapshot: SnapshotRecord,
     // invariant: log[k].index == snapshot.last_index + 1 + k.
-    log: Vec<Entry<S::Command>>,
+    /// Entries are shared with the AppendEntries messages that carry them (never mutated).
+    log: Vec<Arc<Entry<S::Command>>>,
 
     // Volatile state.
     commit_index: LogIndex,
@@ -466,7 +468,7 @@ impl<S: StateMachine> Raft<S> {
         self.meta.recovery
     }
     /// Entries after the snapshot.
-    pub fn entries(&self) -> &[Entry<S::Command>] {
+    pub fn entries(&self) -> &[Arc<Entry<S::Command>>] {
         &self.log
     }
     pub fn snapshot_index(&self) -> LogIndex {
@@ -499,6 +501,10 @@ impl<S: StateMachine> Raft<S> {
     }
     /// The entry at `index`, if held (not compacted, not beyond the end).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry<S::Command>> {
+        self.shared_entry(index).map(|entry| &**entry)
+    }
+    /// The entry at `index` as the log holds it (a clone is a reference count).
+    fn shared_entry(&self, index: LogIndex) -> Option<&Arc<Entry<S::Command>>> {
         if index <= self.snapshot.last_index {
             return None;
         }
@@ -879,7 +885,7 @@ impl<S: StateMachine> Raft<S> {
                 break;
             }
             prev_term = record.entry.term;
-            self.log.push(record.entry);
+            self.log.push(Arc::new(record.entry));
             index = index.next();
         }
         if damaged {

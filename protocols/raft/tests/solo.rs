@@ -261,7 +261,7 @@ fn append(
         leader: NodeId(0),
         prev_log_index: LogIndex(prev.0),
         prev_log_term: Term(prev.1),
-        entries,
+        entries: entries.into_iter().map(std::sync::Arc::new).collect(),
         leader_commit: LogIndex(commit),
         leader_last_index: LogIndex(last),
         round: 1,

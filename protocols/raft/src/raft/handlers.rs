@@ -1,5 +1,7 @@
 //! Elections, replication, client requests and reads: the rules of Figure 2.
 
+use std::sync::Arc;
+
 use dst_protocols::{Observation, Reply, Request};
 use dst_sim::{NodeId, StateMachine};
 
@@ -436,7 +438,7 @@ impl<S: StateMachine> Raft<S> {
     /// delete the existing entry and all that follow it. Append any new entries not already
     /// in the log." An entry that matches is kept: truncation happens only from the first
     /// conflict, so a delayed AppendEntries never removes entries.
-    fn store_entry(&mut self, ctx: &mut Ctx<'_, S>, entry: Entry<S::Command>) {
+    fn store_entry(&mut self, ctx: &mut Ctx<'_, S>, entry: Arc<Entry<S::Command>>) {
         let index = entry.index;
         match self.term_at(index) {
             Some(term) if term == entry.term => return,
@@ -825,12 +827,12 @@ impl<S: StateMachine> Raft<S> {
             "an entry is a request or a configuration"
         );
         let index = self.last_index().next();
-        self.log.push(Entry {
+        self.log.push(Arc::new(Entry {
             term: self.meta.current_term,
             index,
             request,
             config,
-        });
+        }));
         self.mark_log_dirty(index);
         self.note_appended_config(index);
         index

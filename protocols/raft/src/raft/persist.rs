@@ -208,7 +208,8 @@ impl<S: StateMachine> Raft<S> {
     fn apply_committed(&mut self, ctx: &mut Ctx<'_, S>) {
         while self.last_applied < self.commit_index {
             let index = self.last_applied.next();
-            let Some(entry) = self.entry(index).cloned() else {
+            // A shared handle: the entry stays readable while the service changes.
+            let Some(entry) = self.shared_entry(index).cloned() else {
                 let what = format!("committed index {} missing from the log", index.0);
                 ctx.observe(Observation::InvariantViolated {
                     node: self.id,
@@ -221,9 +222,9 @@ impl<S: StateMachine> Raft<S> {
                 self.configs_applied += 1;
             }
             let request = entry.request.as_ref().map(|r| (r.client, r.sequence));
-            if let Some(request) = entry.request {
+            if let Some(request) = &entry.request {
                 // The session table applies each (client, sequence) at most once.
-                let output = self.state.apply(&request).into_output();
+                let output = self.state.apply(request).into_output();
                 let key = (request.client, request.sequence);
                 if self.pending_writes.remove(&key) {
                     if let Some(output) = output {
