@@ -4,8 +4,8 @@
 
 use dst_checkers::history::{History, Operation, Outcome};
 use dst_checkers::linearizability::{
-    check, CasRegister, CheckConfig, KeyValue, KvInput, KvOp, Model, Register, RegisterInput,
-    Verdict,
+    check, CasRegister, CheckConfig, KeyValue, KvInput, KvOp, Model, Precedence, Register,
+    RegisterInput, Verdict,
 };
 
 type RegisterHistory = History<RegisterInput, Option<i64>>;
@@ -668,6 +668,123 @@ fn pruning_hints_never_change_a_verdict() {
         let plain = check(&Plain(CasRegister), &r, &CheckConfig::default()).verdict;
         assert_eq!(hinted, plain, "register seed {seed}");
     }
+}
+
+/// The same model with its group windows spelled out as one `NotBetween` (or `Before`) per
+/// member they hold back: the form the compact windows must be equivalent to.
+struct Expanded<M>(M);
+
+impl<M: Model> Model for Expanded<M> {
+    type Input = M::Input;
+    type Output = M::Output;
+    type State = M::State;
+
+    fn init(&self) -> M::State {
+        self.0.init()
+    }
+
+    fn step(
+        &self,
+        state: &M::State,
+        input: &M::Input,
+        output: Option<&M::Output>,
+        next: &mut Vec<M::State>,
+    ) {
+        self.0.step(state, input, output, next);
+    }
+
+    fn partition(&self, input: &M::Input) -> Option<String> {
+        self.0.partition(input)
+    }
+
+    fn is_read_only(&self, input: &M::Input) -> bool {
+        self.0.is_read_only(input)
+    }
+
+    fn precedences(&self, operations: &[(&M::Input, Option<&M::Output>)]) -> Vec<Precedence> {
+        let compact = self.0.precedences(operations);
+        let members = |wanted: usize| -> Vec<usize> {
+            compact
+                .iter()
+                .filter_map(|p| match *p {
+                    Precedence::Member { op, group } if group == wanted => Some(op),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut expanded = Vec::new();
+        for precedence in &compact {
+            match precedence {
+                Precedence::Member { .. } => {}
+                Precedence::NoneBetween {
+                    group,
+                    after,
+                    before,
+                    except,
+                } => {
+                    for op in members(*group) {
+                        if except.contains(&op) || Some(op) == *after || op == *before {
+                            continue;
+                        }
+                        expanded.push(match *after {
+                            Some(after) => Precedence::NotBetween {
+                                op,
+                                after,
+                                before: *before,
+                            },
+                            None => Precedence::Before(*before, op),
+                        });
+                    }
+                }
+                other => expanded.push(other.clone()),
+            }
+        }
+        expanded
+    }
+}
+
+#[test]
+fn group_windows_search_exactly_as_their_expansion() {
+    let mut windows = 0;
+    for seed in 0..40u64 {
+        let h = recorded_kv(seed, seed % 3 == 1, 5, 200);
+        let inputs: Vec<_> = h
+            .operations
+            .iter()
+            .map(|o| {
+                let output = match &o.outcome {
+                    Outcome::Ok(output) => Some(output),
+                    _ => None,
+                };
+                (&o.input, output)
+            })
+            .collect();
+        windows += KeyValue
+            .precedences(&inputs)
+            .iter()
+            .filter(|p| matches!(p, Precedence::NoneBetween { .. }))
+            .count();
+        for config in [
+            CheckConfig::default(),
+            CheckConfig {
+                explain: true,
+                ..CheckConfig::default()
+            },
+            CheckConfig {
+                partition: false,
+                ..CheckConfig::default()
+            },
+        ] {
+            let compact = serde_json::to_string(&check(&KeyValue, &h, &config)).expect("json");
+            let expanded =
+                serde_json::to_string(&check(&Expanded(KeyValue), &h, &config)).expect("json");
+            assert_eq!(compact, expanded, "seed {seed}");
+        }
+    }
+    assert!(
+        windows > 500,
+        "only {windows} group windows: the test proves little"
+    );
 }
 
 #[test]

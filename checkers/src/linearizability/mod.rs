@@ -31,8 +31,10 @@
 
 pub mod explain;
 mod intern;
+mod kv_order;
 mod memo;
 pub mod model;
+mod order;
 mod search;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

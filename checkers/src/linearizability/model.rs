@@ -76,7 +76,7 @@ pub trait Model: Sync {
 
 /// An ordering fact about operations (indices into the slice given to
 /// [`Model::precedences`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Precedence {
     /// The first takes effect before the second.
     Before(usize, usize),
@@ -85,6 +85,20 @@ pub enum Precedence {
         op: usize,
         after: usize,
         before: usize,
+    },
+    /// `op` is a member of `group` (for [`Precedence::NoneBetween`]; an operation belongs to
+    /// at most one group).
+    Member { op: usize, group: usize },
+    /// No member of `group` other than `after`, `before` and those in `except` takes effect
+    /// after `after` and before `before`; with `after == None`, none takes effect before
+    /// `before`. The same facts as one [`Precedence::NotBetween`] (or
+    /// [`Precedence::Before`]`(before, op)`) per such member, in a word count that does not
+    /// grow with the group.
+    NoneBetween {
+        group: usize,
+        after: Option<usize>,
+        before: usize,
+        except: Vec<usize>,
     },
 }
 
@@ -297,7 +311,7 @@ impl Model for KeyValue {
     }
 
     fn precedences(&self, operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<Precedence> {
-        kv_precedences(operations)
+        super::kv_order::kv_precedences(operations)
     }
 
     fn describe(&self, input: &KvInput, output: Option<&KvOutput>) -> String {
@@ -310,182 +324,4 @@ impl Model for KeyValue {
             (KvOp::Cas { from, to }, _) => format!("cas({key}, {from:?}, {to:?})"),
         }
     }
-}
-
-/// Orderings a get's value proves. A key's value is the value of the last put (or successful
-/// compare-and-set) followed by the appends after it, in order. If a get's value splits into
-/// "optional reset value, then append values" in exactly one way (as strings), every
-/// linearization has writes of exactly those values, in that order, before the get. A piece
-/// written by exactly one operation names that operation, so the uniquely named pieces are
-/// ordered among themselves and the last of them precedes the get. A write of a value that is
-/// not a piece did not happen between the reset and the get: it comes before the reset or
-/// after the get (after the get if there is no reset piece, as no write is empty). A get whose
-/// value cannot be split is left to the search, which will find it illegal.
-fn kv_precedences(operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<Precedence> {
-    let mut keys: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (index, (input, _)) in operations.iter().enumerate() {
-        keys.entry(input.key.as_str()).or_default().push(index);
-    }
-    let mut edges = Vec::new();
-    for members in keys.values() {
-        key_precedences(operations, members, &mut edges);
-    }
-    // Duplicates are harmless (the search counts them in and out alike).
-    edges
-}
-
-/// The writers of each value written to one key: (operation, resets the key?).
-struct Writes<'v> {
-    by_value: BTreeMap<&'v str, Vec<(usize, bool)>>,
-    lengths: Vec<usize>,
-}
-
-impl Writes<'_> {
-    /// The one operation that can have written `piece` at a start (`first`) or after it.
-    fn only_writer(&self, piece: &str, first: bool) -> Option<usize> {
-        let mut writers = self
-            .by_value
-            .get(piece)?
-            .iter()
-            .filter(|(_, resets)| first || !resets);
-        let (writer, _) = writers.next()?;
-        writers.next().is_none().then_some(*writer)
-    }
-
-    /// Like `only_writer`, with whether that writer resets the key.
-    fn only_writer_flagged(&self, piece: &str, first: bool) -> Option<(usize, bool)> {
-        let mut writers = self
-            .by_value
-            .get(piece)?
-            .iter()
-            .filter(|(_, resets)| first || !resets);
-        let writer = *writers.next()?;
-        writers.next().is_none().then_some(writer)
-    }
-
-    fn can_write(&self, piece: &str, first: bool) -> bool {
-        self.by_value
-            .get(piece)
-            .is_some_and(|writers| writers.iter().any(|(_, resets)| first || !resets))
-    }
-}
-
-fn writes<'v>(operations: &[(&'v KvInput, Option<&KvOutput>)], members: &[usize]) -> Writes<'v> {
-    let mut by_value: BTreeMap<&str, Vec<(usize, bool)>> = BTreeMap::new();
-    for &index in members {
-        let (value, resets) = match &operations[index].0.op {
-            KvOp::Get => continue,
-            KvOp::Put(value) => (value.as_str(), true),
-            KvOp::Cas { to, .. } => (to.as_str(), true),
-            KvOp::Append(value) => (value.as_str(), false),
-        };
-        by_value.entry(value).or_default().push((index, resets));
-    }
-    let mut lengths: Vec<usize> = by_value.keys().map(|value| value.len()).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    Writes { by_value, lengths }
-}
-
-fn key_precedences(
-    operations: &[(&KvInput, Option<&KvOutput>)],
-    members: &[usize],
-    edges: &mut Vec<Precedence>,
-) {
-    let writes = writes(operations, members);
-    // An empty write splits nothing and could hide anywhere: no claims.
-    if writes.lengths.first().is_none_or(|&length| length == 0) {
-        return;
-    }
-    for &get in members {
-        let (input, Some(Some(value))) = operations[get] else {
-            continue;
-        };
-        if input.op != KvOp::Get || value.is_empty() {
-            continue;
-        }
-        let Some(pieces) = unique_split(value, &writes) else {
-            continue;
-        };
-        let named: Vec<usize> = pieces
-            .iter()
-            .enumerate()
-            .filter_map(|(i, piece)| writes.only_writer(piece, i == 0))
-            .collect();
-        let mut distinct = named.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() != named.len() {
-            continue; // one write used twice: the get is impossible, the search will say so
-        }
-        for pair in named.windows(2) {
-            edges.push(Precedence::Before(pair[0], pair[1]));
-        }
-        if let Some(&last) = named.last() {
-            edges.push(Precedence::Before(last, get));
-        }
-        // Who reset the key last before the get: nobody, or the one writer of the first piece.
-        let reset = match writes.only_writer_flagged(pieces[0], true) {
-            Some((first, true)) => Some(first),
-            Some((_, false)) => None,
-            None => continue, // several candidates: no claims about the others
-        };
-        let mut piece_values = pieces.clone();
-        piece_values.sort_unstable();
-        for (value, writers) in &writes.by_value {
-            if piece_values.binary_search(value).is_ok() {
-                continue;
-            }
-            for &(write, _) in writers {
-                edges.push(match reset {
-                    None => Precedence::Before(get, write),
-                    Some(reset) => Precedence::NotBetween {
-                        op: write,
-                        after: reset,
-                        before: get,
-                    },
-                });
-            }
-        }
-    }
-}
-
-/// The pieces `value` is made of, if it splits into written values in exactly one way.
-fn unique_split<'a>(value: &'a str, writes: &Writes<'_>) -> Option<Vec<&'a str>> {
-    let bytes = value.len();
-    // ways[i]: number of splits of value[..i] (capped at 2); from[i]: where the last piece starts.
-    let mut ways = vec![0u8; bytes + 1];
-    let mut from = vec![0usize; bytes + 1];
-    ways[0] = 1;
-    // Forward, from reachable positions only (a handful of piece lengths, so this is cheap).
-    for start in 0..bytes {
-        if ways[start] == 0 {
-            continue;
-        }
-        for &length in &writes.lengths {
-            let end = start + length;
-            if end > bytes {
-                break;
-            }
-            let Some(piece) = value.get(start..end) else {
-                continue;
-            };
-            if writes.can_write(piece, start == 0) {
-                ways[end] = (ways[end] + ways[start]).min(2);
-                from[end] = start;
-            }
-        }
-    }
-    if ways[bytes] != 1 {
-        return None;
-    }
-    let mut pieces = Vec::new();
-    let mut end = bytes;
-    while end > 0 {
-        let start = from[end];
-        pieces.push(&value[start..end]);
-        end = start;
-    }
-    pieces.reverse();
-    Some(pieces)
 }

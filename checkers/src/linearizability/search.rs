@@ -26,7 +26,8 @@ use std::time::Instant;
 
 use super::intern::{FastMap, Interner};
 use super::memo::{key, zobrist, Memo};
-use super::model::{Model, Precedence};
+use super::model::Model;
+use super::order::Order;
 
 /// One operation of a partition, ready for the search.
 pub struct Prepared<'h, M: Model> {
@@ -174,42 +175,6 @@ impl Events {
     }
 }
 
-/// Model-proven orderings, indexed for the search.
-fn precedences<M: Model>(model: &M, ops: &[Prepared<'_, M>]) -> Order {
-    let view: Vec<_> = ops.iter().map(|op| (op.input, op.output)).collect();
-    let mut order = Order {
-        successors: vec![Vec::new(); ops.len()],
-        missing: vec![0; ops.len()],
-        opens: vec![Vec::new(); ops.len()],
-        closes: vec![Vec::new(); ops.len()],
-        blocked: vec![0; ops.len()],
-        linearized: vec![false; ops.len()],
-        constrained: vec![false; ops.len()],
-    };
-    let valid = |i: usize| i < ops.len();
-    for precedence in model.precedences(&view) {
-        match precedence {
-            Precedence::Before(before, after)
-                if valid(before) && valid(after) && before != after =>
-            {
-                order.successors[before].push(after as u32);
-                order.missing[after] += 1;
-                order.constrained[before] = true;
-                order.constrained[after] = true;
-            }
-            Precedence::NotBetween { op, after, before }
-                if valid(op) && valid(after) && valid(before) && op != after && op != before =>
-            {
-                order.opens[after].push((before as u32, op as u32));
-                order.closes[before].push((after as u32, op as u32));
-                order.constrained[op] = true;
-            }
-            _ => {}
-        }
-    }
-    order
-}
-
 /// For each unknown operation, the latest earlier-called unknown operation with an equal input.
 fn twins<M: Model>(ops: &[Prepared<'_, M>]) -> Vec<Option<u32>> {
     let mut order: Vec<u32> = (0..ops.len() as u32).collect();
@@ -223,62 +188,6 @@ fn twins<M: Model>(ops: &[Prepared<'_, M>]) -> Vec<Option<u32>> {
         }
     }
     twin
-}
-
-/// Model-proven orderings, tracked as counts of what holds an operation back: predecessors
-/// not yet linearized, and open windows (`after` linearized, `before` not) it may not enter.
-struct Order {
-    successors: Vec<Vec<u32>>,
-    missing: Vec<u32>,
-    /// Per `after`: (before, op) windows it opens; per `before`: (after, op) windows it closes.
-    opens: Vec<Vec<(u32, u32)>>,
-    closes: Vec<Vec<(u32, u32)>>,
-    blocked: Vec<u32>,
-    linearized: Vec<bool>,
-    /// Mentioned by some precedence (twin symmetry no longer holds).
-    constrained: Vec<bool>,
-}
-
-impl Order {
-    fn ready(&self, op: u32) -> bool {
-        self.missing[op as usize] == 0 && self.blocked[op as usize] == 0
-    }
-
-    fn lift(&mut self, op: u32) {
-        let op = op as usize;
-        for &after in &self.successors[op] {
-            self.missing[after as usize] -= 1;
-        }
-        for &(before, inside) in &self.opens[op] {
-            if !self.linearized[before as usize] {
-                self.blocked[inside as usize] += 1;
-            }
-        }
-        for &(after, inside) in &self.closes[op] {
-            if self.linearized[after as usize] {
-                self.blocked[inside as usize] -= 1;
-            }
-        }
-        self.linearized[op] = true;
-    }
-
-    fn unlift(&mut self, op: u32) {
-        let op = op as usize;
-        self.linearized[op] = false;
-        for &after in &self.successors[op] {
-            self.missing[after as usize] += 1;
-        }
-        for &(before, inside) in &self.opens[op] {
-            if !self.linearized[before as usize] {
-                self.blocked[inside as usize] -= 1;
-            }
-        }
-        for &(after, inside) in &self.closes[op] {
-            if self.linearized[after as usize] {
-                self.blocked[inside as usize] += 1;
-            }
-        }
-    }
 }
 
 /// Mutable search position: the stack and everything derived from it.
@@ -355,7 +264,7 @@ pub fn search<M: Model>(
     limits: &Limits<'_>,
     partials: &mut Partials,
 ) -> SearchResult {
-    let order = precedences(model, ops);
+    let order = Order::new(model, ops);
     let mut twin = twins(ops);
     for (op, twin_of) in twin.iter_mut().enumerate() {
         if order.constrained[op] || twin_of.is_some_and(|t| order.constrained[t as usize]) {
