@@ -2,9 +2,71 @@
 //!
 //! The oracles run after every simulated seed, so they avoid per-record tree nodes: each
 //! view is one vector of references, sorted once with a stable sort (record order survives
-//! within equal keys, so "first" means first recorded) and searched by binary search.
+//! within equal keys, so "first" means first recorded) and searched by binary search. Slots,
+//! clients and sequence numbers are small dense integers, so the sorts are counting sorts
+//! (stable, linear) whenever the keys span little more than the records; [`Views`] builds
+//! each view once for all the oracles.
 
 use super::record::{ApplyRecord, CommitRecord, Invocation, RequestId, RunRecord};
+
+/// Every view, built once.
+pub(crate) struct Views<'a> {
+    pub(crate) commits_by_slot: CommitsBySlot<'a>,
+    pub(crate) commits_by_request: CommitsByRequest<'a>,
+    pub(crate) applies_by_slot: AppliesBySlot<'a>,
+    pub(crate) invocations: Invocations<'a>,
+}
+
+impl<'a> Views<'a> {
+    pub(crate) fn new(record: &'a RunRecord) -> Self {
+        let commits_by_slot = CommitsBySlot::new(record);
+        Views {
+            commits_by_request: CommitsByRequest::from_slots(&commits_by_slot),
+            commits_by_slot,
+            applies_by_slot: AppliesBySlot::new(record),
+            invocations: Invocations::new(record),
+        }
+    }
+}
+
+/// Keys spanning more than this many times the items (plus a constant) are sorted by
+/// comparison instead of counting.
+const DENSE_SPAN_PER_ITEM: u64 = 4;
+const DENSE_SPAN_MIN: u64 = 1024;
+
+/// Sorts `items` stably by `key`: the same order as `sort_by_key`, in linear time when the
+/// keys are dense.
+fn sort_by_dense_key<T: Copy>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
+    let (Some(low), Some(high)) = (items.iter().map(&key).min(), items.iter().map(&key).max())
+    else {
+        return;
+    };
+    let span = high - low;
+    if span > DENSE_SPAN_PER_ITEM * items.len() as u64 + DENSE_SPAN_MIN {
+        items.sort_by_key(key);
+        return;
+    }
+    let mut starts = vec![0usize; span as usize + 2];
+    for item in items.iter() {
+        starts[(key(item) - low) as usize + 1] += 1;
+    }
+    for index in 1..starts.len() {
+        starts[index] += starts[index - 1];
+    }
+    let mut sorted = items.clone();
+    for item in items.iter() {
+        let slot = &mut starts[(key(item) - low) as usize];
+        sorted[*slot] = *item;
+        *slot += 1;
+    }
+    *items = sorted;
+}
+
+/// Sorts `items` stably by request (client, then sequence): two counting passes.
+fn sort_by_request<T: Copy>(items: &mut Vec<T>, request: impl Fn(&T) -> RequestId) {
+    sort_by_dense_key(items, |item| request(item).sequence);
+    sort_by_dense_key(items, |item| u64::from(request(item).client));
+}
 
 /// Commit records by slot, in record order within a slot.
 pub(crate) struct CommitsBySlot<'a> {
@@ -14,7 +76,7 @@ pub(crate) struct CommitsBySlot<'a> {
 impl<'a> CommitsBySlot<'a> {
     pub(crate) fn new(record: &'a RunRecord) -> Self {
         let mut sorted: Vec<&CommitRecord> = record.commits.iter().collect();
-        sorted.sort_by_key(|commit| commit.slot);
+        sort_by_dense_key(&mut sorted, |commit| commit.slot);
         CommitsBySlot { sorted }
     }
 
@@ -75,13 +137,15 @@ pub(crate) struct CommitsByRequest<'a> {
 }
 
 impl<'a> CommitsByRequest<'a> {
-    pub(crate) fn new(record: &'a RunRecord) -> Self {
-        let mut sorted: Vec<(RequestId, &CommitRecord)> = record
-            .commits
+    /// From the commits by slot: sorting those stably by request orders them by request,
+    /// then slot, then record order.
+    pub(crate) fn from_slots(by_slot: &CommitsBySlot<'a>) -> Self {
+        let mut sorted: Vec<(RequestId, &CommitRecord)> = by_slot
+            .sorted
             .iter()
-            .filter_map(|commit| commit.entry.request.map(|request| (request, commit)))
+            .filter_map(|commit| commit.entry.request.map(|request| (request, *commit)))
             .collect();
-        sorted.sort_by_key(|(request, commit)| (*request, commit.slot));
+        sort_by_request(&mut sorted, |(request, _)| *request);
         CommitsByRequest { sorted }
     }
 
@@ -109,7 +173,7 @@ pub(crate) struct Invocations<'a> {
 impl<'a> Invocations<'a> {
     pub(crate) fn new(record: &'a RunRecord) -> Self {
         let mut sorted: Vec<&Invocation> = record.invocations.iter().collect();
-        sorted.sort_by_key(|invocation| invocation.request);
+        sort_by_request(&mut sorted, |invocation| invocation.request);
         sorted.dedup_by_key(|invocation| invocation.request);
         Invocations { sorted }
     }
@@ -130,7 +194,7 @@ pub(crate) struct AppliesBySlot<'a> {
 impl<'a> AppliesBySlot<'a> {
     pub(crate) fn new(record: &'a RunRecord) -> Self {
         let mut sorted: Vec<&ApplyRecord> = record.applies.iter().collect();
-        sorted.sort_by_key(|apply| apply.slot);
+        sort_by_dense_key(&mut sorted, |apply| apply.slot);
         AppliesBySlot { sorted }
     }
 
@@ -153,4 +217,44 @@ pub(crate) fn digest_of(applies: &[&ApplyRecord], node: u32) -> Option<u64> {
         .iter()
         .find(|apply| apply.node == node)
         .map(|apply| apply.state_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn splitmix64(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn counting_sorts_order_as_the_stable_sort_does() {
+        let mut rng = 7;
+        for case in 0..200u64 {
+            let len = (splitmix64(&mut rng) % 300) as usize;
+            // Dense keys, sparse keys (the comparison fallback) and huge ones.
+            let span = [5, 1_000, 100_000, u64::MAX][(case % 4) as usize];
+            let items: Vec<(RequestId, usize)> = (0..len)
+                .map(|position| {
+                    let client = (splitmix64(&mut rng) % 4) as u32;
+                    let sequence = splitmix64(&mut rng) % span.max(1);
+                    (RequestId::new(client, sequence), position)
+                })
+                .collect();
+            let mut by_key = items.clone();
+            by_key.sort_by_key(|(request, _)| request.sequence);
+            let mut counted = items.clone();
+            sort_by_dense_key(&mut counted, |(request, _)| request.sequence);
+            assert_eq!(counted, by_key, "case {case}");
+            let mut by_request = items.clone();
+            by_request.sort_by_key(|(request, _)| *request);
+            let mut counted = items;
+            sort_by_request(&mut counted, |(request, _)| *request);
+            assert_eq!(counted, by_request, "case {case}");
+        }
+    }
 }

@@ -167,10 +167,11 @@ impl Default for SafetyOptions {
 /// Runs agreement, durability, validity and exactly-once, and turns node-reported invariant
 /// breaks into violations. Liveness needs more input: see [`check_liveness`].
 pub fn check_safety(record: &RunRecord, options: &SafetyOptions) -> Vec<Violation> {
-    let mut violations = check_agreement(record);
-    violations.extend(check_durability(record, options));
-    violations.extend(check_validity(record));
-    violations.extend(check_exactly_once(record, options));
+    let views = index::Views::new(record);
+    let mut violations = safety::agreement(&views);
+    violations.extend(safety::durability(record, &views, options));
+    violations.extend(safety::validity(record, &views));
+    violations.extend(safety::exactly_once(record, &views, options));
     violations.extend(reported_violations(record));
     violations
 }

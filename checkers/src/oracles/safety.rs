@@ -6,9 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use super::index::{
-    digest_of, AppliesBySlot, CommitsByRequest, CommitsBySlot, Committed, Invocations,
-};
+use super::index::{digest_of, AppliesBySlot, CommitsBySlot, Committed, Invocations, Views};
 use super::record::{ApplyRecord, CommitRecord, RequestId, RunRecord};
 use super::{Collector, Property, SafetyOptions, Violation};
 
@@ -31,12 +29,16 @@ fn request_name(request: Option<RequestId>) -> String {
 /// Agreement: one entry per slot, across nodes and across one node's restarts; applies
 /// name the committed request.
 pub fn check_agreement(record: &RunRecord) -> Vec<Violation> {
+    agreement(&Views::new(record))
+}
+
+pub(crate) fn agreement(views: &Views<'_>) -> Vec<Violation> {
     let mut collector = Collector::new(Property::Agreement);
-    let commits = CommitsBySlot::new(record);
+    let commits = &views.commits_by_slot;
     for group in commits.groups() {
         check_slot_agrees(group, &mut collector);
     }
-    check_applies_agree(record, &commits, &mut collector);
+    check_applies_agree(&views.applies_by_slot, commits, &mut collector);
     collector.finish()
 }
 
@@ -77,8 +79,11 @@ fn check_slot_agrees(group: &[&CommitRecord], collector: &mut Collector) {
 }
 
 /// An apply must name the request committed at its slot, and all applies of a slot agree.
-fn check_applies_agree(record: &RunRecord, commits: &CommitsBySlot<'_>, collector: &mut Collector) {
-    let applies = AppliesBySlot::new(record);
+fn check_applies_agree(
+    applies: &AppliesBySlot<'_>,
+    commits: &CommitsBySlot<'_>,
+    collector: &mut Collector,
+) {
     for group in applies.groups() {
         let committed = commits.slot(group[0].slot).first();
         let mut reported: Vec<u32> = Vec::new();
@@ -115,10 +120,18 @@ fn check_applies_agree(record: &RunRecord, commits: &CommitsBySlot<'_>, collecto
 /// Durability: every acknowledged write is committed, not after its acknowledgement, by
 /// enough nodes, and its slot never later holds another entry.
 pub fn check_durability(record: &RunRecord, options: &SafetyOptions) -> Vec<Violation> {
+    durability(record, &Views::new(record), options)
+}
+
+pub(crate) fn durability(
+    record: &RunRecord,
+    views: &Views<'_>,
+    options: &SafetyOptions,
+) -> Vec<Violation> {
     let mut collector = Collector::new(Property::Durability);
-    let invocations = Invocations::new(record);
-    let committed = CommitsByRequest::new(record);
-    let by_slot = CommitsBySlot::new(record);
+    let invocations = &views.invocations;
+    let committed = &views.commits_by_request;
+    let by_slot = &views.commits_by_slot;
     for completion in &record.completions {
         let request = completion.request;
         // A completion without an invocation is the validity oracle's to report.
@@ -153,7 +166,7 @@ pub fn check_durability(record: &RunRecord, options: &SafetyOptions) -> Vec<Viol
                 ));
             }
         }
-        check_not_lost(&by_slot, request, &info, &mut collector);
+        check_not_lost(by_slot, request, &info, &mut collector);
     }
     collector.finish()
 }
@@ -185,8 +198,12 @@ fn check_not_lost(
 
 /// Validity: a committed or applied request was invoked, with the same command, before.
 pub fn check_validity(record: &RunRecord) -> Vec<Violation> {
+    validity(record, &Views::new(record))
+}
+
+pub(crate) fn validity(record: &RunRecord, views: &Views<'_>) -> Vec<Violation> {
     let mut collector = Collector::new(Property::Validity);
-    let invocations = Invocations::new(record);
+    let invocations = &views.invocations;
     let mut reported: BTreeSet<(RequestId, u64)> = BTreeSet::new();
     for commit in &record.commits {
         let Some(request) = commit.entry.request else {
@@ -218,7 +235,7 @@ pub fn check_validity(record: &RunRecord) -> Vec<Violation> {
             }
         }
     }
-    check_applies_and_completions_invoked(record, &invocations, &mut reported, &mut collector);
+    check_applies_and_completions_invoked(record, invocations, &mut reported, &mut collector);
     collector.finish()
 }
 
@@ -253,9 +270,17 @@ fn check_applies_and_completions_invoked(
 /// node, and a request identity at one slot only, or, when duplicate log entries are
 /// allowed, no change of state where it is committed again.
 pub fn check_exactly_once(record: &RunRecord, options: &SafetyOptions) -> Vec<Violation> {
+    exactly_once(record, &Views::new(record), options)
+}
+
+pub(crate) fn exactly_once(
+    record: &RunRecord,
+    views: &Views<'_>,
+    options: &SafetyOptions,
+) -> Vec<Violation> {
     let mut collector = Collector::new(Property::ExactlyOnce);
-    let applies = AppliesBySlot::new(record);
-    let committed = CommitsByRequest::new(record);
+    let applies = &views.applies_by_slot;
+    let committed = &views.commits_by_request;
     for (request, info) in committed.iter() {
         if !info.at_several_slots() {
             continue;
@@ -266,7 +291,7 @@ pub fn check_exactly_once(record: &RunRecord, options: &SafetyOptions) -> Vec<Vi
             continue;
         }
         for &slot in &slots[1..] {
-            if let Some(node) = changed_state_at(&applies, slot) {
+            if let Some(node) = changed_state_at(applies, slot) {
                 collector.report(format!(
                     "{request} committed at slots {slots:?}: applying it again at slot {slot} \
                      changed n{node}'s state (applied twice)"
