@@ -35,8 +35,18 @@ pub type Observed<C, O> = (u64, Observation<C, O>);
 
 /// The client history of a run.
 pub fn client_history<C: Clone, O: Clone>(observations: &[Observed<C, O>]) -> History<C, O> {
+    history_of(observations, C::clone, |output| Outcome::Ok(output.clone()))
+}
+
+/// The client history with each command and output converted as it is read (one pass, one
+/// copy): `outcome` says how a completion with that output ended.
+fn history_of<C, O, I, P>(
+    observations: &[Observed<C, O>],
+    input: impl Fn(&C) -> I,
+    outcome: impl Fn(&O) -> Outcome<P>,
+) -> History<I, P> {
     let mut history = History::new();
-    let mut index_of: BTreeMap<(ClientId, u64), usize> = BTreeMap::new();
+    let mut index_of = RequestIndex::default();
     for (position, (_, observation)) in observations.iter().enumerate() {
         let position = position as u64;
         match observation {
@@ -45,10 +55,10 @@ pub fn client_history<C: Clone, O: Clone>(observations: &[Observed<C, O>]) -> Hi
                 sequence,
                 command,
             } => {
-                index_of.insert((*client, *sequence), history.operations.len());
+                index_of.insert(*client, *sequence, history.operations.len());
                 history.operations.push(Operation {
                     client: u64::from(client.0),
-                    input: command.clone(),
+                    input: input(command),
                     outcome: Outcome::Unknown,
                     call: position,
                     ret: u64::MAX,
@@ -61,10 +71,10 @@ pub fn client_history<C: Clone, O: Clone>(observations: &[Observed<C, O>]) -> Hi
                 output,
             } => {
                 // A completion of a request never invoked is the validity oracle's to report.
-                if let Some(&index) = index_of.get(&(*client, *sequence)) {
+                if let Some(index) = index_of.get(*client, *sequence) {
                     let operation = &mut history.operations[index];
                     if operation.ret == u64::MAX {
-                        operation.outcome = Outcome::Ok(output.clone());
+                        operation.outcome = outcome(output);
                         operation.ret = position;
                     }
                 }
@@ -74,7 +84,7 @@ pub fn client_history<C: Clone, O: Clone>(observations: &[Observed<C, O>]) -> Hi
                 slot,
                 ..
             } => {
-                if let Some(&index) = index_of.get(&(*client, *sequence)) {
+                if let Some(index) = index_of.get(*client, *sequence) {
                     history.operations[index].hint.get_or_insert(*slot);
                 }
             }
@@ -82,6 +92,62 @@ pub fn client_history<C: Clone, O: Clone>(observations: &[Observed<C, O>]) -> Hi
         }
     }
     history
+}
+
+/// Operation index by request identity. Sequence numbers are dense per client (1, 2, ...), so
+/// most requests sit in a per-client table; the rest in a map.
+#[derive(Default)]
+struct RequestIndex {
+    tables: Vec<Vec<usize>>,
+    others: BTreeMap<(ClientId, u64), usize>,
+}
+
+/// Clients and sequence numbers up to these go in the tables.
+const INDEXED_CLIENTS_MAX: usize = 1 << 10;
+const INDEXED_SEQUENCE_MAX: u64 = 1 << 20;
+const ABSENT: usize = usize::MAX;
+
+impl RequestIndex {
+    fn table(&mut self, client: ClientId, sequence: u64) -> Option<&mut usize> {
+        let client = client.0 as usize;
+        if client >= INDEXED_CLIENTS_MAX || sequence >= INDEXED_SEQUENCE_MAX {
+            return None;
+        }
+        if self.tables.len() <= client {
+            self.tables.resize(client + 1, Vec::new());
+        }
+        let table = &mut self.tables[client];
+        if table.len() <= sequence as usize {
+            let len = (sequence as usize + 1)
+                .max(table.len() * 2)
+                .min(INDEXED_SEQUENCE_MAX as usize);
+            table.resize(len, ABSENT);
+        }
+        Some(&mut table[sequence as usize])
+    }
+
+    fn insert(&mut self, client: ClientId, sequence: u64, index: usize) {
+        match self.table(client, sequence) {
+            Some(entry) => *entry = index,
+            None => {
+                self.others.insert((client, sequence), index);
+            }
+        }
+    }
+
+    fn get(&self, client: ClientId, sequence: u64) -> Option<usize> {
+        let table = self.tables.get(client.0 as usize);
+        match table.and_then(|table| table.get(usize::try_from(sequence).ok()?)) {
+            Some(&ABSENT) => None,
+            Some(&index) => Some(index),
+            None if client.0 as usize >= INDEXED_CLIENTS_MAX
+                || sequence >= INDEXED_SEQUENCE_MAX =>
+            {
+                self.others.get(&(client, sequence)).copied()
+            }
+            None => None,
+        }
+    }
 }
 
 fn request_id((client, sequence): (ClientId, u64)) -> RequestId {
@@ -307,42 +373,48 @@ pub fn kv_model_history(
     let operations = history
         .operations
         .iter()
-        .map(|operation| {
-            let (key, op) = match &operation.input {
-                KvCommand::Get { key } => (key, KvOp::Get),
-                KvCommand::Put { key, value } => (key, KvOp::Put(value.clone())),
-                KvCommand::Append { key, value } => (key, KvOp::Append(value.clone())),
-                KvCommand::Cas { key, expected, new } => (
-                    key,
-                    KvOp::Cas {
-                        from: expected.clone().unwrap_or_default(),
-                        to: new.clone(),
-                    },
-                ),
-            };
-            let outcome = match &operation.outcome {
-                Outcome::Ok(KvOutput::Value(value)) => {
-                    Outcome::Ok(Some(value.clone().unwrap_or_default()))
-                }
-                Outcome::Ok(KvOutput::Swapped(false)) => Outcome::Fail,
-                Outcome::Ok(KvOutput::Written | KvOutput::Swapped(true)) => Outcome::Ok(None),
+        .map(|operation| Operation {
+            client: operation.client,
+            input: kv_input(&operation.input),
+            outcome: match &operation.outcome {
+                Outcome::Ok(output) => kv_outcome(output),
                 Outcome::Fail => Outcome::Fail,
                 Outcome::Unknown => Outcome::Unknown,
-            };
-            Operation {
-                client: operation.client,
-                input: KvInput {
-                    key: key.clone(),
-                    op,
-                },
-                outcome,
-                call: operation.call,
-                ret: operation.ret,
-                hint: operation.hint,
-            }
+            },
+            call: operation.call,
+            ret: operation.ret,
+            hint: operation.hint,
         })
         .collect();
     History { operations }
+}
+
+fn kv_input(command: &KvCommand) -> KvInput {
+    let (key, op) = match command {
+        KvCommand::Get { key } => (key, KvOp::Get),
+        KvCommand::Put { key, value } => (key, KvOp::Put(value.clone())),
+        KvCommand::Append { key, value } => (key, KvOp::Append(value.clone())),
+        KvCommand::Cas { key, expected, new } => (
+            key,
+            KvOp::Cas {
+                from: expected.clone().unwrap_or_default(),
+                to: new.clone(),
+            },
+        ),
+    };
+    KvInput {
+        key: key.clone(),
+        op,
+    }
+}
+
+/// How a completion with `output` ended in the model: a failed compare-and-set did not happen.
+fn kv_outcome(output: &KvOutput) -> Outcome<Option<String>> {
+    match output {
+        KvOutput::Value(value) => Outcome::Ok(Some(value.clone().unwrap_or_default())),
+        KvOutput::Swapped(false) => Outcome::Fail,
+        KvOutput::Written | KvOutput::Swapped(true) => Outcome::Ok(None),
+    }
 }
 
 /// Checks the key-value client history for linearizability; a non-linearizable history is
@@ -351,9 +423,13 @@ pub fn check_kv_linearizability(
     history: &History<KvCommand, KvOutput>,
     config: &CheckConfig,
 ) -> (CheckReport, Option<Violation>) {
-    let model_history = kv_model_history(history);
-    let report = linearizability::check(&KeyValue, &model_history, config);
-    let violation = report.first_illegal().map(|partition| {
+    let report = linearizability::check(&KeyValue, &kv_model_history(history), config);
+    let violation = kv_violation(&report, history);
+    (report, violation)
+}
+
+fn kv_violation(report: &CheckReport, history: &History<KvCommand, KvOutput>) -> Option<Violation> {
+    report.first_illegal().map(|partition| {
         let failing = partition
             .failing_operation
             .and_then(|index| history.operations.get(index).map(|operation| (index, operation)));
@@ -369,8 +445,7 @@ pub fn check_kv_linearizability(
             None => format!("key {:?}: not linearizable", partition.name),
         };
         Violation::new(Property::Linearizability, detail)
-    });
-    (report, violation)
+    })
 }
 
 /// [`check_run`] plus linearizability of the key-value history.
@@ -380,9 +455,15 @@ pub fn check_kv_run(
     linearizability: &CheckConfig,
 ) -> RunVerdict {
     let mut verdict = check_run(observations, facts, KvCommand::is_read_only);
-    let history = client_history(observations);
-    let (report, violation) = check_kv_linearizability(&history, linearizability);
-    verdict.violations.extend(violation);
+    // The model history straight from the observations; the client history (commands as
+    // issued) only to name the failing operation of a violation.
+    let model_history = history_of(observations, kv_input, kv_outcome);
+    let report = linearizability::check(&KeyValue, &model_history, linearizability);
+    if report.first_illegal().is_some() {
+        verdict
+            .violations
+            .extend(kv_violation(&report, &client_history(observations)));
+    }
     verdict.linearizability = Some(report);
     verdict
 }
@@ -437,4 +518,68 @@ pub fn speculative_events<C, O>(
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(value: u64) -> KvCommand {
+        KvCommand::Put {
+            key: "x".to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    #[test]
+    fn requests_with_any_client_and_sequence_number_are_matched() {
+        // Huge client ids and sequence numbers, gaps and a reused identity, next to ordinary ones.
+        let requests = [
+            (0, 1),
+            (5000, 1 << 40),
+            (1, 3_000_000),
+            (0, 2),
+            (1, 7),
+            (0, 2),
+        ];
+        let mut run: Vec<Observed<KvCommand, KvOutput>> = Vec::new();
+        for (slot, &(client, sequence)) in requests.iter().enumerate() {
+            let (client, slot) = (ClientId(client), slot as u64 + 1);
+            let command = put(slot);
+            run.push((
+                slot,
+                Observation::Invoke {
+                    client,
+                    sequence,
+                    command,
+                },
+            ));
+            run.push((
+                slot,
+                Observation::Commit {
+                    node: NodeId(0),
+                    slot,
+                    request: Some((client, sequence)),
+                    command_digest: 0,
+                },
+            ));
+            let output = KvOutput::Written;
+            run.push((
+                slot,
+                Observation::Complete {
+                    client,
+                    sequence,
+                    output,
+                },
+            ));
+        }
+        let history = client_history(&run);
+        for (index, operation) in history.operations.iter().enumerate() {
+            assert_eq!(operation.outcome, Outcome::Ok(KvOutput::Written), "{index}");
+            assert_eq!(operation.hint, Some(index as u64 + 1), "{index}");
+            assert_eq!(operation.ret, operation.call + 2, "{index}");
+        }
+        let direct = history_of(&run, kv_input, kv_outcome);
+        assert_eq!(direct, kv_model_history(&history));
+    }
 }
