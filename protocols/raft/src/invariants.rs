@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use dst_sim::{NodeId, StateMachine};
 
-use crate::message::{LogIndex, Term};
+use crate::message::{Entry, LogIndex, Term};
 use crate::raft::{Raft, Role};
 
 /// Local invariants of one node.
@@ -53,41 +53,21 @@ pub fn check_local<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
             node.snapshot_index().0
         ));
     }
-    // The full scan is O(log); release builds check the ends, where mistakes show first.
+    // The full scan is O(log); release builds (which check after every step) look at the
+    // two ends only, where mistakes show first.
     let entries = node.entries();
-    let scan: Box<dyn Iterator<Item = (usize, &crate::message::Entry<S::Command>)>> =
-        if cfg!(debug_assertions) {
-            Box::new(entries.iter().map(|entry| &**entry).enumerate())
-        } else {
-            Box::new(
-                entries
-                    .iter()
-                    .map(|entry| &**entry)
-                    .enumerate()
-                    .take(1)
-                    .chain(
-                        entries
-                            .iter()
-                            .map(|entry| &**entry)
-                            .enumerate()
-                            .skip(1)
-                            .last(),
-                    ),
-            )
-        };
     let mut previous = node.snapshot_term();
-    for (offset, entry) in scan {
-        let expected = LogIndex(node.snapshot_index().0 + 1 + offset as u64);
-        if entry.index != expected {
-            return Err(format!(
-                "{id}: entry {} stored at {}",
-                entry.index.0, expected.0
-            ));
+    if cfg!(debug_assertions) {
+        for (offset, entry) in entries.iter().enumerate() {
+            previous = check_entry(node, offset, entry, previous)?;
         }
-        if entry.term < previous {
-            return Err(format!("{id}: term decreases at index {}", entry.index.0));
+    } else {
+        if let Some(first) = entries.first() {
+            previous = check_entry(node, 0, first, previous)?;
         }
-        previous = entry.term;
+        if let (true, Some(last)) = (entries.len() > 1, entries.last()) {
+            check_entry(node, entries.len() - 1, last, previous)?;
+        }
     }
     if node.last_term() > node.current_term() {
         return Err(format!(
@@ -107,26 +87,47 @@ pub fn check_local<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
     Ok(())
 }
 
+/// The entry at `offset` in the log sits at its index and does not lower the term of the
+/// entry checked before it (`previous`). Returns its term.
+fn check_entry<S: StateMachine>(
+    node: &Raft<S>,
+    offset: usize,
+    entry: &Entry<S::Command>,
+    previous: Term,
+) -> Result<Term, String> {
+    let id = node.id();
+    let expected = LogIndex(node.snapshot_index().0 + 1 + offset as u64);
+    if entry.index != expected {
+        return Err(format!(
+            "{id}: entry {} stored at {}",
+            entry.index.0, expected.0
+        ));
+    }
+    if entry.term < previous {
+        return Err(format!("{id}: term decreases at index {}", entry.index.0));
+    }
+    Ok(entry.term)
+}
+
 /// A leader appends a configuration only when none is uncommitted, and leads as a
 /// non-voter only until the configuration that removed it commits.
 fn check_leader_membership<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
     let id = node.id();
-    let uncommitted: Vec<&crate::message::Entry<S::Command>> = node
+    // Configuration entries above the commit index, and whether one is of this term.
+    let (uncommitted, own_term) = node
         .entries()
         .iter()
-        .map(|entry| &**entry)
         .rev()
         .take_while(|entry| entry.index > node.commit_index())
         .filter(|entry| entry.config.is_some())
-        .collect();
-    let own_term = uncommitted
-        .iter()
-        .any(|entry| entry.term == node.current_term());
-    if own_term && uncommitted.len() > 1 {
+        .fold((0, false), |(count, own_term), entry| {
+            (count + 1, own_term || entry.term == node.current_term())
+        });
+    if own_term && uncommitted > 1 {
         return Err(format!(
             "{id}: leader of term {} holds {} uncommitted configuration entries",
             node.current_term().0,
-            uncommitted.len()
+            uncommitted
         ));
     }
     if !node.is_voter() && node.members_index() <= node.commit_index() {

@@ -148,12 +148,22 @@ pub struct RaftMsg<C> {
 impl<C: Serialize + DeserializeOwned> RaftMsg<C> {
     /// Wraps a body, computing its checksum when `with_checksum`.
     pub fn seal(body: Body<C>, with_checksum: bool) -> Self {
-        let checksum = if with_checksum {
-            body_checksum(&body)
+        let checksum = Self::checksum_of(&body, with_checksum);
+        RaftMsg { body, checksum }
+    }
+
+    /// Wraps a body whose checksum is already known (from an equal body sealed before).
+    pub fn with_checksum(body: Body<C>, checksum: u64) -> Self {
+        RaftMsg { body, checksum }
+    }
+
+    /// The checksum [`RaftMsg::seal`] gives `body`.
+    pub fn checksum_of(body: &Body<C>, with_checksum: bool) -> u64 {
+        if with_checksum {
+            body_checksum(body)
         } else {
             0
-        };
-        RaftMsg { body, checksum }
+        }
     }
 
     /// True if the checksum matches the body (or checksums are off).

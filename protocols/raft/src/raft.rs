@@ -17,7 +17,7 @@ use dst_sim::{ClientId, Node, NodeCtx, NodeId, StateMachine, StorageError, Timer
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{
-    self, decode, log_key, parse_log_key, LogRecord, Meta, RecordError, Recovery, SnapshotRecord,
+    self, decode, parse_log_key, LogKey, LogRecord, Meta, RecordError, Recovery, SnapshotRecord,
     ALL_PREFIX, LOG_PREFIX, META_KEYS,
 };
 use crate::membership::{Configuration, Member};
@@ -807,10 +807,12 @@ impl<S: StateMachine> Raft<S> {
     fn load_meta(&mut self, ctx: &mut Ctx<'_, S>) -> Result<Option<Meta>, StorageError> {
         let mut best: Option<Meta> = None;
         for key in META_KEYS {
-            let Some(bytes) = ctx.read(key)? else {
+            let Some(decoded) =
+                ctx.read_with(key, |bytes| bytes.map(|b| decode::<Meta>(key, b)))?
+            else {
                 continue;
             };
-            match decode::<Meta>(key, &bytes) {
+            match decoded {
                 Ok(meta) if best.as_ref().is_none_or(|b| meta.version > b.version) => {
                     best = Some(meta)
                 }
@@ -827,10 +829,12 @@ impl<S: StateMachine> Raft<S> {
         let mut damaged = false;
         let mut best: Option<(SnapshotRecord, usize)> = None;
         for (slot, key) in durable::SNAPSHOT_KEYS.iter().enumerate() {
-            let Some(bytes) = ctx.read(key)? else {
+            let decode_slot =
+                |bytes: Option<&[u8]>| bytes.map(|b| decode::<SnapshotRecord>(key, b));
+            let Some(decoded) = ctx.read_with(key, decode_slot)? else {
                 continue;
             };
-            match decode::<SnapshotRecord>(key, &bytes) {
+            match decoded {
                 Ok(record) => {
                     if best
                         .as_ref()
@@ -870,9 +874,14 @@ impl<S: StateMachine> Raft<S> {
         let mut damaged = false;
         // Bounded: each step consumes one existing key.
         while index <= self.disk_last_index {
-            let key = log_key(index);
-            let Some(bytes) = ctx.read(&key)? else { break };
-            let record = match decode::<LogRecord<S::Command>>(&key, &bytes) {
+            let key = LogKey::new(index);
+            let key = key.as_str();
+            let decode_entry =
+                |bytes: Option<&[u8]>| bytes.map(|b| decode::<LogRecord<S::Command>>(key, b));
+            let Some(decoded) = ctx.read_with(key, decode_entry)? else {
+                break;
+            };
+            let record = match decoded {
                 Ok(record) => record,
                 // Unsynced, so unacknowledged (or superseded): the log ends before it.
                 Err(RecordError::Torn) => break,

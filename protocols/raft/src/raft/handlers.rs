@@ -603,7 +603,6 @@ impl<S: StateMachine> Raft<S> {
         }
         let active = self
             .per_voter(leader, true, false, |node| leader.active[node])
-            .into_iter()
             .filter(|active| *active)
             .count();
         let majority = self.members.majority();
@@ -629,9 +628,10 @@ impl<S: StateMachine> Raft<S> {
         }
         let me = self.id.0 as usize;
         leader.acked_round[me] = round;
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
-            self.send_append(peer);
+        for node in 0..self.cluster_size {
+            if node != self.id.0 {
+                self.send_append(NodeId(node));
+            }
         }
     }
 
@@ -757,28 +757,24 @@ impl<S: StateMachine> Raft<S> {
     /// One value per voter of the current configuration: this leader's `own` for itself,
     /// `value(node)` for a machine that last answered as that voter's incarnation, and
     /// `absent` otherwise (its progress belongs to another incarnation, or is unknown).
-    fn per_voter<T: Copy>(
-        &self,
-        leader: &LeaderState,
+    fn per_voter<'a, T: Copy + 'a>(
+        &'a self,
+        leader: &'a LeaderState,
         own: T,
         absent: T,
-        value: impl Fn(usize) -> T,
-    ) -> Vec<T> {
+        value: impl Fn(usize) -> T + 'a,
+    ) -> impl Iterator<Item = T> + 'a {
         let me = self.member();
-        self.members
-            .voters()
-            .iter()
-            .map(|voter| {
-                let node = voter.node.0 as usize;
-                if *voter == me {
-                    own
-                } else if leader.incarnation.get(node) == Some(&Some(voter.incarnation)) {
-                    value(node)
-                } else {
-                    absent
-                }
-            })
-            .collect()
+        self.members.voters().iter().map(move |voter| {
+            let node = voter.node.0 as usize;
+            if *voter == me {
+                own
+            } else if leader.incarnation.get(node) == Some(&Some(voter.incarnation)) {
+                value(node)
+            } else {
+                absent
+            }
+        })
     }
 
     /// Raises the commit index, reporting every newly committed slot.
@@ -856,8 +852,10 @@ impl<S: StateMachine> Raft<S> {
         }
         self.pending_writes.insert(key);
         self.append_local(Some(request));
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
+        for peer in (0..self.cluster_size).map(NodeId) {
+            if peer == self.id {
+                continue;
+            }
             let in_sync = self
                 .leader
                 .as_ref()
@@ -935,9 +933,15 @@ impl<S: StateMachine> Raft<S> {
         }
         let confirmed = self.quorum_round();
         let applied = self.last_applied;
+        let is_ready =
+            |read: &PendingRead<S::Command>| read.round <= confirmed && read.read_index <= applied;
+        // Most calls find nothing ready: they leave the queue as it is.
+        if !self.pending_reads.iter().any(is_ready) {
+            return;
+        }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
             .into_iter()
-            .partition(|read| read.round <= confirmed && read.read_index <= applied);
+            .partition(is_ready);
         self.pending_reads = waiting;
         let Some(reads) = self.reads else { return };
         for read in ready {
@@ -957,11 +961,55 @@ impl<S: StateMachine> Raft<S> {
 
 use super::ROUNDS_TRACKED_MAX;
 
+/// Configurations up to this many voters rank their values on the stack.
+const VOTERS_ON_STACK_MAX: usize = 16;
+
 /// The highest value at least `majority` of `values` reach (the minimum if too few).
-fn quorum_value<T: Ord + Copy + Default>(mut values: Vec<T>, majority: usize) -> T {
-    values.sort_unstable_by(|a, b| b.cmp(a));
-    values
+fn quorum_value<T: Ord + Copy + Default>(values: impl Iterator<Item = T>, majority: usize) -> T {
+    // Runs for every acknowledgement: no allocation for configurations of usual sizes.
+    let mut stack = [T::default(); VOTERS_ON_STACK_MAX];
+    let mut heap = Vec::new();
+    let mut count = 0;
+    for value in values {
+        if count < VOTERS_ON_STACK_MAX {
+            stack[count] = value;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&stack);
+            }
+            heap.push(value);
+        }
+        count += 1;
+    }
+    let ranked = if count <= VOTERS_ON_STACK_MAX {
+        &mut stack[..count]
+    } else {
+        &mut heap[..]
+    };
+    ranked.sort_unstable_by(|a, b| b.cmp(a));
+    ranked
         .get(majority.saturating_sub(1))
         .copied()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_value_is_the_majority_th_highest_on_stack_and_heap() {
+        assert_eq!(quorum_value([5u64, 1, 9, 3, 7].into_iter(), 3), 5);
+        assert_eq!(quorum_value([2u64, 2].into_iter(), 2), 2);
+        assert_eq!(
+            quorum_value(std::iter::empty::<u64>(), 1),
+            0,
+            "too few values"
+        );
+        // More voters than the stack holds: the values spill to the heap in order.
+        let many = (1..=VOTERS_ON_STACK_MAX as u64 + 5).rev();
+        let majority = (VOTERS_ON_STACK_MAX + 5) / 2 + 1;
+        let expected = (VOTERS_ON_STACK_MAX + 5 - majority + 1) as u64;
+        assert_eq!(quorum_value(many, majority), expected);
+    }
 }
