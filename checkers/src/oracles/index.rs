@@ -2,10 +2,13 @@
 //!
 //! The oracles run after every simulated seed, so they avoid per-record tree nodes: each
 //! view is one vector of references, sorted once with a stable sort (record order survives
-//! within equal keys, so "first" means first recorded) and searched by binary search. Slots,
+//! within equal keys, so "first" means first recorded) and searched by binary search, or
+//! looked up by request identity in per-client tables ([`RequestMap`]). Slots,
 //! clients and sequence numbers are small dense integers, so the sorts are counting sorts
 //! (stable, linear) whenever the keys span little more than the records; [`Views`] builds
 //! each view once for all the oracles.
+
+use std::collections::BTreeMap;
 
 use super::record::{ApplyRecord, CommitRecord, Invocation, RequestId, RunRecord};
 
@@ -134,6 +137,8 @@ impl<'r, 'a> Committed<'r, 'a> {
 /// Commit records by request identity (no-ops left out).
 pub(crate) struct CommitsByRequest<'a> {
     sorted: Vec<(RequestId, &'a CommitRecord)>,
+    /// Each request's range in `sorted`.
+    groups: RequestMap<(usize, usize)>,
 }
 
 impl<'a> CommitsByRequest<'a> {
@@ -146,13 +151,18 @@ impl<'a> CommitsByRequest<'a> {
             .filter_map(|commit| commit.entry.request.map(|request| (request, *commit)))
             .collect();
         sort_by_request(&mut sorted, |(request, _)| *request);
-        CommitsByRequest { sorted }
+        let mut groups = RequestMap::new(sorted.len());
+        let mut start = 0;
+        for group in sorted.chunk_by(|left, right| left.0 == right.0) {
+            groups.insert_first(group[0].0, (start, start + group.len()));
+            start += group.len();
+        }
+        CommitsByRequest { sorted, groups }
     }
 
     pub(crate) fn get(&self, request: RequestId) -> Option<Committed<'_, 'a>> {
-        let start = self.sorted.partition_point(|(known, _)| *known < request);
-        let end = self.sorted.partition_point(|(known, _)| *known <= request);
-        (start < end).then(|| Committed {
+        let (start, end) = self.groups.get(request)?;
+        Some(Committed {
             group: &self.sorted[start..end],
         })
     }
@@ -167,22 +177,74 @@ impl<'a> CommitsByRequest<'a> {
 
 /// First invocation of each request identity.
 pub(crate) struct Invocations<'a> {
-    sorted: Vec<&'a Invocation>,
+    first: RequestMap<&'a Invocation>,
 }
 
 impl<'a> Invocations<'a> {
     pub(crate) fn new(record: &'a RunRecord) -> Self {
-        let mut sorted: Vec<&Invocation> = record.invocations.iter().collect();
-        sort_by_request(&mut sorted, |invocation| invocation.request);
-        sorted.dedup_by_key(|invocation| invocation.request);
-        Invocations { sorted }
+        let mut first = RequestMap::new(record.invocations.len());
+        for invocation in &record.invocations {
+            first.insert_first(invocation.request, invocation);
+        }
+        Invocations { first }
     }
 
     pub(crate) fn get(&self, request: RequestId) -> Option<&'a Invocation> {
-        self.sorted
-            .binary_search_by_key(&request, |invocation| invocation.request)
-            .ok()
-            .map(|index| self.sorted[index])
+        self.first.get(request)
+    }
+}
+
+/// A map from request identity, for lookups by the thousand. Sequence numbers are dense per
+/// client (1, 2, ...), so most requests sit in a per-client table indexed by sequence number;
+/// the others (a huge client id or sequence number) in a tree.
+pub(crate) struct RequestMap<V> {
+    tables: Vec<Vec<Option<V>>>,
+    others: BTreeMap<RequestId, V>,
+    /// Sequence numbers below this go in the tables.
+    sequences_max: u64,
+}
+
+/// Client ids below this go in the tables.
+const TABLE_CLIENTS_MAX: u32 = 1 << 10;
+
+impl<V: Copy> RequestMap<V> {
+    /// A map for about `requests` requests (the tables never outgrow a few times that).
+    pub(crate) fn new(requests: usize) -> Self {
+        RequestMap {
+            tables: Vec::new(),
+            others: BTreeMap::new(),
+            sequences_max: DENSE_SPAN_PER_ITEM * requests as u64 + DENSE_SPAN_MIN,
+        }
+    }
+
+    fn in_tables(&self, request: RequestId) -> bool {
+        request.client < TABLE_CLIENTS_MAX && request.sequence < self.sequences_max
+    }
+
+    pub(crate) fn get(&self, request: RequestId) -> Option<V> {
+        if !self.in_tables(request) {
+            return self.others.get(&request).copied();
+        }
+        let table = self.tables.get(request.client as usize)?;
+        table.get(request.sequence as usize).copied().flatten()
+    }
+
+    /// Maps `request` to `value` unless it is mapped already.
+    pub(crate) fn insert_first(&mut self, request: RequestId, value: V) {
+        if !self.in_tables(request) {
+            self.others.entry(request).or_insert(value);
+            return;
+        }
+        let (client, sequence) = (request.client as usize, request.sequence as usize);
+        if self.tables.len() <= client {
+            self.tables.resize_with(client + 1, Vec::new);
+        }
+        let table = &mut self.tables[client];
+        if table.len() <= sequence {
+            let len = (sequence + 1).max(table.len() * 2);
+            table.resize(len.min(self.sequences_max as usize), None);
+        }
+        table[sequence].get_or_insert(value);
     }
 }
 
@@ -255,6 +317,33 @@ mod tests {
             let mut counted = items;
             sort_by_request(&mut counted, |(request, _)| *request);
             assert_eq!(counted, by_request, "case {case}");
+        }
+    }
+
+    #[test]
+    fn request_maps_keep_the_first_value_like_a_tree() {
+        let mut rng = 11;
+        for case in 0..100u64 {
+            let len = (splitmix64(&mut rng) % 200) as usize;
+            let mut map = RequestMap::new(len / 2);
+            let mut tree = BTreeMap::new();
+            for value in 0..len {
+                let client = [1, 7, 5_000][(splitmix64(&mut rng) % 3) as usize];
+                let sequence = match splitmix64(&mut rng) % 4 {
+                    0 => u64::MAX - splitmix64(&mut rng) % 3,
+                    1 => 2_000 + splitmix64(&mut rng) % 3,
+                    _ => splitmix64(&mut rng) % 40,
+                };
+                let request = RequestId::new(client, sequence);
+                map.insert_first(request, value);
+                tree.entry(request).or_insert(value);
+            }
+            for client in [0, 1, 7, 5_000] {
+                for sequence in (0..50).chain(1_990..2_010).chain(u64::MAX - 4..=u64::MAX) {
+                    let request = RequestId::new(client, sequence);
+                    assert_eq!(map.get(request), tree.get(&request).copied(), "case {case}");
+                }
+            }
         }
     }
 }

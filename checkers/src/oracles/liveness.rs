@@ -10,10 +10,11 @@
 //! client gave up, before the request had its whole bound. A run that ends early because
 //! every client finished is judged on what completed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::index::RequestMap;
 use super::record::{RequestId, RunRecord};
 use super::safety::at;
 use super::{Collector, Property, Violation};
@@ -74,7 +75,7 @@ pub fn check_liveness(record: &RunRecord, input: &LivenessInput) -> LivenessRepo
             Some(clients) => clients.contains(&request.client),
             None => true,
         };
-        let end = ends.get(&request).copied();
+        let end = ends.get(request);
         let ended_before_quiet = match end {
             Some(End::Completed(time_ns)) | Some(End::Abandoned(time_ns)) => {
                 time_ns < input.quiet_start_ns
@@ -140,15 +141,14 @@ fn judge(
     }
 }
 
-fn index_ends(record: &RunRecord) -> BTreeMap<RequestId, End> {
-    let mut ends = BTreeMap::new();
+/// How each request first ended: its first completion, else its first abandonment.
+fn index_ends(record: &RunRecord) -> RequestMap<End> {
+    let mut ends = RequestMap::new(record.invocations.len());
     for completion in &record.completions {
-        ends.entry(completion.request)
-            .or_insert(End::Completed(completion.time_ns));
+        ends.insert_first(completion.request, End::Completed(completion.time_ns));
     }
     for abandonment in &record.abandonments {
-        ends.entry(abandonment.request)
-            .or_insert(End::Abandoned(abandonment.time_ns));
+        ends.insert_first(abandonment.request, End::Abandoned(abandonment.time_ns));
     }
     ends
 }
