@@ -787,6 +787,83 @@ fn group_windows_search_exactly_as_their_expansion() {
     );
 }
 
+/// `keeps_state`, where a model answers, says what `step` does.
+fn keeps_state_agrees_with_step<M: Model>(
+    model: &M,
+    states: &[M::State],
+    ops: &[(M::Input, Option<M::Output>)],
+) -> usize {
+    let mut answered = 0;
+    for state in states {
+        for (input, output) in ops {
+            let Some(keeps) = model.keeps_state(state, input, output.as_ref()) else {
+                continue;
+            };
+            answered += 1;
+            let mut next = Vec::new();
+            model.step(state, input, output.as_ref(), &mut next);
+            assert_eq!(
+                keeps,
+                !next.is_empty(),
+                "{state:?} {input:?} {output:?}: {next:?}"
+            );
+            assert!(
+                next.iter().all(|n| n == state),
+                "{state:?} {input:?}: {next:?}"
+            );
+        }
+    }
+    answered
+}
+
+#[test]
+fn the_step_shortcut_agrees_with_step() {
+    let register_ops: Vec<(RegisterInput, Option<Option<i64>>)> = vec![
+        (Read, None),
+        (Read, Some(None)),
+        (Read, Some(Some(1))),
+        (Read, Some(Some(2))),
+        (Write(1), None),
+        (Cas { from: 1, to: 2 }, None),
+    ];
+    let register_states = [None, Some(1), Some(2)];
+    assert_eq!(
+        keeps_state_agrees_with_step(&Register, &register_states, &register_ops),
+        12
+    );
+    assert_eq!(
+        keeps_state_agrees_with_step(&CasRegister, &register_states, &register_ops),
+        12
+    );
+    let kv_states: Vec<std::collections::BTreeMap<String, String>> = vec![
+        Default::default(),
+        [("x".to_string(), "1".to_string())].into(),
+        [
+            ("x".to_string(), "12".to_string()),
+            ("y".to_string(), "3".to_string()),
+        ]
+        .into(),
+    ];
+    let mut kv_ops = Vec::new();
+    for key in ["x", "y"] {
+        for output in [
+            None,
+            Some(None),
+            Some(Some(String::new())),
+            Some(Some("1".to_string())),
+            Some(Some("12".to_string())),
+        ] {
+            kv_ops.push((kv(key, KvOp::Get), output));
+        }
+        kv_ops.push((kv(key, KvOp::Put("1".to_string())), None));
+        kv_ops.push((kv(key, KvOp::Append("2".to_string())), None));
+    }
+    assert_eq!(
+        keeps_state_agrees_with_step(&KeyValue, &kv_states, &kv_ops),
+        30
+    );
+}
+
 #[test]
 fn ordering_hints_are_tried_first() {
     let mut h = history(vec![

@@ -162,19 +162,27 @@ impl<'m, M: Model> Interner<'m, M> {
     }
 
     fn compute(&mut self, state: u32, input: &M::Input, output: Option<&M::Output>) -> u64 {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        self.model
-            .step(&self.states[state as usize], input, output, &mut scratch);
         let start = self.successors.len();
-        for next in scratch.drain(..) {
-            let id = self.intern(next);
-            // A nondeterministic model may name one successor twice; exploring it once is enough.
-            if !self.successors[start..].contains(&id) {
-                self.successors.push(id);
+        let current = &self.states[state as usize];
+        match self.model.keeps_state(current, input, output) {
+            // `step` would give the state itself (which interns to its own id), or nothing.
+            Some(true) => self.successors.push(state),
+            Some(false) => {}
+            None => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                self.model.step(current, input, output, &mut scratch);
+                for next in scratch.drain(..) {
+                    let id = self.intern(next);
+                    // A nondeterministic model may name one successor twice; exploring it once
+                    // is enough.
+                    if !self.successors[start..].contains(&id) {
+                        self.successors.push(id);
+                    }
+                }
+                self.scratch = scratch;
             }
         }
-        self.scratch = scratch;
         let len = self.successors.len() - start;
         self.bytes += len * 4;
         assert!(

@@ -48,6 +48,18 @@ pub trait Model: Sync {
         false
     }
 
+    /// A shortcut for [`Model::step`] that builds no state: `Some(true)` if `step` would push
+    /// exactly `state` itself (possibly several times), `Some(false)` if it would push
+    /// nothing, `None` to ask `step` (the default).
+    fn keeps_state(
+        &self,
+        _state: &Self::State,
+        _input: &Self::Input,
+        _output: Option<&Self::Output>,
+    ) -> Option<bool> {
+        None
+    }
+
     /// Ordering facts every linearization has, as far as the model can prove them from the
     /// operations alone (indices into `operations`: one partition's operations that may have
     /// happened, with their output, `None` = unknown). The search prunes with them, so they
@@ -150,6 +162,14 @@ fn register_step(
     }
 }
 
+fn register_keeps_state(
+    state: &Option<i64>,
+    input: &RegisterInput,
+    output: Option<&RegisterOutput>,
+) -> Option<bool> {
+    (*input == RegisterInput::Read).then_some(!matches!(output, Some(seen) if seen != state))
+}
+
 fn register_describe(input: &RegisterInput, output: Option<&RegisterOutput>) -> String {
     let shown = |value: &Option<i64>| value.map_or("nil".to_string(), |v| v.to_string());
     match (input, output) {
@@ -169,6 +189,15 @@ impl Model for Register {
 
     fn is_read_only(&self, input: &RegisterInput) -> bool {
         *input == RegisterInput::Read
+    }
+
+    fn keeps_state(
+        &self,
+        state: &Option<i64>,
+        input: &RegisterInput,
+        output: Option<&RegisterOutput>,
+    ) -> Option<bool> {
+        register_keeps_state(state, input, output)
     }
 
     fn init(&self) -> Option<i64> {
@@ -199,6 +228,15 @@ impl Model for CasRegister {
 
     fn is_read_only(&self, input: &RegisterInput) -> bool {
         *input == RegisterInput::Read
+    }
+
+    fn keeps_state(
+        &self,
+        state: &Option<i64>,
+        input: &RegisterInput,
+        output: Option<&RegisterOutput>,
+    ) -> Option<bool> {
+        register_keeps_state(state, input, output)
     }
 
     fn init(&self) -> Option<i64> {
@@ -270,6 +308,8 @@ impl Model for KeyValue {
             let mut changed = state.clone();
             if value.is_empty() {
                 changed.remove(&input.key);
+            } else if let Some(held) = changed.get_mut(&input.key) {
+                *held = value;
             } else {
                 changed.insert(input.key.clone(), value);
             }
@@ -290,6 +330,19 @@ impl Model for KeyValue {
                 }
             }
         }
+    }
+
+    fn keeps_state(
+        &self,
+        state: &Self::State,
+        input: &KvInput,
+        output: Option<&KvOutput>,
+    ) -> Option<bool> {
+        if input.op != KvOp::Get {
+            return None;
+        }
+        let current = state.get(&input.key).map_or("", String::as_str);
+        Some(!matches!(output, Some(Some(seen)) if seen != current))
     }
 
     fn state_bytes(&self, state: &Self::State) -> usize {
