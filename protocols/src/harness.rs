@@ -45,7 +45,13 @@ fn history_of<C, O, I, P>(
     input: impl Fn(&C) -> I,
     outcome: impl Fn(&O) -> Outcome<P>,
 ) -> History<I, P> {
-    let mut history = History::new();
+    let invocations = observations
+        .iter()
+        .filter(|(_, observation)| matches!(observation, Observation::Invoke { .. }))
+        .count();
+    let mut history = History {
+        operations: Vec::with_capacity(invocations),
+    };
     let mut index_of = RequestIndex::default();
     for (position, (_, observation)) in observations.iter().enumerate() {
         let position = position as u64;
@@ -163,10 +169,10 @@ pub fn run_record<C: Serialize, O>(
 }
 
 fn run_record_of<'a, C: Serialize + 'a, O: 'a>(
-    observations: impl Iterator<Item = &'a Observed<C, O>>,
+    observations: impl Iterator<Item = &'a Observed<C, O>> + Clone,
     read_only: impl Fn(&C) -> bool,
 ) -> RunRecord {
-    let mut record = RunRecord::default();
+    let mut record = sized_record(observations.clone());
     for (time_ns, observation) in observations {
         let time_ns = *time_ns;
         match observation {
@@ -231,6 +237,33 @@ fn run_record_of<'a, C: Serialize + 'a, O: 'a>(
         }
     }
     record
+}
+
+/// An empty record with room for what `observations` hold.
+fn sized_record<'a, C: 'a, O: 'a>(
+    observations: impl Iterator<Item = &'a Observed<C, O>>,
+) -> RunRecord {
+    let mut counts = [0usize; 6];
+    for (_, observation) in observations {
+        let kind = match observation {
+            Observation::Invoke { .. } => 0,
+            Observation::Complete { .. } => 1,
+            Observation::Abandon { .. } => 2,
+            Observation::Commit { .. } => 3,
+            Observation::Apply { .. } => 4,
+            Observation::InvariantViolated { .. } => 5,
+            _ => continue,
+        };
+        counts[kind] += 1;
+    }
+    RunRecord {
+        invocations: Vec::with_capacity(counts[0]),
+        completions: Vec::with_capacity(counts[1]),
+        abandonments: Vec::with_capacity(counts[2]),
+        commits: Vec::with_capacity(counts[3]),
+        applies: Vec::with_capacity(counts[4]),
+        reported: Vec::with_capacity(counts[5]),
+    }
 }
 
 /// What the oracles need to know about a run besides its observations.
