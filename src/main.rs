@@ -11,6 +11,8 @@ mod cmd;
 // Simulations allocate and free small objects at a high rate (messages, log entries, keys);
 // mimalloc serves them in a fraction of the system allocator's time. Nothing simulated depends
 // on addresses, so runs are the same under either allocator.
+// `--no-default-features` builds with the system allocator.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
