@@ -107,7 +107,11 @@ impl LogKey {
         let mut bytes = [b'0'; LOG_KEY_BYTES];
         bytes[..LOG_PREFIX.len()].copy_from_slice(LOG_PREFIX.as_bytes());
         let mut rest = index.0;
+        // Digits from the right until the index is used up; the rest stay zero padding.
         for digit in bytes[LOG_PREFIX.len()..].iter_mut().rev() {
+            if rest == 0 {
+                break;
+            }
             *digit = b'0' + (rest % 10) as u8;
             rest /= 10;
         }

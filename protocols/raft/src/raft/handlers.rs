@@ -931,14 +931,22 @@ impl<S: StateMachine> Raft<S> {
         if self.pending_reads.is_empty() || self.last_applied < term_start {
             return;
         }
-        let confirmed = self.quorum_round();
+        // Most calls find nothing ready: they leave the queue as it is, and rank the
+        // acknowledged rounds only if some read waits for nothing else.
         let applied = self.last_applied;
-        let is_ready =
-            |read: &PendingRead<S::Command>| read.round <= confirmed && read.read_index <= applied;
-        // Most calls find nothing ready: they leave the queue as it is.
-        if !self.pending_reads.iter().any(is_ready) {
+        let Some(lowest_round) = (self.pending_reads.iter())
+            .filter(|read| read.read_index <= applied)
+            .map(|read| read.round)
+            .min()
+        else {
+            return;
+        };
+        let confirmed = self.quorum_round();
+        if lowest_round > confirmed {
             return;
         }
+        let is_ready =
+            |read: &PendingRead<S::Command>| read.round <= confirmed && read.read_index <= applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
             .into_iter()
             .partition(is_ready);
@@ -965,29 +973,40 @@ use super::ROUNDS_TRACKED_MAX;
 const VOTERS_ON_STACK_MAX: usize = 16;
 
 /// The highest value at least `majority` of `values` reach (the minimum if too few).
-fn quorum_value<T: Ord + Copy + Default>(values: impl Iterator<Item = T>, majority: usize) -> T {
-    // Runs for every acknowledgement: no allocation for configurations of usual sizes.
-    let mut stack = [T::default(); VOTERS_ON_STACK_MAX];
-    let mut heap = Vec::new();
+fn quorum_value<T: Ord + Copy + Default>(
+    mut values: impl Iterator<Item = T>,
+    majority: usize,
+) -> T {
+    // Runs for every acknowledgement: usual configurations rank their values on the stack,
+    // by insertion into a descending run (a handful of comparisons for five voters).
+    let mut ranked = [T::default(); VOTERS_ON_STACK_MAX];
     let mut count = 0;
-    for value in values {
-        if count < VOTERS_ON_STACK_MAX {
-            stack[count] = value;
-        } else {
-            if heap.is_empty() {
-                heap.extend_from_slice(&stack);
-            }
-            heap.push(value);
+    while let Some(value) = values.next() {
+        if count == VOTERS_ON_STACK_MAX {
+            let spilled = ranked
+                .into_iter()
+                .chain(std::iter::once(value))
+                .chain(values);
+            return quorum_value_sorted(spilled.collect(), majority);
         }
+        let mut at = count;
+        while at > 0 && ranked[at - 1] < value {
+            ranked[at] = ranked[at - 1];
+            at -= 1;
+        }
+        ranked[at] = value;
         count += 1;
     }
-    let ranked = if count <= VOTERS_ON_STACK_MAX {
-        &mut stack[..count]
-    } else {
-        &mut heap[..]
-    };
-    ranked.sort_unstable_by(|a, b| b.cmp(a));
-    ranked
+    ranked[..count]
+        .get(majority.saturating_sub(1))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// [`quorum_value`] for configurations too large for the stack.
+fn quorum_value_sorted<T: Ord + Copy + Default>(mut values: Vec<T>, majority: usize) -> T {
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values
         .get(majority.saturating_sub(1))
         .copied()
         .unwrap_or_default()

@@ -129,8 +129,9 @@ impl<S: StateMachine> Raft<S> {
             let record = LogRecordRef { entry, prev_term };
             prev_term = entry.term;
             let key = LogKey::new(LogIndex(index));
-            *buffer = encode_into(key.as_str(), &record, std::mem::take(buffer));
-            write_verified(ctx, self.id, key.as_str(), buffer)?;
+            let key = key.as_str();
+            *buffer = encode_into(key, &record, std::mem::take(buffer));
+            write_verified(ctx, self.id, key, buffer)?;
         }
         if self.disk_last_index > last {
             for key in ctx.keys_with_prefix(LOG_PREFIX) {
