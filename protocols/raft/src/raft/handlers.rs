@@ -947,12 +947,10 @@ impl<S: StateMachine> Raft<S> {
         }
         let is_ready =
             |read: &PendingRead<S::Command>| read.round <= confirmed && read.read_index <= applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
-            .into_iter()
-            .partition(is_ready);
-        self.pending_reads = waiting;
-        let Some(reads) = self.reads else { return };
-        for read in ready {
+        let reads = self.reads;
+        // Ready reads leave the queue in order; the others keep theirs.
+        for read in self.pending_reads.extract_if(.., |read| is_ready(read)) {
+            let Some(reads) = reads else { continue };
             match (reads.query)(self.state.service(), &read.command) {
                 Some(output) => {
                     let reply = Reply::Done {

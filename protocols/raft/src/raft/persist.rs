@@ -16,7 +16,20 @@ impl<S: StateMachine> Raft<S> {
     pub(super) fn finish(&mut self, ctx: &mut Ctx<'_, S>) {
         self.apply_committed(ctx);
         self.maybe_snapshot();
-        let outbox = std::mem::take(&mut self.outbox);
+        // Taken while it is released, then handed back empty: its allocation serves the
+        // next handler.
+        let mut outbox = std::mem::take(&mut self.outbox);
+        self.persist_and_release(ctx, &mut outbox);
+        outbox.clear();
+        self.outbox = outbox;
+    }
+
+    /// Persists what is dirty; on success releases the outbox (else withholds it).
+    fn persist_and_release(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        outbox: &mut Vec<Out<S::Command, S::Output>>,
+    ) {
         match self.persist(ctx) {
             Ok(wrote) => {
                 // A lost note would leave a leader unsure of its own log: heartbeats ask
@@ -27,7 +40,7 @@ impl<S: StateMachine> Raft<S> {
                     ctx.sync();
                 }
                 let checksums = self.config.message_checksums;
-                release(ctx, outbox, checksums);
+                release(ctx, outbox.drain(..), checksums);
                 if note {
                     if !wrote {
                         // Nothing new: the outbox did not wait, only the note does.
@@ -277,10 +290,10 @@ impl<S: StateMachine> Raft<S> {
 /// (comparing shares entries by pointer, so it costs far less than hashing).
 fn release<S: StateMachine>(
     ctx: &mut Ctx<'_, S>,
-    outbox: Vec<Out<S::Command, S::Output>>,
+    outbox: impl Iterator<Item = Out<S::Command, S::Output>>,
     checksums: bool,
 ) {
-    let mut outbox = outbox.into_iter().peekable();
+    let mut outbox = outbox.peekable();
     let mut carried: Option<u64> = None;
     while let Some(out) = outbox.next() {
         match out {
