@@ -156,9 +156,12 @@ impl Storage {
                 return Err(StorageError::Full);
             }
         }
-        let key = self.maybe_misdirect(key, decisions);
+        let misdirected = self.maybe_misdirect(key, decisions);
         self.stats.writes += 1;
-        self.apply_pending(key, Some(value));
+        match misdirected {
+            Some(other) => self.apply_pending(other, Some(value)),
+            None => self.put(key, value),
+        }
         Ok(())
     }
 
@@ -184,7 +187,8 @@ impl Storage {
         }
     }
 
-    fn maybe_misdirect(&mut self, key: &str, decisions: &mut dyn DecisionSource) -> Key {
+    /// The key a misdirected write lands under instead of `key`, if this one is.
+    fn maybe_misdirect(&mut self, key: &str, decisions: &mut dyn DecisionSource) -> Option<Key> {
         if self.current.len() > 1
             && decisions.chance(DecisionKind::Storage, self.faults.misdirect_ppm, PPM)
         {
@@ -192,23 +196,44 @@ impl Storage {
             if let Some(other) = self.current.keys().nth(index as usize) {
                 if &**other != key {
                     self.stats.misdirected_writes += 1;
-                    return Rc::clone(other);
+                    return Some(Rc::clone(other));
                 }
             }
         }
-        self.shared_key(key)
+        None
+    }
+
+    /// A write to `key` as asked: one search of the page cache when the key exists.
+    fn put(&mut self, key: &str, value: Vec<u8>) {
+        let value = Rc::new(value);
+        let exact = (Bound::Included(key), Bound::Included(key));
+        let found = self.current.range_mut::<str, _>(exact).next();
+        let Some((shared, slot)) = found else {
+            let key: Key = Rc::from(key);
+            self.current.insert(Rc::clone(&key), Rc::clone(&value));
+            self.record(key, Some(value), None);
+            return;
+        };
+        let key = Rc::clone(shared);
+        let previous = std::mem::replace(slot, Rc::clone(&value));
+        self.record(key, Some(value), Some(previous));
     }
 
     fn apply_pending(&mut self, key: Key, value: Option<Vec<u8>>) {
-        self.next_sequence += 1;
         let value = value.map(Rc::new);
         let previous = match &value {
-            Some(bytes) => {
-                self.used_bytes += Self::footprint(&key, bytes);
-                self.current.insert(Rc::clone(&key), Rc::clone(bytes))
-            }
+            Some(bytes) => self.current.insert(Rc::clone(&key), Rc::clone(bytes)),
             None => self.current.remove(&key),
         };
+        self.record(key, value, previous);
+    }
+
+    /// Books a change already made to the page cache: the byte count and the undo record.
+    fn record(&mut self, key: Key, value: Option<Value>, previous: Option<Value>) {
+        self.next_sequence += 1;
+        if let Some(bytes) = &value {
+            self.used_bytes += Self::footprint(&key, bytes);
+        }
         if let Some(old) = &previous {
             self.used_bytes -= Self::footprint(&key, old);
         }
@@ -240,28 +265,35 @@ impl Storage {
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
-        let corrupt = self.current.get(key).is_some_and(|v| !v.is_empty())
+        let value = self.current.get(key);
+        let corrupt = value.is_some_and(|v| !v.is_empty())
             && decisions.chance(DecisionKind::Storage, self.faults.read_corrupt_ppm, PPM);
-        if corrupt {
-            let length_bits = self.current[key].len() as u64 * 8;
-            let bit = decisions.below(DecisionKind::Storage, length_bits);
-            self.stats.corrupted_reads += 1;
-            // The stored copy flips, and so does the durable one if a pending write hides
-            // it. Copy on write: the pending write's own bytes stay unflipped.
-            let flip = |bytes: &mut Value| {
-                if (bit / 8) < bytes.len() as u64 {
-                    Rc::make_mut(bytes)[(bit / 8) as usize] ^= 1 << (bit % 8);
-                }
-            };
-            if let Some(bytes) = self.current.get_mut(key) {
-                flip(bytes);
-            }
-            let hidden = self.pending.iter_mut().find(|write| &*write.key == key);
-            if let Some(bytes) = hidden.and_then(|write| write.previous.as_mut()) {
-                flip(bytes);
-            }
+        if !corrupt {
+            return Ok(inspect(value.map(|value| value.as_slice())));
         }
+        self.corrupt_on_read(key, decisions);
         Ok(inspect(self.current.get(key).map(|value| value.as_slice())))
+    }
+
+    /// A latent bit flip found by a read (the decision to corrupt is already drawn).
+    fn corrupt_on_read(&mut self, key: &str, decisions: &mut dyn DecisionSource) {
+        let length_bits = self.current[key].len() as u64 * 8;
+        let bit = decisions.below(DecisionKind::Storage, length_bits);
+        self.stats.corrupted_reads += 1;
+        // The stored copy flips, and so does the durable one if a pending write hides
+        // it. Copy on write: the pending write's own bytes stay unflipped.
+        let flip = |bytes: &mut Value| {
+            if (bit / 8) < bytes.len() as u64 {
+                Rc::make_mut(bytes)[(bit / 8) as usize] ^= 1 << (bit % 8);
+            }
+        };
+        if let Some(bytes) = self.current.get_mut(key) {
+            flip(bytes);
+        }
+        let hidden = self.pending.iter_mut().find(|write| &*write.key == key);
+        if let Some(bytes) = hidden.and_then(|write| write.previous.as_mut()) {
+            flip(bytes);
+        }
     }
 
     /// Keys starting with `prefix`, in order.
