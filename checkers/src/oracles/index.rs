@@ -65,8 +65,28 @@ fn sort_by_dense_key<T: Copy>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
     *items = sorted;
 }
 
-/// Sorts `items` stably by request (client, then sequence): two counting passes.
+/// Sorts `items` stably by request (client, then sequence): one counting pass over
+/// `client * (largest sequence + 1) + sequence` when that is small, else two passes.
 fn sort_by_request<T: Copy>(items: &mut Vec<T>, request: impl Fn(&T) -> RequestId) {
+    let sequences = items
+        .iter()
+        .map(|item| request(item).sequence)
+        .max()
+        .and_then(|largest| largest.checked_add(1));
+    let clients = items.iter().map(|item| request(item).client).max();
+    if let (Some(sequences), Some(clients)) = (sequences, clients) {
+        if u64::from(clients)
+            .checked_add(1)
+            .and_then(|clients| clients.checked_mul(sequences))
+            .is_some()
+        {
+            sort_by_dense_key(items, |item| {
+                let request = request(item);
+                u64::from(request.client) * sequences + request.sequence
+            });
+            return;
+        }
+    }
     sort_by_dense_key(items, |item| request(item).sequence);
     sort_by_dense_key(items, |item| u64::from(request(item).client));
 }
@@ -229,11 +249,12 @@ impl<V: Copy> RequestMap<V> {
         table.get(request.sequence as usize).copied().flatten()
     }
 
-    /// Maps `request` to `value` unless it is mapped already.
-    pub(crate) fn insert_first(&mut self, request: RequestId, value: V) {
+    /// Maps `request` to `value` unless it is mapped already; true if it was not.
+    pub(crate) fn insert_first(&mut self, request: RequestId, value: V) -> bool {
         if !self.in_tables(request) {
+            let before = self.others.len();
             self.others.entry(request).or_insert(value);
-            return;
+            return self.others.len() > before;
         }
         let (client, sequence) = (request.client as usize, request.sequence as usize);
         if self.tables.len() <= client {
@@ -244,7 +265,10 @@ impl<V: Copy> RequestMap<V> {
             let len = (sequence + 1).max(table.len() * 2);
             table.resize(len.min(self.sequences_max as usize), None);
         }
-        table[sequence].get_or_insert(value);
+        let entry = &mut table[sequence];
+        let new = entry.is_none();
+        entry.get_or_insert(value);
+        new
     }
 }
 
@@ -335,8 +359,9 @@ mod tests {
                     _ => splitmix64(&mut rng) % 40,
                 };
                 let request = RequestId::new(client, sequence);
-                map.insert_first(request, value);
+                let new = !tree.contains_key(&request);
                 tree.entry(request).or_insert(value);
+                assert_eq!(map.insert_first(request, value), new, "case {case}");
             }
             for client in [0, 1, 7, 5_000] {
                 for sequence in (0..50).chain(1_990..2_010).chain(u64::MAX - 4..=u64::MAX) {

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use super::index::{digest_of, AppliesBySlot, CommitsBySlot, Committed, Invocations, Views};
+use super::index::{
+    digest_of, AppliesBySlot, CommitsBySlot, Committed, Invocations, RequestMap, Views,
+};
 use super::record::{ApplyRecord, CommitRecord, RequestId, RunRecord};
 use super::{Collector, Property, SafetyOptions, Violation};
 
@@ -299,9 +301,9 @@ pub(crate) fn exactly_once(
             }
         }
     }
-    let mut completed: BTreeSet<RequestId> = BTreeSet::new();
+    let mut completed = RequestMap::new(record.completions.len());
     for completion in &record.completions {
-        if !completed.insert(completion.request) {
+        if !completed.insert_first(completion.request, ()) {
             collector.report(format!(
                 "{} completed twice (again at {})",
                 completion.request,
