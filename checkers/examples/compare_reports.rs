@@ -109,15 +109,22 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut porcupine = None;
     let mut dirs = Vec::new();
+    let mut only_default = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         if arg == "--porcupine" {
             porcupine = iter.next().map(PathBuf::from);
+        } else if arg == "--only-default" {
+            // For profiling: the harness's configuration only, no mutants.
+            only_default = true;
         } else {
             dirs.push(PathBuf::from(arg));
         }
     }
-    let configs = configs();
+    let mut configs = configs();
+    if only_default {
+        configs.truncate(1);
+    }
     let start = Instant::now();
     let mut files = Vec::new();
     for dir in &dirs {
@@ -131,8 +138,13 @@ fn main() {
             let json = serde_json::to_string(&report).expect("serialisable");
             println!("{} {name} {json}", path.display());
         }
-        for (index, mutant) in mutants(&history, number as u64).iter().enumerate() {
-            for (name, config) in &configs[..3] {
+        let mutants = if only_default {
+            Vec::new()
+        } else {
+            mutants(&history, number as u64)
+        };
+        for (index, mutant) in mutants.iter().enumerate() {
+            for (name, config) in configs.iter().take(3) {
                 let report = check(&KeyValue, mutant, config);
                 let json = serde_json::to_string(&report).expect("serialisable");
                 println!("{} mutant{index} {name} {json}", path.display());
@@ -155,7 +167,7 @@ fn main() {
             ModelName::Etcd
         };
         let text = std::fs::read_to_string(dir.join(file)).expect("readable reference file");
-        for (name, config) in &configs[..3] {
+        for (name, config) in configs.iter().take(3) {
             if model == ModelName::Etcd && *name == "explain" {
                 continue;
             }

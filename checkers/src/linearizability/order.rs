@@ -105,14 +105,23 @@ impl Facts {
         let mut facts = Facts::default();
         // Groups first: windows name their members through them.
         let mut group_ids: BTreeMap<usize, u32> = BTreeMap::new();
+        // Members come in runs of one group: look the group up once per run.
+        let mut last: Option<(usize, u32)> = None;
         for precedence in &precedences {
             if let Precedence::Member { op, group } = *precedence {
                 if valid(op) {
                     if facts.group_of.is_empty() {
                         facts.group_of = vec![NONE; operations];
                     }
-                    let next = group_ids.len() as u32;
-                    facts.group_of[op] = *group_ids.entry(group).or_insert(next);
+                    let id = match last {
+                        Some((known, id)) if known == group => id,
+                        _ => {
+                            let next = group_ids.len() as u32;
+                            *group_ids.entry(group).or_insert(next)
+                        }
+                    };
+                    last = Some((group, id));
+                    facts.group_of[op] = id;
                 }
             }
         }

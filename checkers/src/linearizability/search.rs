@@ -113,15 +113,19 @@ struct Events {
 
 impl Events {
     fn new<M: Model>(ops: &[Prepared<'_, M>]) -> Self {
-        // Sort key: position, then calls before returns (intervals are closed).
-        let mut events: Vec<(u64, bool, u32)> = Vec::with_capacity(ops.len() * 2);
-        for (i, op) in ops.iter().enumerate() {
-            events.push((op.call, false, i as u32));
-            if let Some(ret) = op.ret {
-                events.push((ret, true, i as u32));
-            }
+        // Sort key: position, then calls before returns (intervals are closed). Operations
+        // usually come in call order, so calls and returns are sorted apart and merged.
+        let mut calls: Vec<(u64, bool, u32)> = (ops.iter().enumerate())
+            .map(|(i, op)| (op.call, false, i as u32))
+            .collect();
+        if !calls.is_sorted() {
+            calls.sort_unstable();
         }
-        events.sort_unstable();
+        let mut returns: Vec<(u64, bool, u32)> = (ops.iter().enumerate())
+            .filter_map(|(i, op)| op.ret.map(|ret| (ret, true, i as u32)))
+            .collect();
+        returns.sort_unstable();
+        let events = merge_sorted(&calls, &returns);
         let count = events.len() + 2;
         let mut list = Events {
             kind: Vec::with_capacity(count),
@@ -173,6 +177,24 @@ impl Events {
         }
         self.relink(self.call_entry[op as usize]);
     }
+}
+
+/// The union of two sorted lists, sorted.
+fn merge_sorted<T: Copy + Ord>(left: &[T], right: &[T]) -> Vec<T> {
+    let mut merged = Vec::with_capacity(left.len() + right.len());
+    let (mut l, mut r) = (0, 0);
+    while l < left.len() && r < right.len() {
+        if right[r] < left[l] {
+            merged.push(right[r]);
+            r += 1;
+        } else {
+            merged.push(left[l]);
+            l += 1;
+        }
+    }
+    merged.extend_from_slice(&left[l..]);
+    merged.extend_from_slice(&right[r..]);
+    merged
 }
 
 /// For each unknown operation, the latest earlier-called unknown operation with an equal input.
