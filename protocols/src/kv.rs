@@ -109,12 +109,29 @@ impl KvStore {
     }
 
     fn set(&mut self, key: &str, value: String) {
-        let new_hash = entry_hash(key, &value);
-        let old = self.entries.insert(key.to_string(), value);
-        if let Some(old) = old {
-            self.entries_hash = self.entries_hash.wrapping_sub(entry_hash(key, &old));
+        self.update(key, |slot| *slot = value);
+    }
+
+    /// Changes the value at `key` (an absent key starts empty) in place, keeping
+    /// `entries_hash` up to date.
+    fn update(&mut self, key: &str, change: impl FnOnce(&mut String)) {
+        match self.entries.get_mut(key) {
+            Some(slot) => {
+                let old_hash = entry_hash(key, slot);
+                change(slot);
+                let new_hash = entry_hash(key, slot);
+                self.entries_hash = self
+                    .entries_hash
+                    .wrapping_sub(old_hash)
+                    .wrapping_add(new_hash);
+            }
+            None => {
+                let mut value = String::new();
+                change(&mut value);
+                self.entries_hash = self.entries_hash.wrapping_add(entry_hash(key, &value));
+                self.entries.insert(key.to_string(), value);
+            }
         }
-        self.entries_hash = self.entries_hash.wrapping_add(new_hash);
     }
 
     /// Answers a read-only command without changing the state; `None` for writes.
@@ -138,9 +155,7 @@ impl StateMachine for KvStore {
                 KvOutput::Written
             }
             KvCommand::Append { key, value } => {
-                let mut joined = self.entries.get(key).cloned().unwrap_or_default();
-                joined.push_str(value);
-                self.set(key, joined);
+                self.update(key, |joined| joined.push_str(value));
                 KvOutput::Written
             }
             KvCommand::Cas { key, expected, new } => {

@@ -63,7 +63,8 @@ struct Session<O> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sessions<S: StateMachine> {
     service: S,
-    sessions: BTreeMap<ClientId, Session<S::Output>>,
+    /// Each session with its `session_hash`, kept so that replacing it costs one hash.
+    sessions: BTreeMap<ClientId, (Session<S::Output>, u64)>,
     /// Requests applied so far (not counting duplicates and stale ones).
     applied: u64,
     // invariant: sessions_hash == wrapping sum of session_hash over sessions.
@@ -102,7 +103,7 @@ impl<S: StateMachine> Sessions<S> {
     pub fn last_sequence(&self, client: ClientId) -> Option<u64> {
         self.sessions
             .get(&client)
-            .map(|session| session.last_sequence)
+            .map(|(session, _)| session.last_sequence)
     }
 
     /// Number of sessions held.
@@ -112,8 +113,8 @@ impl<S: StateMachine> Sessions<S> {
 
     fn remember(&mut self, client: ClientId, session: Session<S::Output>) {
         let new_hash = session_hash(client, &session);
-        if let Some(old) = self.sessions.insert(client, session) {
-            self.sessions_hash = self.sessions_hash.wrapping_sub(session_hash(client, &old));
+        if let Some((_, old_hash)) = self.sessions.insert(client, (session, new_hash)) {
+            self.sessions_hash = self.sessions_hash.wrapping_sub(old_hash);
         }
         self.sessions_hash = self.sessions_hash.wrapping_add(new_hash);
         if self.sessions.len() > SESSIONS_MAX {
@@ -125,11 +126,11 @@ impl<S: StateMachine> Sessions<S> {
         let oldest = self
             .sessions
             .iter()
-            .min_by_key(|(client, session)| (session.touched, **client))
+            .min_by_key(|(client, (session, _))| (session.touched, **client))
             .map(|(client, _)| *client);
         if let Some(client) = oldest {
-            if let Some(old) = self.sessions.remove(&client) {
-                self.sessions_hash = self.sessions_hash.wrapping_sub(session_hash(client, &old));
+            if let Some((_, old_hash)) = self.sessions.remove(&client) {
+                self.sessions_hash = self.sessions_hash.wrapping_sub(old_hash);
             }
         }
     }
@@ -140,7 +141,7 @@ impl<S: StateMachine> StateMachine for Sessions<S> {
     type Output = SessionOutput<S::Output>;
 
     fn apply(&mut self, request: &Request<S::Command>) -> SessionOutput<S::Output> {
-        if let Some(session) = self.sessions.get(&request.client) {
+        if let Some((session, _)) = self.sessions.get(&request.client) {
             if request.sequence == session.last_sequence {
                 return SessionOutput::Duplicate(session.output.clone());
             }
@@ -168,7 +169,7 @@ impl<S: StateMachine> StateMachine for Sessions<S> {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(client, session)| (*client, session.clone()))
+                .map(|(client, (session, _))| (*client, session.clone()))
                 .collect(),
         };
         // Serialising plain data into a Vec cannot fail.
