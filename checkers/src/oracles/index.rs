@@ -40,8 +40,10 @@ const DENSE_SPAN_MIN: u64 = 1024;
 /// Sorts `items` stably by `key`: the same order as `sort_by_key`, in linear time when the
 /// keys are dense.
 fn sort_by_dense_key<T: Copy>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
-    let (Some(low), Some(high)) = (items.iter().map(&key).min(), items.iter().map(&key).max())
-    else {
+    let Some((low, high)) = items.iter().map(&key).fold(None, |range, key| match range {
+        None => Some((key, key)),
+        Some((low, high)) => Some((key.min(low), key.max(high))),
+    }) else {
         return;
     };
     let span = high - low;
@@ -165,11 +167,11 @@ impl<'a> CommitsByRequest<'a> {
     /// From the commits by slot: sorting those stably by request orders them by request,
     /// then slot, then record order.
     pub(crate) fn from_slots(by_slot: &CommitsBySlot<'a>) -> Self {
-        let mut sorted: Vec<(RequestId, &CommitRecord)> = by_slot
-            .sorted
-            .iter()
-            .filter_map(|commit| commit.entry.request.map(|request| (request, *commit)))
-            .collect();
+        let mut sorted: Vec<(RequestId, &CommitRecord)> = Vec::with_capacity(by_slot.sorted.len());
+        sorted.extend(
+            (by_slot.sorted.iter())
+                .filter_map(|commit| commit.entry.request.map(|request| (request, *commit))),
+        );
         sort_by_request(&mut sorted, |(request, _)| *request);
         let mut groups = RequestMap::new(sorted.len());
         let mut start = 0;

@@ -86,8 +86,18 @@ fn check_applies_agree(
     commits: &CommitsBySlot<'_>,
     collector: &mut Collector,
 ) {
+    // Both views are in slot order: walk them together instead of searching per slot.
+    let mut commit_groups = commits.groups().peekable();
     for group in applies.groups() {
-        let committed = commits.slot(group[0].slot).first();
+        let slot = group[0].slot;
+        while commit_groups
+            .next_if(|commits| commits[0].slot < slot)
+            .is_some()
+        {}
+        let committed = commit_groups
+            .peek()
+            .filter(|commits| commits[0].slot == slot)
+            .and_then(|commits| commits.first());
         let mut reported: Vec<u32> = Vec::new();
         for apply in group {
             if reported.contains(&apply.node) {

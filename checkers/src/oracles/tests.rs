@@ -139,6 +139,30 @@ fn agreement_catches_an_apply_of_another_request() {
 }
 
 #[test]
+fn applies_are_matched_with_the_commits_of_their_own_slot() {
+    let mut record = correct_record();
+    // Slot 5 is committed but not applied; slots 4 and 6 are applied but not committed, 6
+    // with two different requests; slot 7 is applied with a request other than its commit's.
+    commit(&mut record, 30, 0, 5, entry(id(0, 1)));
+    apply(&mut record, 31, 0, 4, entry(id(0, 1)), 1);
+    apply(&mut record, 31, 0, 6, entry(id(0, 1)), 1);
+    apply(&mut record, 31, 1, 6, entry(id(1, 1)), 1);
+    commit(&mut record, 32, 2, 7, entry(id(1, 1)));
+    apply(&mut record, 33, 2, 7, entry(id(0, 1)), 1);
+    let details: Vec<String> = check_agreement(&record)
+        .into_iter()
+        .map(|violation| violation.detail)
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "slot 6: n1 applied c1#1 but n0 applied c0#1",
+            "slot 7: n2 applied c0#1 at t=33.000ms but n2 committed c1#1 there",
+        ]
+    );
+}
+
+#[test]
 fn durability_catches_an_acknowledged_write_never_committed() {
     let mut record = correct_record();
     invoke(&mut record, 50, id(1, 2), false);
