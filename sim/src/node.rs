@@ -369,6 +369,10 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.storage.keys_with_prefix(prefix)
     }
+    /// Keys from `first` to `last` (both included), in order.
+    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<String> {
+        self.storage.keys_in_range(first, last)
+    }
     /// Makes every write so far durable; sends issued after this wait for it to complete.
     pub fn sync(&mut self) {
         let up_to = self.storage.last_sequence();

@@ -296,6 +296,17 @@ impl Storage {
         }
     }
 
+    /// Keys from `first` to `last` (both included), in order.
+    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<String> {
+        if first > last {
+            return Vec::new();
+        }
+        self.current
+            .range::<str, _>((Bound::Included(first), Bound::Included(last)))
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
     /// Keys starting with `prefix`, in order.
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.current
@@ -603,6 +614,18 @@ mod tests {
                 assert_eq!(used, disk.used_bytes, "seed {seed}: used bytes drifted");
             }
         }
+    }
+
+    #[test]
+    fn keys_in_range_include_both_ends() {
+        let mut decisions = SeededSource::new(7);
+        let mut disk = Storage::new(StorageFaults::default());
+        for key in ["a/1", "a/2", "a/3", "b/1"] {
+            disk.write(key, vec![1], &mut decisions).unwrap();
+        }
+        assert_eq!(disk.keys_in_range("a/2", "a/9"), ["a/2", "a/3"]);
+        assert_eq!(disk.keys_in_range("a/", "a/2"), ["a/1", "a/2"]);
+        assert!(disk.keys_in_range("a/3", "a/1").is_empty());
     }
 
     #[test]

@@ -196,7 +196,10 @@ impl<S: StateMachine> Raft<S> {
     /// Deletes log keys covered by a durable snapshot. Only now: had we deleted them when
     /// the snapshot was written, a crash could keep the deletes and lose the snapshot.
     fn compact_disk(&mut self, ctx: &mut Ctx<'_, S>, upto: LogIndex) {
-        for key in ctx.keys_with_prefix(LOG_PREFIX) {
+        // Zero-padded indices sort like numbers: the range holds exactly the keys up to
+        // `upto`, so the keys above it are never listed.
+        let last = LogKey::new(upto);
+        for key in ctx.keys_in_range(LOG_PREFIX, last.as_str()) {
             let Some(index) = parse_log_key(&key) else {
                 continue;
             };
