@@ -962,7 +962,8 @@ pub fn measure<C, O>(
     observations: &[(u64, Observation<C, O>)],
     mean_delay_ns: u64,
 ) -> Metrics {
-    let mut slots = std::collections::BTreeSet::new();
+    // Every replica reports each commit: collect, then count distinct slots once.
+    let mut slots = Vec::with_capacity(observations.len());
     let mut invoked = std::collections::BTreeMap::new();
     let mut latencies_ns = Vec::new();
     let mut views = std::collections::BTreeSet::new();
@@ -970,7 +971,7 @@ pub fn measure<C, O>(
     for (time_ns, observation) in observations {
         match observation {
             Observation::Commit { slot, .. } => {
-                slots.insert(*slot);
+                slots.push(*slot);
             }
             Observation::Invoke {
                 client, sequence, ..
@@ -995,6 +996,8 @@ pub fn measure<C, O>(
         }
     }
     latencies_ns.sort_unstable();
+    slots.sort_unstable();
+    slots.dedup();
     let percentile = |p: usize| {
         (!latencies_ns.is_empty()).then(|| latencies_ns[(latencies_ns.len() - 1) * p / 100] as f64)
     };
