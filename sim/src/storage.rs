@@ -159,7 +159,7 @@ impl Storage {
         let misdirected = self.maybe_misdirect(key, decisions);
         self.stats.writes += 1;
         match misdirected {
-            Some(other) => self.apply_pending(other, Some(value)),
+            Some(other) => self.put(&other, value),
             None => self.put(key, value),
         }
         Ok(())
@@ -174,17 +174,12 @@ impl Storage {
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
-        let key = self.shared_key(key);
-        self.apply_pending(key, None);
-        Ok(())
-    }
-
-    /// The key as stored: the page cache's own copy when the key exists (no allocation).
-    fn shared_key(&self, key: &str) -> Key {
-        match self.current.get_key_value(key) {
-            Some((shared, _)) => Rc::clone(shared),
-            None => Rc::from(key),
+        // The undo record keeps the page cache's own key when there was one.
+        match self.current.remove_entry(key) {
+            Some((shared, previous)) => self.record(shared, None, Some(previous)),
+            None => self.record(Rc::from(key), None, None),
         }
+        Ok(())
     }
 
     /// The key a misdirected write lands under instead of `key`, if this one is.
@@ -217,15 +212,6 @@ impl Storage {
         let key = Rc::clone(shared);
         let previous = std::mem::replace(slot, Rc::clone(&value));
         self.record(key, Some(value), Some(previous));
-    }
-
-    fn apply_pending(&mut self, key: Key, value: Option<Vec<u8>>) {
-        let value = value.map(Rc::new);
-        let previous = match &value {
-            Some(bytes) => self.current.insert(Rc::clone(&key), Rc::clone(bytes)),
-            None => self.current.remove(&key),
-        };
-        self.record(key, value, previous);
     }
 
     /// Books a change already made to the page cache: the byte count and the undo record.
