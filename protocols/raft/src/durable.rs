@@ -143,25 +143,28 @@ pub fn parse_log_key(key: &str) -> Option<LogIndex> {
 /// prefix: both copies of `len` agree and exceed what is there. A flipped bit never
 /// shortens a value and breaks either a `len` copy or the checksum: corrupt.
 pub fn encode<T: Serialize>(key: &str, record: &T) -> Vec<u8> {
-    encode_into(key, record, Vec::with_capacity(64))
+    let mut buffer = Vec::with_capacity(64);
+    encode_into(key, record, &mut buffer);
+    buffer
 }
 
 /// [`encode`] into `buffer` (cleared first), so that a writer can reuse one allocation.
-pub fn encode_into<T: Serialize>(key: &str, record: &T, mut buffer: Vec<u8>) -> Vec<u8> {
+pub fn encode_into<T: Serialize>(key: &str, record: &T, buffer: &mut Vec<u8>) {
     // The record is serialised in place after a header filled in once its length is known.
-    buffer.clear();
-    buffer.extend_from_slice(&[0; HEADER_BYTES]);
-    let mut bytes = match postcard::to_extend(record, buffer) {
+    let mut bytes = std::mem::take(buffer);
+    bytes.clear();
+    bytes.extend_from_slice(&[0; HEADER_BYTES]);
+    let mut bytes = match postcard::to_extend(record, bytes) {
         Ok(bytes) => bytes,
         // Our own records always encode; an empty value decodes as torn, never as data.
-        Err(_) => return Vec::new(),
+        Err(_) => return,
     };
     let total = ((bytes.len() + CHECKSUM_BYTES) as u32).to_le_bytes();
     bytes[..4].copy_from_slice(&total);
     bytes[4..HEADER_BYTES].copy_from_slice(&total);
     let checksum = record_checksum(key, &bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
-    bytes
+    *buffer = bytes;
 }
 
 /// Decodes a record stored under `key`, telling torn writes from corruption.
@@ -262,7 +265,8 @@ mod tests {
             entry: &entry,
             prev_term: Term(2),
         };
-        let reused = encode_into(&key, &borrowed, vec![1, 2, 3]);
+        let mut reused = vec![1, 2, 3];
+        encode_into(&key, &borrowed, &mut reused);
         assert_eq!(
             encode(&key, &owned),
             reused,

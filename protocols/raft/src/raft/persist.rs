@@ -101,7 +101,7 @@ impl<S: StateMachine> Raft<S> {
         if self.dirty.snapshot {
             let slot = 1 - self.durable_snapshot.1;
             let key = SNAPSHOT_KEYS[slot];
-            *buffer = encode_into(key, &self.snapshot, std::mem::take(buffer));
+            encode_into(key, &self.snapshot, buffer);
             write_verified(ctx, self.id, key, buffer)?;
             self.written_snapshot = (self.snapshot.last_index, slot);
             self.dirty.snapshot = false;
@@ -115,7 +115,7 @@ impl<S: StateMachine> Raft<S> {
         if self.dirty.meta {
             self.meta.version += 1;
             for key in META_KEYS {
-                *buffer = encode_into(key, &self.meta, std::mem::take(buffer));
+                encode_into(key, &self.meta, buffer);
                 write_verified(ctx, self.id, key, buffer)?;
             }
             self.dirty.meta = false;
@@ -143,7 +143,7 @@ impl<S: StateMachine> Raft<S> {
             prev_term = entry.term;
             let key = LogKey::new(LogIndex(index));
             let key = key.as_str();
-            *buffer = encode_into(key, &record, std::mem::take(buffer));
+            encode_into(key, &record, buffer);
             write_verified(ctx, self.id, key, buffer)?;
         }
         if self.disk_last_index > last {
