@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dst_checkers::files::{check_text, ModelName};
+use dst_checkers::files::{check_text, reference_rows, ReferenceRow};
 use dst_checkers::linearizability::CheckConfig;
 
 fn main() {
@@ -32,26 +32,21 @@ fn main() {
         timeout: Some(Duration::from_secs(60)),
         ..CheckConfig::default()
     };
-    let Ok(csv) = std::fs::read_to_string(dir.join("expected.csv")) else {
-        eprintln!("no reference histories at {}", dir.display());
-        return;
+    let rows = match reference_rows(&dir) {
+        Ok(rows) => rows,
+        Err(error) => {
+            eprintln!("no reference histories: {error}");
+            return;
+        }
     };
     let mut total = 0.0;
-    for line in csv.lines().skip(1) {
-        let mut fields = line.splitn(4, ',');
-        let (Some(file), Some(_), Some(expected)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if !file.contains(&filter) {
-            continue;
-        }
-        let model = if file.starts_with("kv/") {
-            ModelName::Kv
-        } else {
-            ModelName::Etcd
-        };
-        let text = std::fs::read_to_string(dir.join(file)).expect("readable reference file");
+    for ReferenceRow {
+        file,
+        model,
+        linearizable: expected,
+    } in rows.into_iter().filter(|row| row.file.contains(&filter))
+    {
+        let text = std::fs::read_to_string(dir.join(&file)).expect("readable reference file");
         let best = (0..3)
             .map(|_| check_text(model, &text, &config, None).expect("parsable reference file"))
             .min_by(|a, b| a.check_seconds.total_cmp(&b.check_seconds))

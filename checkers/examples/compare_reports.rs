@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dst_checkers::files::{check_text, ModelName};
+use dst_checkers::files::{check_text, reference_rows, ModelName, ReferenceRow};
 use dst_checkers::linearizability::{check, CheckConfig, KeyValue, KvInput, KvOp};
 use dst_checkers::{History, Outcome};
 
@@ -156,17 +156,9 @@ fn main() {
         return;
     };
     let start = Instant::now();
-    let csv = std::fs::read_to_string(dir.join("expected.csv")).expect("expected.csv");
-    for line in csv.lines().skip(1) {
-        let Some(file) = line.split(',').next().filter(|f| !f.is_empty()) else {
-            continue;
-        };
-        let model = if file.starts_with("kv/") {
-            ModelName::Kv
-        } else {
-            ModelName::Etcd
-        };
-        let text = std::fs::read_to_string(dir.join(file)).expect("readable reference file");
+    let rows = reference_rows(&dir).unwrap_or_else(|error| panic!("{error}"));
+    for ReferenceRow { file, model, .. } in rows {
+        let text = std::fs::read_to_string(dir.join(&file)).expect("readable reference file");
         for (name, config) in configs.iter().take(3) {
             if model == ModelName::Etcd && *name == "explain" {
                 continue;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dst_checkers::files::{check_text, ModelName};
+use dst_checkers::files::{check_text, reference_rows, ModelName};
 use dst_checkers::linearizability::{CheckConfig, Verdict};
 
 fn reference_dir() -> PathBuf {
@@ -23,26 +23,10 @@ fn reference_dir() -> PathBuf {
 
 /// (file, model, expected linearizable) rows of `expected.csv`.
 fn expected(dir: &std::path::Path) -> Vec<(String, ModelName, bool)> {
-    let csv = std::fs::read_to_string(dir.join("expected.csv")).expect("expected.csv is readable");
-    csv.lines()
-        .skip(1)
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let mut fields = line.splitn(4, ',');
-            let file = fields.next().expect("a file column").to_string();
-            let model = if file.starts_with("kv/") {
-                ModelName::Kv
-            } else {
-                ModelName::Etcd
-            };
-            let verdict = fields.nth(1).expect("an expected_linearizable column");
-            // etcd_095 is empty ("n/a" there): an empty history is trivially linearizable.
-            assert!(
-                matches!(verdict, "true" | "false" | "n/a"),
-                "bad verdict column in {line}"
-            );
-            (file, model, verdict != "false")
-        })
+    reference_rows(dir)
+        .unwrap_or_else(|error| panic!("{error}"))
+        .into_iter()
+        .map(|row| (row.file, row.model, row.linearizable))
         .collect()
 }
 

@@ -5,11 +5,11 @@
 //! excluded) are reported beside the expected verdict, then totals per set. Exit 1 if any
 //! verdict differs from the expected one, 2 on bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dst_checkers::files::{check_text, ModelName};
+use dst_checkers::files::{check_text, reference_rows, ModelName};
 use dst_checkers::linearizability::{CheckConfig, Verdict};
 
 /// Arguments.
@@ -37,52 +37,9 @@ pub struct Args {
     pub dir: PathBuf,
 }
 
-struct Row {
-    file: String,
-    model: ModelName,
-    expected: Verdict,
-}
-
-fn rows(dir: &Path) -> Result<Vec<Row>, String> {
-    let path = dir.join("expected.csv");
-    let csv = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut rows = Vec::new();
-    for (number, line) in csv.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = line.splitn(4, ',');
-        let (Some(file), Some(model), Some(expected)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!(
-                "{}:{}: expected file,model,verdict",
-                path.display(),
-                number + 1
-            ));
-        };
-        let model = if model.starts_with("kv") {
-            ModelName::Kv
-        } else {
-            ModelName::Etcd
-        };
-        let expected = match expected {
-            "false" => Verdict::NotLinearizable,
-            // "n/a" is the empty etcd_095: trivially linearizable.
-            _ => Verdict::Linearizable,
-        };
-        rows.push(Row {
-            file: file.to_string(),
-            model,
-            expected,
-        });
-    }
-    Ok(rows)
-}
-
 /// Entry point.
 pub fn main(args: Args) -> ExitCode {
-    let rows = match rows(&args.dir) {
+    let rows = match reference_rows(&args.dir) {
         Ok(rows) => rows,
         Err(message) => return super::bad_input(message),
     };
@@ -125,7 +82,12 @@ pub fn main(args: Args) -> ExitCode {
         }
         times.sort_by(f64::total_cmp);
         let (min, median) = (times[0], times[times.len() / 2]);
-        let ok = verdict == row.expected;
+        let expected = if row.linearizable {
+            Verdict::Linearizable
+        } else {
+            Verdict::NotLinearizable
+        };
+        let ok = verdict == expected;
         wrong += usize::from(!ok);
         let set = usize::from(row.model == ModelName::Kv);
         totals[set].1 += min;
@@ -133,7 +95,7 @@ pub fn main(args: Args) -> ExitCode {
         totals[set].3 += 1;
         if args.json {
             let line = serde_json::json!({
-                "file": row.file, "verdict": verdict, "expected": row.expected, "ok": ok,
+                "file": row.file, "verdict": verdict, "expected": expected, "ok": ok,
                 "check_seconds_min": min, "check_seconds_median": median,
             });
             println!("{line}");
