@@ -13,14 +13,14 @@
 //!   engine-reported invariants, and liveness; [`check_kv_run`] adds linearizability of the
 //!   key-value history.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use dst_checkers::linearizability::{self, CheckConfig, CheckReport, KeyValue, KvInput, KvOp};
 use dst_checkers::oracles::speculative::SpecEvent;
 use dst_checkers::oracles::{
     check_liveness, check_safety, Abandonment, ApplyRecord, CommitRecord, Completion, Entry,
-    Invocation, LivenessInput, LivenessReport, Property, ReportedViolation, RequestId, RunRecord,
-    SafetyOptions, Violation,
+    Invocation, LivenessInput, LivenessReport, Property, ReportedViolation, RequestId, RequestMap,
+    RunRecord, SafetyOptions, Violation,
 };
 use dst_checkers::{History, Operation, Outcome};
 use dst_sim::{ClientId, NodeId};
@@ -52,7 +52,7 @@ fn history_of<C, O, I, P>(
     let mut history = History {
         operations: Vec::with_capacity(invocations),
     };
-    let mut index_of = RequestIndex::default();
+    let mut index_of = RequestMap::new(invocations);
     for (position, (_, observation)) in observations.iter().enumerate() {
         let position = position as u64;
         match observation {
@@ -61,7 +61,10 @@ fn history_of<C, O, I, P>(
                 sequence,
                 command,
             } => {
-                index_of.insert(*client, *sequence, history.operations.len());
+                index_of.insert(
+                    RequestId::new(client.0, *sequence),
+                    history.operations.len(),
+                );
                 history.operations.push(Operation {
                     client: u64::from(client.0),
                     input: input(command),
@@ -77,7 +80,7 @@ fn history_of<C, O, I, P>(
                 output,
             } => {
                 // A completion of a request never invoked is the validity oracle's to report.
-                if let Some(index) = index_of.get(*client, *sequence) {
+                if let Some(index) = index_of.get(RequestId::new(client.0, *sequence)) {
                     let operation = &mut history.operations[index];
                     if operation.ret == u64::MAX {
                         operation.outcome = outcome(output);
@@ -90,7 +93,7 @@ fn history_of<C, O, I, P>(
                 slot,
                 ..
             } => {
-                if let Some(index) = index_of.get(*client, *sequence) {
+                if let Some(index) = index_of.get(RequestId::new(client.0, *sequence)) {
                     history.operations[index].hint.get_or_insert(*slot);
                 }
             }
@@ -98,62 +101,6 @@ fn history_of<C, O, I, P>(
         }
     }
     history
-}
-
-/// Operation index by request identity. Sequence numbers are dense per client (1, 2, ...), so
-/// most requests sit in a per-client table; the rest in a map.
-#[derive(Default)]
-struct RequestIndex {
-    tables: Vec<Vec<usize>>,
-    others: BTreeMap<(ClientId, u64), usize>,
-}
-
-/// Clients and sequence numbers up to these go in the tables.
-const INDEXED_CLIENTS_MAX: usize = 1 << 10;
-const INDEXED_SEQUENCE_MAX: u64 = 1 << 20;
-const ABSENT: usize = usize::MAX;
-
-impl RequestIndex {
-    fn table(&mut self, client: ClientId, sequence: u64) -> Option<&mut usize> {
-        let client = client.0 as usize;
-        if client >= INDEXED_CLIENTS_MAX || sequence >= INDEXED_SEQUENCE_MAX {
-            return None;
-        }
-        if self.tables.len() <= client {
-            self.tables.resize(client + 1, Vec::new());
-        }
-        let table = &mut self.tables[client];
-        if table.len() <= sequence as usize {
-            let len = (sequence as usize + 1)
-                .max(table.len() * 2)
-                .min(INDEXED_SEQUENCE_MAX as usize);
-            table.resize(len, ABSENT);
-        }
-        Some(&mut table[sequence as usize])
-    }
-
-    fn insert(&mut self, client: ClientId, sequence: u64, index: usize) {
-        match self.table(client, sequence) {
-            Some(entry) => *entry = index,
-            None => {
-                self.others.insert((client, sequence), index);
-            }
-        }
-    }
-
-    fn get(&self, client: ClientId, sequence: u64) -> Option<usize> {
-        let table = self.tables.get(client.0 as usize);
-        match table.and_then(|table| table.get(usize::try_from(sequence).ok()?)) {
-            Some(&ABSENT) => None,
-            Some(&index) => Some(index),
-            None if client.0 as usize >= INDEXED_CLIENTS_MAX
-                || sequence >= INDEXED_SEQUENCE_MAX =>
-            {
-                self.others.get(&(client, sequence)).copied()
-            }
-            None => None,
-        }
-    }
 }
 
 fn request_id((client, sequence): (ClientId, u64)) -> RequestId {

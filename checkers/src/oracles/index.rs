@@ -219,9 +219,9 @@ impl<'a> Invocations<'a> {
 /// A map from request identity, for lookups by the thousand. Sequence numbers are dense per
 /// client (1, 2, ...), so most requests sit in a per-client table indexed by sequence number;
 /// the others (a huge client id or sequence number) in a tree.
-pub(crate) struct RequestMap<V> {
+pub struct RequestMap<V> {
     tables: Vec<Vec<Option<V>>>,
-    others: BTreeMap<RequestId, V>,
+    others: BTreeMap<RequestId, Option<V>>,
     /// Sequence numbers below this go in the tables.
     sequences_max: u64,
 }
@@ -231,7 +231,7 @@ const TABLE_CLIENTS_MAX: u32 = 1 << 10;
 
 impl<V: Copy> RequestMap<V> {
     /// A map for about `requests` requests (the tables never outgrow a few times that).
-    pub(crate) fn new(requests: usize) -> Self {
+    pub fn new(requests: usize) -> Self {
         RequestMap {
             tables: Vec::new(),
             others: BTreeMap::new(),
@@ -243,20 +243,30 @@ impl<V: Copy> RequestMap<V> {
         request.client < TABLE_CLIENTS_MAX && request.sequence < self.sequences_max
     }
 
-    pub(crate) fn get(&self, request: RequestId) -> Option<V> {
+    pub fn get(&self, request: RequestId) -> Option<V> {
         if !self.in_tables(request) {
-            return self.others.get(&request).copied();
+            return self.others.get(&request).copied().flatten();
         }
         let table = self.tables.get(request.client as usize)?;
         table.get(request.sequence as usize).copied().flatten()
     }
 
     /// Maps `request` to `value` unless it is mapped already; true if it was not.
-    pub(crate) fn insert_first(&mut self, request: RequestId, value: V) -> bool {
+    pub fn insert_first(&mut self, request: RequestId, value: V) -> bool {
+        let entry = self.entry(request);
+        let new = entry.is_none();
+        entry.get_or_insert(value);
+        new
+    }
+
+    /// Maps `request` to `value`, replacing what it mapped to.
+    pub fn insert(&mut self, request: RequestId, value: V) {
+        *self.entry(request) = Some(value);
+    }
+
+    fn entry(&mut self, request: RequestId) -> &mut Option<V> {
         if !self.in_tables(request) {
-            let before = self.others.len();
-            self.others.entry(request).or_insert(value);
-            return self.others.len() > before;
+            return self.others.entry(request).or_insert(None);
         }
         let (client, sequence) = (request.client as usize, request.sequence as usize);
         if self.tables.len() <= client {
@@ -267,10 +277,7 @@ impl<V: Copy> RequestMap<V> {
             let len = (sequence + 1).max(table.len() * 2);
             table.resize(len.min(self.sequences_max as usize), None);
         }
-        let entry = &mut table[sequence];
-        let new = entry.is_none();
-        entry.get_or_insert(value);
-        new
+        &mut table[sequence]
     }
 }
 

@@ -32,6 +32,7 @@ pub mod speculative;
 #[cfg(test)]
 mod tests;
 
+pub use index::RequestMap;
 pub use invariants::{reported_violations, InvariantRegistry};
 pub use liveness::{check_liveness, LivenessInput, LivenessReport};
 pub use record::{
