@@ -3,19 +3,23 @@
 //! Keys pack (virtual time, insertion sequence, slab slot) so that key order is event order.
 //! A discrete-event simulator never schedules into the past, and most events land a few
 //! milliseconds ahead (message latencies, syncs), so the queue keeps a ring of `BUCKETS`
-//! time buckets of `2^BUCKET_SHIFT` ns each: a push into a future bucket is one `Vec::push`,
-//! and only the current bucket is kept as a small binary heap. Keys beyond the ring's
-//! horizon (long timers) wait in an overflow heap and move into the ring as time reaches
-//! them. Measured against one binary heap of all keys with `dst bench pingpong` (see the
-//! issue notes): fewer instructions and far fewer mispredicted branches per event.
+//! time buckets of `2^BUCKET_SHIFT` ns each: a push into a future bucket is one `Vec::push`.
+//! When time reaches a bucket, its keys are sorted once (largest first) and popped from the
+//! end. Keys beyond the ring's horizon (long timers) wait in an overflow heap and move into
+//! the ring as time reaches them.
+//!
+//! Buckets are narrow (131 us) on purpose: in `dst bench pingpong` a bucket then holds about
+//! one key, and ordering one key costs no mispredicted branch. With 1 ms buckets and a binary
+//! heap for the current bucket, heap sifts mispredicted about 1.8 branches per event, which
+//! cost more than everything else the queue does (see docs/performance.md).
 //!
 //! The pop order is exactly the key order, like a binary heap of the same keys.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-const BUCKET_SHIFT: u32 = 20;
-const BUCKETS: usize = 1024;
+const BUCKET_SHIFT: u32 = 17;
+const BUCKETS: usize = 2048;
 const WORDS: usize = BUCKETS / 64;
 
 #[inline]
@@ -26,8 +30,9 @@ fn bucket_of(key: u128) -> u64 {
 /// A min-queue of unique `u128` keys, each pushed no smaller than the last key popped.
 #[derive(Debug)]
 pub struct CalendarQueue {
-    /// Keys of the current bucket (`current`), as a min-heap.
-    active: BinaryHeap<Reverse<u128>>,
+    // invariant: sorted in decreasing order, so the smallest key is last.
+    /// Keys of the current bucket (`current`).
+    active: Vec<u128>,
     // invariant: ring[b % BUCKETS] holds exactly the keys with bucket b, for
     // current < b < current + BUCKETS, unordered.
     ring: Vec<Vec<u128>>,
@@ -43,7 +48,7 @@ pub struct CalendarQueue {
 impl Default for CalendarQueue {
     fn default() -> Self {
         CalendarQueue {
-            active: BinaryHeap::new(),
+            active: Vec::new(),
             ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
             occupied: [0; WORDS],
             overflow: BinaryHeap::new(),
@@ -86,7 +91,9 @@ impl CalendarQueue {
     fn place(&mut self, key: u128) {
         let bucket = bucket_of(key);
         if bucket <= self.current {
-            self.active.push(Reverse(key));
+            // Rare: only events due within the current bucket's span land here.
+            let at = self.active.partition_point(|&queued| queued > key);
+            self.active.insert(at, key);
         } else if bucket - self.current < BUCKETS as u64 {
             let index = (bucket % BUCKETS as u64) as usize;
             self.ring[index].push(key);
@@ -105,14 +112,14 @@ impl CalendarQueue {
             }
             self.advance();
         }
-        self.active.peek().map(|key| key.0)
+        self.active.last().copied()
     }
 
     /// Removes and returns the smallest key.
     #[inline]
     pub fn pop(&mut self) -> Option<u128> {
         self.peek()?;
-        let key = self.active.pop().expect("peek found a key").0;
+        let key = self.active.pop().expect("peek found a key");
         self.last = key;
         self.len -= 1;
         Some(key)
@@ -132,10 +139,9 @@ impl CalendarQueue {
         let index = (next % BUCKETS as u64) as usize;
         if self.occupied[index / 64] & (1 << (index % 64)) != 0 {
             self.occupied[index / 64] &= !(1 << (index % 64));
-            // `active` is empty here; reuse both allocations.
-            let mut heap = std::mem::take(&mut self.active).into_vec();
-            heap.extend(self.ring[index].drain(..).map(Reverse));
-            self.active = BinaryHeap::from(heap);
+            // `active` is empty here: swapping keeps both allocations.
+            std::mem::swap(&mut self.active, &mut self.ring[index]);
+            self.active.sort_unstable_by(|a, b| b.cmp(a));
         }
         while let Some(&Reverse(key)) = self.overflow.peek() {
             if bucket_of(key) - self.current >= BUCKETS as u64 {
