@@ -239,6 +239,27 @@ impl Decider {
     }
 }
 
+impl Decider {
+    /// Replay, other sources and recording runs.
+    #[cold]
+    #[inline(never)]
+    fn choose_slow(&mut self, kind: DecisionKind, bound: u64) -> u64 {
+        let value = match &mut self.source {
+            Source::Seeded(source) => source.choose(kind, bound),
+            Source::Other(source) => source.choose(kind, bound),
+        };
+        debug_assert!(
+            value < bound,
+            "decision {kind:?} out of range: {value} >= {bound}"
+        );
+        self.count += 1;
+        if let Some(recording) = &mut self.recording {
+            recording.push(Decision { kind, value });
+        }
+        value
+    }
+}
+
 impl From<SeededSource> for Decider {
     fn from(source: SeededSource) -> Self {
         Decider {
@@ -262,21 +283,15 @@ impl From<Box<dyn DecisionSource>> for Decider {
 }
 
 impl DecisionSource for Decider {
-    #[inline]
+    #[inline(always)]
     fn choose(&mut self, kind: DecisionKind, bound: u64) -> u64 {
-        let value = match &mut self.source {
-            Source::Seeded(source) => source.choose(kind, bound),
-            Source::Other(source) => source.choose(kind, bound),
-        };
-        debug_assert!(
-            value < bound,
-            "decision {kind:?} out of range: {value} >= {bound}"
-        );
-        self.count += 1;
-        if let Some(recording) = &mut self.recording {
-            recording.push(Decision { kind, value });
+        // The seeded, unrecorded run is the hot path of every simulation: keep it small
+        // enough to inline at each of the engine's call sites.
+        if let (Source::Seeded(source), None) = (&mut self.source, &self.recording) {
+            self.count += 1;
+            return source.choose(kind, bound);
         }
-        value
+        self.choose_slow(kind, bound)
     }
     fn divergence(&self) -> Option<Divergence> {
         Decider::divergence(self)
