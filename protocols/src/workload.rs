@@ -171,8 +171,14 @@ impl KvWorkload {
 
     fn command(&mut self, draw: &mut dyn Draw) -> KvCommand {
         let config = &self.config;
-        let key = format!("k{}", draw.below(u64::from(config.keys.max(1))));
-        let value = format!("{}.{}", self.client, self.issued);
+        // Built by hand: `format!` cost more than the rest of choosing a command.
+        let mut key = String::with_capacity(8);
+        key.push('k');
+        push_decimal(&mut key, draw.below(u64::from(config.keys.max(1))));
+        let mut value = String::with_capacity(16);
+        push_decimal(&mut value, u64::from(self.client));
+        value.push('.');
+        push_decimal(&mut value, self.issued);
         let weights = [
             config.get_weight,
             config.put_weight,
@@ -205,6 +211,23 @@ impl KvWorkload {
             }
             _ => KvCommand::Get { key },
         }
+    }
+}
+
+/// Appends `number` in decimal, as `format!("{number}")` would.
+fn push_decimal(text: &mut String, mut number: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (number % 10) as u8;
+        number /= 10;
+        if number == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        text.push(char::from(digit));
     }
 }
 
@@ -273,6 +296,15 @@ mod tests {
     fn drain(workload: &mut KvWorkload, seed: u64) -> Vec<Step<KvCommand>> {
         let mut source = SeededSource::new(seed);
         std::iter::from_fn(|| workload.next_step(&mut source)).collect()
+    }
+
+    #[test]
+    fn decimals_match_format() {
+        for number in [0, 7, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut text = String::from("k");
+            push_decimal(&mut text, number);
+            assert_eq!(text, format!("k{number}"));
+        }
     }
 
     fn reads(steps: &[Step<KvCommand>]) -> usize {
