@@ -6,9 +6,13 @@
 //! replay, and later PCT, fuzzer-driven and exhaustive exploration are implementations of this
 //! one trait.
 //!
-//! Convention that makes shrinking work: value `0` is always the most ordinary choice (no
-//! fault, minimum latency, first event in FIFO order). A shrinker that zeroes a decision
-//! removes a fault; a replay that runs past the end of its trace continues with zeros.
+//! Convention that makes shrinking work: value `0` is the most ordinary choice (no drop,
+//! duplicate, reorder or corruption, no storage fault, minimum latency, first event in FIFO
+//! order). A shrinker that zeroes such a decision removes a fault. A replay that runs past the
+//! end of its trace continues with zeros, and the random fault process stops there (see
+//! [`DecisionSource::exhausted`]). The fault process's own decisions (when the next fault
+//! comes, which kind, which nodes) have no "none" value: zeroing one changes a fault, and only
+//! cutting the trace before it removes it.
 
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
@@ -90,6 +94,14 @@ pub trait DecisionSource {
     /// For replay sources: the first place where the trace did not match the run.
     fn divergence(&self) -> Option<Divergence> {
         None
+    }
+
+    /// For replay sources: true once every recorded decision has been used. The engine's
+    /// random fault process then stops: zero is "no fault" for a message or a disk, but for
+    /// the fault process it would mean "the soonest fault of the first kind", so a cut trace
+    /// answered with zeros would end in a storm of faults the recorded run never had.
+    fn exhausted(&self) -> bool {
+        false
     }
 
     /// What the next decisions are about, for strategies that schedule by actor (PCT). Not a

@@ -1396,7 +1396,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn random_fault(&mut self) {
-        if self.quiet {
+        // A replay past the end of its trace would draw zeros here, which mean a fault of the
+        // first kind at the soonest time, tick after tick (see `DecisionSource::exhausted`).
+        if self.quiet || self.decider.exhausted() {
             return;
         }
         let next = self.next_fault_delay();

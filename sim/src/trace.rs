@@ -134,8 +134,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
-/// Replays a recorded trace. Past the end it answers 0 (the ordinary choice), which is what a
-/// shrinker that cuts the tail of a trace wants; a kind mismatch is remembered as divergence.
+/// Replays a recorded trace. Past the end it answers 0 (the ordinary choice) and reports
+/// itself exhausted, so the random fault process stops: what a shrinker that cuts the tail of
+/// a trace wants. A kind mismatch is remembered as divergence.
 pub struct ReplaySource {
     decisions: Vec<Decision>,
     position: usize,
@@ -188,6 +189,10 @@ impl DecisionSource for ReplaySource {
 
     fn divergence(&self) -> Option<Divergence> {
         self.divergence.clone()
+    }
+
+    fn exhausted(&self) -> bool {
+        self.position >= self.decisions.len()
     }
 }
 
@@ -295,6 +300,12 @@ impl DecisionSource for Decider {
     }
     fn divergence(&self) -> Option<Divergence> {
         Decider::divergence(self)
+    }
+    fn exhausted(&self) -> bool {
+        match &self.source {
+            Source::Seeded(_) => false,
+            Source::Other(source) => source.exhausted(),
+        }
     }
     #[inline]
     fn hint(&mut self, hint: crate::decision::Hint) {

@@ -69,6 +69,37 @@ fn a_recorded_trace_replays_to_the_same_hash_without_the_seed() {
 }
 
 #[test]
+fn a_replay_past_the_end_of_its_trace_injects_no_more_random_faults() {
+    // The start of the quiet phase is logged too; it is not a fault.
+    let faults_of = |summary: &dst_sim::RunSummary| -> Vec<(u64, String)> {
+        let log = summary.fault_log.iter();
+        log.filter(|(_, what)| what != "quiet").cloned().collect()
+    };
+    let mut recorded = pingpong(23, "heavy", SeededSource::new(23), true);
+    let original = faults_of(&recorded.run());
+    let decisions = recorded.take_decisions();
+    assert!(
+        original.len() > 4,
+        "heavy pingpong faults often: {original:?}"
+    );
+    // With zeros past the end, the fault process would partition every half interval.
+    let empty = pingpong(23, "heavy", ReplaySource::new(Vec::new()), false).run();
+    assert_eq!(faults_of(&empty), vec![]);
+    let cut = decisions[..decisions.len() / 10].to_vec();
+    let faults = faults_of(&pingpong(23, "heavy", ReplaySource::new(cut), false).run());
+    // The cut falls inside the fault process's active phase (before the quiet phase).
+    assert!(
+        !faults.is_empty() && faults.len() < original.len(),
+        "{} faults after the cut, {} recorded",
+        faults.len(),
+        original.len()
+    );
+    // The fault drawn when the trace ran out may differ; every one before it is the recorded one.
+    let settled = faults.len().saturating_sub(1);
+    assert_eq!(faults[..settled], original[..settled]);
+}
+
+#[test]
 fn a_trace_for_another_configuration_is_reported_as_divergent() {
     let mut recorded = pingpong(21, "none", SeededSource::new(21), true);
     recorded.run();
