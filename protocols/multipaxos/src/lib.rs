@@ -47,6 +47,13 @@
 //! so a request chosen in two slots (a client retry through a new leader) applies once and
 //! the second copy answers from the session cache. Reads go through the log by default.
 //!
+//! Sanity bounds: no single message buys work or memory out of proportion to its size,
+//! even when a corrupted message passes as well-formed (option `message_checksums=false`).
+//! An Accept or Chosen for a slot more than four windows (`4 * max_open_slots`) beyond the
+//! receiver's chosen prefix is ignored, as is a Promise naming a slot more than four windows
+//! beyond `from` plus its number of reports, so a new leader fills a bounded number of gaps
+//! with no-ops. A lagging follower catches up through heartbeat acknowledgements instead.
+//!
 //! Leader leases (option `leader_lease`, off by default): a node that heard from a leader
 //! within `election_timeout_min_ns` (or leads, or just booted) refuses to promise a new
 //! ballot, so no other leader can arise meanwhile. Heartbeats carry a round number echoed

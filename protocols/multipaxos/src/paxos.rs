@@ -161,6 +161,17 @@ impl<S: StateMachine> Copy for ReadFns<S> {}
 /// Heartbeat rounds a leader remembers the send time of.
 pub(crate) const ROUNDS_TRACKED_MAX: usize = 64;
 
+/// How many pipeline windows (`max_open_slots`) beyond what it knows a replica takes a slot
+/// named by one message: an accept or chosen value above its chosen prefix, a promise's
+/// report above the slots it reports. With message checksums off a corrupted slot number
+/// decodes as a well-formed message; unbounded, one such number made the next leader fill
+/// every slot up to it with no-ops and retransmit them all every tick (swarm seed 66: slot
+/// 8427 with the prefix at 106 ran for minutes; a slot near `u64::MAX` would never return).
+/// An honest leader proposes at most one window beyond the prefix it knows, plus the gaps an
+/// election fills; a follower lagging further ignores the slot, as if the message were lost,
+/// and catches up through heartbeat acknowledgements first.
+pub(crate) const WINDOWS_AHEAD_MAX: u64 = 4;
+
 /// Leader-only lease bookkeeping.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LeaseState {
@@ -353,6 +364,12 @@ impl<S: StateMachine> MultiPaxos<S> {
     }
     pub fn config(&self) -> &PaxosConfig {
         &self.config
+    }
+
+    /// The furthest slot one message may name: `WINDOWS_AHEAD_MAX` windows beyond `base`.
+    pub(crate) fn slot_bound(&self, base: Slot) -> Slot {
+        let ahead = (self.config.max_open_slots as u64).saturating_mul(WINDOWS_AHEAD_MAX);
+        Slot(base.0.saturating_add(ahead))
     }
 
     pub(crate) fn majority(&self) -> usize {

@@ -122,6 +122,10 @@ impl<S: StateMachine> MultiPaxos<S> {
             ctx.ignore("accept from a node other than the ballot's owner");
             return;
         }
+        if slot > self.slot_bound(self.chosen_below) {
+            ctx.ignore("accept for a slot too far beyond the chosen prefix");
+            return;
+        }
         if !self.honour(from, ballot) {
             return;
         }
@@ -199,6 +203,10 @@ impl<S: StateMachine> MultiPaxos<S> {
             ctx.ignore("chosen slot 0");
             return;
         }
+        if slot > self.slot_bound(self.chosen_below) {
+            ctx.ignore("chosen slot too far beyond the chosen prefix");
+            return;
+        }
         self.learn_chosen(ctx, slot, value);
     }
 
@@ -209,7 +217,11 @@ impl<S: StateMachine> MultiPaxos<S> {
         if self.role == Role::Leader {
             return;
         }
-        let round = self.max_round_seen.max(self.meta.promised.round) + 1;
+        // Saturating: a corrupted ballot (checksums off) can carry a round near u64::MAX.
+        let round = self
+            .max_round_seen
+            .max(self.meta.promised.round)
+            .saturating_add(1);
         self.ballot = Ballot {
             round,
             node: self.id,
@@ -248,10 +260,32 @@ impl<S: StateMachine> MultiPaxos<S> {
             ctx.ignore("promise for a ballot this node is not standing with");
             return;
         }
+        if !self.promise_within_bound(first, &promise) {
+            ctx.ignore("promise names a slot too far beyond its reports");
+            return;
+        }
         self.promises.insert(from, promise);
         if self.phase1_complete() {
             self.become_leader(ctx);
         }
+    }
+
+    /// Every slot a promise names lies within `WINDOWS_AHEAD_MAX` windows of the slots it
+    /// reports: an honest acceptor holds every chosen slot from `first` to its own prefix
+    /// and accepts no further than the bound beyond that prefix. Phase 2 walks every slot
+    /// from `first` to the highest one named, so this bounds the no-ops a new leader fills.
+    fn promise_within_bound(
+        &self,
+        first: Slot,
+        promise: &super::PromiseContent<S::Command>,
+    ) -> bool {
+        let (reports, damaged) = promise;
+        let bound = self.slot_bound(Slot(first.0.saturating_add(reports.len() as u64)));
+        reports
+            .iter()
+            .map(|report| report.slot)
+            .chain(damaged.iter().copied())
+            .all(|slot| slot <= bound)
     }
 
     /// A majority promised, and for every slot some promiser found damaged, a majority of

@@ -148,3 +148,41 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
+
+/// `dst run --protocol multipaxos`'s default shape: 5 replicas, 3 clients sharing 200
+/// operations, quiet at 10 s, end at 30 s.
+pub const CLI_NODES: u32 = 5;
+pub const CLI_CLIENTS: u32 = 3;
+pub const CLI_OPS: u64 = 200;
+
+/// Runs Multi-Paxos over the KV store the way `dst run --protocol multipaxos --profile
+/// <profile> --seed <seed>` does (same shape, and the profile's knobs drawn from the run's
+/// own decision source first), so a CLI seed reproduces here. `events_max` caps the run.
+pub fn run_like_cli(
+    seed: u64,
+    profile: &str,
+    paxos: PaxosConfig,
+    events_max: u64,
+) -> Outcome<KvPaxos> {
+    let mut source = SeededSource::new(seed);
+    let profile = FaultProfile::named(profile, &mut source).expect("known profile");
+    let mut config = SimConfig::new(CLI_NODES, CLI_CLIENTS, profile);
+    config.events_max = events_max;
+    let clients = (0..CLI_CLIENTS)
+        .map(|client| {
+            let share = CLI_OPS / u64::from(CLI_CLIENTS)
+                + u64::from(u64::from(client) < CLI_OPS % u64::from(CLI_CLIENTS));
+            let workload = KvWorkload::new(client, KvWorkloadConfig::contention(share));
+            SimClient::new(ClientConfig::default(), workload)
+        })
+        .collect();
+    let make = move |_| MultiPaxos::for_service(paxos.clone(), KvStore::new());
+    let mut sim = Sim::new(config, Box::new(make), clients, source, false);
+    let summary = sim.run();
+    let observations = sim.take_observations();
+    Outcome {
+        summary,
+        observations,
+        sim,
+    }
+}

@@ -1,0 +1,248 @@
+//! One message never buys unbounded work. With message checksums off a corrupted message
+//! decodes as a well-formed one with absurd fields (a slot or round near `u64::MAX`); each
+//! handler here gets such a message by hand and must ignore it, with its reason, before
+//! doing anything in proportion to the field. And the CLI seed that once ran for minutes
+//! (`dst run --protocol multipaxos --option message_checksums=false --profile swarm --seed
+//! 66`: a corrupted accept for slot 8427 with the prefix at 106 made the next leader fill
+//! and retransmit thousands of no-ops every tick) now ends.
+
+mod common;
+
+use common::{run_like_cli, CLI_CLIENTS, CLI_OPS};
+use dst_multipaxos::{
+    Ballot, Body, MultiPaxos, PaxosConfig, PaxosMsg, PaxosTimer, Report, Role, Slot,
+};
+use dst_protocols::{KvCommand, KvStore};
+use dst_sim::{Effect, EndReason, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
+
+type KvPaxos = MultiPaxos<KvStore>;
+type Msg = PaxosMsg<KvCommand>;
+
+const ABSURD: Slot = Slot(u64::MAX - 1);
+
+/// Three replicas driven by hand, checksums off; every handler's sends go on the wire and
+/// its ignore reasons are kept.
+struct Cluster {
+    nodes: Vec<KvPaxos>,
+    disks: Vec<Storage>,
+    decisions: SeededSource,
+    next_timer_id: u64,
+    wire: Vec<(NodeId, NodeId, Msg)>,
+    ignored: Vec<&'static str>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let config = PaxosConfig {
+            message_checksums: false,
+            ..PaxosConfig::default()
+        };
+        let mut cluster = Cluster {
+            nodes: (0..3)
+                .map(|_| MultiPaxos::for_service(config.clone(), KvStore::new()))
+                .collect(),
+            disks: (0..3)
+                .map(|_| Storage::new(StorageFaults::default()))
+                .collect(),
+            decisions: SeededSource::new(3),
+            next_timer_id: 0,
+            wire: Vec::new(),
+            ignored: Vec::new(),
+        };
+        for id in 0..3 {
+            cluster.step(NodeId(id), |node, ctx| node.on_start(ctx));
+        }
+        cluster
+    }
+
+    fn step(&mut self, id: NodeId, handler: impl FnOnce(&mut KvPaxos, &mut NodeCtx<'_, KvPaxos>)) {
+        let mut effects = Vec::new();
+        {
+            let mut ctx = NodeCtx::new(
+                id,
+                3,
+                0,
+                &mut effects,
+                &mut self.disks[id.0 as usize],
+                &mut self.decisions,
+                &mut self.next_timer_id,
+                &mut self.ignored,
+            );
+            handler(&mut self.nodes[id.0 as usize], &mut ctx);
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => self.wire.push((id, to, msg)),
+                Effect::Sync { up_to } => self.disks[id.0 as usize].complete_sync(up_to),
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands `to` a message from `from`, as a corrupted delivery would.
+    fn receive(&mut self, to: u32, from: u32, body: Body<KvCommand>) {
+        let msg = PaxosMsg::seal(body, false);
+        self.step(NodeId(to), |node, ctx| {
+            node.on_message(ctx, NodeId(from), msg)
+        });
+    }
+
+    fn deliver_all(&mut self) {
+        for _ in 0..1_000 {
+            let Some((from, to, msg)) = self.wire.pop() else {
+                return;
+            };
+            self.step(to, |node, ctx| node.on_message(ctx, from, msg));
+        }
+        panic!("messages kept flowing");
+    }
+
+    fn node(&self, id: u32) -> &KvPaxos {
+        &self.nodes[id as usize]
+    }
+}
+
+fn ballot(round: u64, node: u32) -> Ballot {
+    Ballot {
+        round,
+        node: NodeId(node),
+    }
+}
+
+#[test]
+fn an_accept_for_an_absurd_slot_is_ignored_before_anything_changes() {
+    let mut cluster = Cluster::new();
+    let accept = Body::Accept {
+        ballot: ballot(1, 0),
+        slot: ABSURD,
+        value: None,
+    };
+    cluster.receive(1, 0, accept);
+    assert_eq!(
+        cluster.ignored,
+        ["accept for a slot too far beyond the chosen prefix"]
+    );
+    assert!(cluster.node(1).accepted().is_empty(), "stored the accept");
+    assert_eq!(cluster.node(1).promised(), Ballot::ZERO, "promised anyway");
+    assert!(cluster.wire.is_empty(), "answered: {:?}", cluster.wire);
+
+    // The bound is relative to the prefix: the next slot is fine.
+    let accept = Body::Accept {
+        ballot: ballot(1, 0),
+        slot: Slot(1),
+        value: None,
+    };
+    cluster.receive(1, 0, accept);
+    assert_eq!(cluster.ignored.len(), 1, "{:?}", cluster.ignored);
+    assert!(cluster.node(1).accepted().contains_key(&Slot(1)));
+}
+
+#[test]
+fn a_chosen_value_for_an_absurd_slot_is_ignored() {
+    let mut cluster = Cluster::new();
+    cluster.receive(
+        2,
+        0,
+        Body::Chosen {
+            slot: ABSURD,
+            value: None,
+        },
+    );
+    assert_eq!(
+        cluster.ignored,
+        ["chosen slot too far beyond the chosen prefix"]
+    );
+    assert!(cluster.node(2).chosen().is_empty());
+}
+
+/// n0 stands; a promise reporting an absurd slot would have it propose a no-op in every
+/// slot up to there. It is ignored, and honest promises still make n0 leader.
+#[test]
+fn a_promise_reporting_an_absurd_slot_is_ignored_and_phase_1_still_completes() {
+    let mut cluster = Cluster::new();
+    cluster.step(NodeId(0), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    let standing = cluster.node(0).ballot();
+    cluster.wire.clear();
+    for (slot, damaged) in [(ABSURD, vec![]), (Slot(1), vec![ABSURD])] {
+        let report = Report {
+            slot,
+            ballot: standing,
+            value: None,
+            chosen: false,
+        };
+        let promise = Body::Promise {
+            ballot: standing,
+            from: Slot(1),
+            accepted: vec![report],
+            damaged,
+        };
+        cluster.receive(0, 1, promise.clone());
+        cluster.receive(0, 2, promise);
+    }
+    assert_eq!(
+        cluster.ignored,
+        ["promise names a slot too far beyond its reports"; 4]
+    );
+    assert_eq!(cluster.node(0).role(), Role::Candidate);
+
+    cluster.step(NodeId(0), |node, ctx| node.on_timer(ctx, PaxosTimer::Tick));
+    cluster.deliver_all();
+    assert_eq!(cluster.node(0).role(), Role::Leader);
+    assert_eq!(
+        cluster.node(0).chosen_below(),
+        Slot(1),
+        "nothing to recover"
+    );
+}
+
+/// A corrupted ballot with a round near `u64::MAX` must not overflow the next election.
+#[test]
+fn an_absurd_round_does_not_overflow_the_next_ballot() {
+    let mut cluster = Cluster::new();
+    let prepare = Body::Prepare {
+        ballot: ballot(u64::MAX, 2),
+        from: Slot(1),
+    };
+    cluster.receive(0, 2, prepare);
+    assert_eq!(cluster.node(0).promised(), ballot(u64::MAX, 2));
+    cluster.step(NodeId(0), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    assert_eq!(cluster.node(0).role(), Role::Candidate);
+    assert_eq!(cluster.node(0).ballot().round, u64::MAX);
+}
+
+/// Events allowed for the regression run: it takes under 10 000 now; before the bounds it
+/// hit any cap (2 million events in two minutes, with thousands of open slots).
+const SEED_66_EVENTS_MAX: u64 = 200_000;
+
+#[test]
+fn swarm_seed_66_with_checksums_off_ends() {
+    let paxos = PaxosConfig {
+        message_checksums: false,
+        ..PaxosConfig::default()
+    };
+    let outcome = run_like_cli(66, "swarm", paxos, SEED_66_EVENTS_MAX);
+    let summary = &outcome.summary;
+    assert_eq!(
+        summary.end_reason,
+        EndReason::ClientsDone,
+        "events {}",
+        summary.events
+    );
+    assert!(
+        summary
+            .stats
+            .ignored
+            .contains_key("accept for a slot too far beyond the chosen prefix"),
+        "the corrupted accept was not what this run met: {:?}",
+        summary.stats.ignored
+    );
+    assert_eq!(
+        common::completed(&outcome.observations),
+        CLI_OPS as usize,
+        "{CLI_CLIENTS} clients"
+    );
+}
