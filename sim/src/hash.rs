@@ -39,9 +39,13 @@ impl Hasher for StableHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+            // The little-endian word of the zero-padded tail, assembled without a `memcpy`
+            // of variable length (short strings are hashed on every send).
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
+            self.add(word ^ ((rest.len() as u64) << 59));
         }
     }
 
@@ -77,6 +81,28 @@ pub fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_hashes_as_its_zero_padded_little_endian_word() {
+        let bytes: Vec<u8> = (1..=15).map(|b| b * 17).collect();
+        for length in 0..bytes.len() {
+            let mut hasher = StableHasher::default();
+            hasher.write(&bytes[..length]);
+            let mut expected = StableHasher::default();
+            let mut chunks = bytes[..length].chunks(8);
+            for chunk in &mut chunks {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                let tag = if chunk.len() < 8 {
+                    (chunk.len() as u64) << 59
+                } else {
+                    0
+                };
+                expected.add(u64::from_le_bytes(word) ^ tag);
+            }
+            assert_eq!(hasher.finish(), expected.finish(), "length {length}");
+        }
+    }
 
     #[test]
     fn stable_hash_is_pinned() {

@@ -970,7 +970,7 @@ use super::ROUNDS_TRACKED_MAX;
 /// Configurations up to this many voters rank their values on the stack.
 const VOTERS_ON_STACK_MAX: usize = 16;
 
-/// The highest value at least `majority` of `values` reach (the minimum if too few).
+/// The highest value at least `majority` of `values` reach (the default if too few).
 fn quorum_value<T: Ord + Copy + Default>(
     mut values: impl Iterator<Item = T>,
     majority: usize,
@@ -1028,5 +1028,24 @@ mod tests {
         let majority = (VOTERS_ON_STACK_MAX + 5) / 2 + 1;
         let expected = (VOTERS_ON_STACK_MAX + 5 - majority + 1) as u64;
         assert_eq!(quorum_value(many, majority), expected);
+    }
+
+    #[test]
+    fn quorum_value_agrees_with_sorting_on_ties_and_short_inputs() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2_000 {
+            state = dst_sim::decision::splitmix64(state);
+            let count = (state % 9) as usize;
+            let values: Vec<u64> = (0..count as u64)
+                .map(|i| dst_sim::decision::splitmix64(state ^ i) % 4)
+                .collect();
+            for majority in 0..=count + 1 {
+                assert_eq!(
+                    quorum_value(values.iter().copied(), majority),
+                    quorum_value_sorted(values.clone(), majority),
+                    "{values:?}, majority {majority}"
+                );
+            }
+        }
     }
 }
