@@ -1,6 +1,6 @@
 //! Ballots, slots, values and the messages replicas exchange.
 
-use dst_protocols::digest::hash_bytes;
+use dst_protocols::digest::try_hash_value;
 use dst_protocols::Request;
 use dst_sim::NodeId;
 use serde::de::DeserializeOwned;
@@ -124,11 +124,9 @@ impl<C: Serialize + DeserializeOwned> PaxosMsg<C> {
 }
 
 fn body_checksum<C: Serialize>(body: &Body<C>) -> u64 {
-    // Never 0 for an encodable body, so a zeroed checksum field never verifies.
-    match postcard::to_allocvec(body) {
-        Ok(bytes) => hash_bytes(MESSAGE_SEED, &bytes) | 1,
-        Err(_) => 0,
-    }
+    // Never 0 for an encodable body, so a zeroed checksum field never verifies. Hashed while
+    // serialising (the same value as hashing the encoding): no buffer per message.
+    try_hash_value(MESSAGE_SEED, body).map_or(0, |hash| hash | 1)
 }
 
 #[cfg(test)]
