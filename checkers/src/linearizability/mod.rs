@@ -32,7 +32,7 @@
 pub mod explain;
 mod intern;
 mod kv_order;
-mod memo;
+pub(crate) mod memo;
 pub mod model;
 mod order;
 mod search;

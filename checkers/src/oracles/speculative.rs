@@ -160,6 +160,7 @@ fn check_completions(
 }
 
 /// S2: installed histories extend the completions they cover (one report per install).
+/// `completions` are in (slot, hist) order, as [`check_completions`] leaves them.
 fn check_installs(
     chain: &Chain,
     completions: &[Completed],
@@ -167,24 +168,55 @@ fn check_installs(
     violations: &mut Vec<Violation>,
 ) {
     for &(node, view, slot, hist) in installs {
-        let dropped = completions.iter().find(|completed| {
-            let covers = completed.slot <= slot && view.is_none_or(|view| view >= completed.view);
-            covers && chain.ancestor(slot, hist, completed.slot) != Some(completed.hist)
-        });
-        if let Some(completed) = dropped {
-            let what = match view {
-                Some(view) => format!("NEW-VIEW {view}"),
-                None => "stable checkpoint".to_string(),
-            };
-            violations.push(violation(
-                "S2",
-                format!(
-                    "n{node} installed {what} up to slot {slot} that drops c{}#{} completed at slot {} in view {}",
-                    completed.client, completed.sequence, completed.slot, completed.view
-                ),
-            ));
+        let Some(completed) = first_dropped(chain, completions, view, slot, hist) else {
+            continue;
+        };
+        let what = match view {
+            Some(view) => format!("NEW-VIEW {view}"),
+            None => "stable checkpoint".to_string(),
+        };
+        violations.push(violation(
+            "S2",
+            format!(
+                "n{node} installed {what} up to slot {slot} that drops c{}#{} completed at slot {} in view {}",
+                completed.client, completed.sequence, completed.slot, completed.view
+            ),
+        ));
+    }
+}
+
+/// The first completion (in slot order) that the install `(view, slot, hist)` covers but whose
+/// history it does not extend. One walk down the install's chain serves every completion: the
+/// completions are visited from the highest slot down, so each link is looked up once per
+/// install instead of once per (install, completion).
+fn first_dropped(
+    chain: &Chain,
+    completions: &[Completed],
+    view: Option<u64>,
+    slot: u64,
+    hist: u64,
+) -> Option<Completed> {
+    let reach = completions.partition_point(|completed| completed.slot <= slot);
+    // The walk: `walked` is the history digest at slot `at` on the install's chain, or None
+    // once a link is missing (then no lower completion is extended either).
+    let (mut at, mut walked) = (slot, Some(hist));
+    let mut dropped = None;
+    for completed in completions[..reach].iter().rev() {
+        if view.is_some_and(|view| view < completed.view) {
+            continue;
+        }
+        while at > completed.slot && walked.is_some() {
+            walked = walked.and_then(|current| match chain.links.get(&current) {
+                Some(&(link_slot, prev)) if link_slot == at => Some(prev),
+                _ => None,
+            });
+            at -= 1;
+        }
+        if walked != Some(completed.hist) {
+            dropped = Some(*completed);
         }
     }
+    dropped
 }
 
 #[cfg(test)]
@@ -281,6 +313,60 @@ mod tests {
         let mut events = chains();
         events.extend([stable(0, 2, 12, 7), stable(1, 2, 12, 8)]);
         assert_eq!(names(&check_speculative(&events)), ["invariant:S3"]);
+    }
+
+    #[test]
+    fn one_walk_per_install_finds_what_a_walk_per_completion_finds() {
+        // Random forests of links (some missing), completions and installs; the reference
+        // walks the chain once per (install, completion) pair.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |bound: u64| {
+            state = crate::linearizability::memo::splitmix64(state);
+            state % bound
+        };
+        let (mut dropped, mut kept) = (0, 0);
+        for _ in 0..300 {
+            let mut chain = Chain::default();
+            for hist in 1..40u64 {
+                if next(8) != 0 {
+                    let prev = if hist < 4 { 0 } else { next(hist) };
+                    let slot = chain.links.get(&prev).map_or(1, |&(slot, _)| slot + 1);
+                    chain
+                        .links
+                        .insert(hist, (slot + u64::from(next(10) == 0), prev));
+                }
+            }
+            let mut completions: Vec<Completed> = (0..next(12))
+                .map(|index| Completed {
+                    client: index as u32,
+                    sequence: 1,
+                    view: next(4),
+                    slot: next(8),
+                    hist: next(40),
+                })
+                .collect();
+            completions.sort_by_key(|completed| (completed.slot, completed.hist));
+            for _ in 0..10 {
+                let (view, slot, hist) = ((next(3) != 0).then(|| next(4)), next(10), next(40));
+                let reference = completions.iter().find(|completed| {
+                    let covers =
+                        completed.slot <= slot && view.is_none_or(|view| view >= completed.view);
+                    covers && chain.ancestor(slot, hist, completed.slot) != Some(completed.hist)
+                });
+                let found = first_dropped(&chain, &completions, view, slot, hist);
+                if found.is_some() {
+                    dropped += 1;
+                } else if completions.iter().any(|c| c.slot <= slot) {
+                    kept += 1;
+                }
+                assert_eq!(
+                    found.map(|c| c.client),
+                    reference.map(|c| c.client),
+                    "install ({view:?}, {slot}, {hist}) over {completions:?}"
+                );
+            }
+        }
+        assert!(dropped > 100 && kept > 100, "{dropped} dropped, {kept} kept");
     }
 
     #[test]
