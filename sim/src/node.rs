@@ -373,6 +373,11 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
     pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<String> {
         self.storage.keys_in_range(first, last)
     }
+    /// Keys starting with `prefix`, in order, but for the last `keep` of them: what a node
+    /// that keeps its newest versions deletes, listed without copying the ones it keeps.
+    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<String> {
+        self.storage.keys_with_prefix_but_last(prefix, keep)
+    }
     /// Makes every write so far durable; sends issued after this wait for it to complete.
     pub fn sync(&mut self) {
         let up_to = self.storage.last_sequence();

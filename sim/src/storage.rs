@@ -302,6 +302,20 @@ impl Storage {
             .collect()
     }
 
+    /// Keys starting with `prefix`, in order, but for the last `keep` of them.
+    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<String> {
+        let with_prefix = || {
+            self.current
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(prefix))
+        };
+        let excess = with_prefix().count().saturating_sub(keep);
+        with_prefix()
+            .take(excess)
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
     /// Completes a sync: every write with sequence `<= up_to` becomes durable.
     pub fn complete_sync(&mut self, up_to: u64) {
         self.stats.syncs += 1;
@@ -390,6 +404,26 @@ mod tests {
             Some(b"n1".to_vec())
         );
         assert_eq!(disk.stats.lost_on_crash, 1);
+    }
+
+    #[test]
+    fn all_but_the_last_keys_of_a_prefix_are_listed_in_order() {
+        let mut decisions = SeededSource::new(3);
+        let mut disk = Storage::new(StorageFaults::default());
+        for key in ["v/3", "v/1", "w/0", "v/2", "u/9", "v/4"] {
+            disk.write(key, vec![1], &mut decisions).unwrap();
+        }
+        let all = disk.keys_with_prefix("v/");
+        assert_eq!(all, ["v/1", "v/2", "v/3", "v/4"]);
+        for keep in 0..6 {
+            let expected = &all[..all.len().saturating_sub(keep)];
+            assert_eq!(
+                disk.keys_with_prefix_but_last("v/", keep),
+                expected,
+                "keep {keep}"
+            );
+        }
+        assert!(disk.keys_with_prefix_but_last("x/", 0).is_empty());
     }
 
     #[test]

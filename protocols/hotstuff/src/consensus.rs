@@ -356,11 +356,8 @@ impl<S: StateMachine> HotStuff<S> {
         if !write_verified(ctx, &key, &bytes) {
             return false;
         }
-        let keys = ctx.keys_with_prefix(durable::SAFETY_PREFIX);
-        let excess = keys
-            .len()
-            .saturating_sub(durable::SAFETY_VERSIONS_KEPT as usize);
-        for old in keys.iter().take(excess) {
+        let kept = durable::SAFETY_VERSIONS_KEPT as usize;
+        for old in &ctx.keys_with_prefix_but_last(durable::SAFETY_PREFIX, kept) {
             // A failed delete only leaves an old version behind; recovery ignores it.
             let _ = ctx.delete(old);
         }

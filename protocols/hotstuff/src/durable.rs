@@ -26,10 +26,11 @@
 //!   block). A restarted replica reloads them; records at or below the committed round are
 //!   deleted as blocks commit.
 //!
-//! Every value is `postcard(record) ++ checksum(key ++ postcard(record))` (8 bytes), so a
+//! Every value is `postcard(record) ++ checksum(key, postcard(record))` (8 bytes, FNV-1a), so a
 //! torn write, a flipped bit or a misdirected write (bytes under another key) all fail to
 //! decode instead of yielding a wrong record.
 
+use dst_protocols::digest::hash_bytes;
 use dst_sim::Digest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -105,12 +106,14 @@ pub fn parse_chain_round(key: &str) -> Option<Round> {
     round.parse().ok().map(Round)
 }
 
+/// Seed of the record checksums ("hsrecord" in ASCII).
+const CHECKSUM_SEED: u64 = 0x6873_7265_636f_7264;
+
+/// FNV-1a over the key, then over the body. It detects accidents (torn and misdirected
+/// writes, flipped bits), which is all a local disk needs; SHA-256 here cost a quarter of
+/// a 1,000-operation run. Same width as before, so a record's length did not change.
 fn checksum(key: &str, body: &[u8]) -> u64 {
-    let mut bytes = Vec::with_capacity(key.len() + 1 + body.len());
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(body);
-    Digest::of_bytes(&bytes).short()
+    hash_bytes(hash_bytes(CHECKSUM_SEED, key.as_bytes()), body)
 }
 
 /// Encodes a record for `key`.
