@@ -58,10 +58,12 @@ pub struct SafetyRecord {
 
 /// The key of a safety record.
 pub fn safety_key(record: &SafetyRecord) -> String {
-    format!(
-        "{SAFETY_PREFIX}{:020}-{:020}-{:020}",
-        record.version, record.last_voted_round.0, record.locked_qc.round.0
-    )
+    let mut key = key_of(SAFETY_PREFIX, record.version);
+    key.push('-');
+    push_digits(&mut key, record.last_voted_round.0, 10, 20);
+    key.push('-');
+    push_digits(&mut key, record.locked_qc.round.0, 10, 20);
+    key
 }
 
 /// `(version, last voted round, locked round)` from a safety key.
@@ -81,19 +83,44 @@ pub fn parse_safety_key(key: &str) -> Option<(u64, Round, Round)> {
 
 /// The key of the committed block at `height` (its first copy).
 pub fn block_key(height: u64) -> String {
-    format!("{BLOCK_PREFIX}{height:020}")
+    key_of(BLOCK_PREFIX, height)
 }
 
 /// Both keys of the committed block at `height`: the copy and its mirror. Faults hit keys
 /// independently (a misdirected write overwrites one key; a latent flip damages one value),
 /// so a height is lost only if both are.
 pub fn block_keys(height: u64) -> [String; 2] {
-    [block_key(height), format!("{MIRROR_PREFIX}{height:020}")]
+    [block_key(height), key_of(MIRROR_PREFIX, height)]
 }
 
 /// The key of an uncommitted block of `round` with digest `digest`.
 pub fn chain_key(round: Round, digest: &Digest) -> String {
-    format!("{CHAIN_PREFIX}{:020}-{:016x}", round.0, digest.short())
+    let mut key = key_of(CHAIN_PREFIX, round.0);
+    key.push('-');
+    push_digits(&mut key, digest.short(), 16, 16);
+    key
+}
+
+/// `prefix` and `number` as 20 zero-padded decimal digits (`format!("{prefix}{number:020}")`,
+/// which cost more than the write it names: keys are built on every vote and commit).
+fn key_of(prefix: &str, number: u64) -> String {
+    let mut key = String::with_capacity(prefix.len() + 64);
+    key.push_str(prefix);
+    push_digits(&mut key, number, 10, 20);
+    key
+}
+
+/// Appends `number` in `radix` (10 or 16, lower-case), zero-padded to `width` digits.
+fn push_digits(text: &mut String, mut number: u64, radix: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while number > 0 || at == digits.len() {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(number % radix) as usize];
+        number /= radix;
+    }
+    let start = at.min(digits.len() - width);
+    text.extend(digits[start..].iter().map(|&digit| char::from(digit)));
 }
 
 /// The round in a chain key.
@@ -155,6 +182,22 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_formatted_as_before() {
+        for number in [0u64, 7, 42, 1_000_000, u64::MAX] {
+            assert_eq!(block_key(number), format!("{BLOCK_PREFIX}{number:020}"));
+            let round = Round(number);
+            let digest = Digest::of_bytes(&number.to_le_bytes());
+            assert_eq!(
+                chain_key(round, &digest),
+                format!("{CHAIN_PREFIX}{number:020}-{:016x}", digest.short())
+            );
+            let mut hex = String::new();
+            push_digits(&mut hex, number, 16, 16);
+            assert_eq!(hex, format!("{number:016x}"));
+        }
+    }
+
+    #[test]
     fn records_round_trip_and_keys_parse_back() {
         let record = record();
         let key = safety_key(&record);
@@ -163,6 +206,7 @@ mod tests {
             Some(record)
         );
         assert_eq!(parse_safety_key(&key), Some((3, Round(9), Round(0))));
+        assert_eq!(key, format!("{SAFETY_PREFIX}{:020}-{:020}-{:020}", 3, 9, 0));
         assert_eq!(parse_safety_key("hotstuff/safety/1-2-3"), None);
         assert!(block_key(9) < block_key(10));
         let digest = Digest::of_bytes(b"c");
