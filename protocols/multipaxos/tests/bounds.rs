@@ -9,76 +9,27 @@
 mod common;
 
 use common::{run_like_cli, CLI_CLIENTS, CLI_OPS};
-use dst_multipaxos::{
-    Ballot, Body, MultiPaxos, PaxosConfig, PaxosMsg, PaxosTimer, Report, Role, Slot,
-};
-use dst_protocols::{KvCommand, KvStore};
-use dst_sim::{Effect, EndReason, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
+use dst_multipaxos::{Ballot, Body, PaxosConfig, PaxosMsg, PaxosTimer, Report, Role, Slot};
+use dst_protocols::KvCommand;
+use dst_sim::{EndReason, Node, NodeId};
 
-type KvPaxos = MultiPaxos<KvStore>;
-type Msg = PaxosMsg<KvCommand>;
+#[path = "common/hand.rs"]
+mod hand;
+
+use hand::HandCluster as Cluster;
 
 const ABSURD: Slot = Slot(u64::MAX - 1);
 
-/// Three replicas driven by hand, checksums off; every handler's sends go on the wire and
-/// its ignore reasons are kept.
-struct Cluster {
-    nodes: Vec<KvPaxos>,
-    disks: Vec<Storage>,
-    decisions: SeededSource,
-    next_timer_id: u64,
-    wire: Vec<(NodeId, NodeId, Msg)>,
-    ignored: Vec<&'static str>,
+/// Three replicas driven by hand, checksums off.
+fn cluster() -> Cluster {
+    let config = PaxosConfig {
+        message_checksums: false,
+        ..PaxosConfig::default()
+    };
+    Cluster::new(3, config, 3)
 }
 
 impl Cluster {
-    fn new() -> Self {
-        let config = PaxosConfig {
-            message_checksums: false,
-            ..PaxosConfig::default()
-        };
-        let mut cluster = Cluster {
-            nodes: (0..3)
-                .map(|_| MultiPaxos::for_service(config.clone(), KvStore::new()))
-                .collect(),
-            disks: (0..3)
-                .map(|_| Storage::new(StorageFaults::default()))
-                .collect(),
-            decisions: SeededSource::new(3),
-            next_timer_id: 0,
-            wire: Vec::new(),
-            ignored: Vec::new(),
-        };
-        for id in 0..3 {
-            cluster.step(NodeId(id), |node, ctx| node.on_start(ctx));
-        }
-        cluster
-    }
-
-    fn step(&mut self, id: NodeId, handler: impl FnOnce(&mut KvPaxos, &mut NodeCtx<'_, KvPaxos>)) {
-        let mut effects = Vec::new();
-        {
-            let mut ctx = NodeCtx::new(
-                id,
-                3,
-                0,
-                &mut effects,
-                &mut self.disks[id.0 as usize],
-                &mut self.decisions,
-                &mut self.next_timer_id,
-                &mut self.ignored,
-            );
-            handler(&mut self.nodes[id.0 as usize], &mut ctx);
-        }
-        for effect in effects {
-            match effect {
-                Effect::Send { to, msg } => self.wire.push((id, to, msg)),
-                Effect::Sync { up_to } => self.disks[id.0 as usize].complete_sync(up_to),
-                _ => {}
-            }
-        }
-    }
-
     /// Hands `to` a message from `from`, as a corrupted delivery would.
     fn receive(&mut self, to: u32, from: u32, body: Body<KvCommand>) {
         let msg = PaxosMsg::seal(body, false);
@@ -96,10 +47,6 @@ impl Cluster {
         }
         panic!("messages kept flowing");
     }
-
-    fn node(&self, id: u32) -> &KvPaxos {
-        &self.nodes[id as usize]
-    }
 }
 
 fn ballot(round: u64, node: u32) -> Ballot {
@@ -111,7 +58,7 @@ fn ballot(round: u64, node: u32) -> Ballot {
 
 #[test]
 fn an_accept_for_an_absurd_slot_is_ignored_before_anything_changes() {
-    let mut cluster = Cluster::new();
+    let mut cluster = cluster();
     let accept = Body::Accept {
         ballot: ballot(1, 0),
         slot: ABSURD,
@@ -139,7 +86,7 @@ fn an_accept_for_an_absurd_slot_is_ignored_before_anything_changes() {
 
 #[test]
 fn a_chosen_value_for_an_absurd_slot_is_ignored() {
-    let mut cluster = Cluster::new();
+    let mut cluster = cluster();
     cluster.receive(
         2,
         0,
@@ -159,7 +106,7 @@ fn a_chosen_value_for_an_absurd_slot_is_ignored() {
 /// slot up to there. It is ignored, and honest promises still make n0 leader.
 #[test]
 fn a_promise_reporting_an_absurd_slot_is_ignored_and_phase_1_still_completes() {
-    let mut cluster = Cluster::new();
+    let mut cluster = cluster();
     cluster.step(NodeId(0), |node, ctx| {
         node.on_timer(ctx, PaxosTimer::Election)
     });
@@ -200,7 +147,7 @@ fn a_promise_reporting_an_absurd_slot_is_ignored_and_phase_1_still_completes() {
 /// A corrupted ballot with a round near `u64::MAX` must not overflow the next election.
 #[test]
 fn an_absurd_round_does_not_overflow_the_next_ballot() {
-    let mut cluster = Cluster::new();
+    let mut cluster = cluster();
     let prepare = Body::Prepare {
         ballot: ballot(u64::MAX, 2),
         from: Slot(1),

@@ -6,68 +6,16 @@
 //! n2 then runs phase 1 with n1; n1's promise reports the accepted value, so n2 must propose
 //! that value again in the same slot, never a no-op or something else.
 
-use dst_multipaxos::{
-    Body, ChosenMonitor, MultiPaxos, PaxosConfig, PaxosMsg, PaxosTimer, Role, Slot,
-};
-use dst_protocols::{KvCommand, KvStore, Request};
-use dst_sim::{ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
+use dst_multipaxos::{Body, ChosenMonitor, PaxosConfig, PaxosMsg, PaxosTimer, Role, Slot};
+use dst_protocols::{KvCommand, Request};
+use dst_sim::{ClientId, Node, NodeId};
 
-type KvPaxos = MultiPaxos<KvStore>;
-type Msg = PaxosMsg<KvCommand>;
+#[path = "common/hand.rs"]
+mod hand;
 
-struct Cluster {
-    nodes: Vec<KvPaxos>,
-    disks: Vec<Storage>,
-    decisions: SeededSource,
-    next_timer_id: u64,
-    /// Messages in flight: (from, to, message).
-    wire: Vec<(NodeId, NodeId, Msg)>,
-}
+use hand::HandCluster as Cluster;
 
 impl Cluster {
-    fn new(size: u32) -> Self {
-        let mut cluster = Cluster {
-            nodes: (0..size).map(|_| fresh()).collect(),
-            disks: (0..size)
-                .map(|_| Storage::new(StorageFaults::default()))
-                .collect(),
-            decisions: SeededSource::new(7),
-            next_timer_id: 0,
-            wire: Vec::new(),
-        };
-        for id in 0..size {
-            cluster.step(NodeId(id), |node, ctx| node.on_start(ctx));
-        }
-        cluster
-    }
-
-    /// Runs one handler; its sends go on the wire, its syncs complete at once.
-    fn step(&mut self, id: NodeId, handler: impl FnOnce(&mut KvPaxos, &mut NodeCtx<'_, KvPaxos>)) {
-        let size = self.nodes.len() as u32;
-        let mut effects = Vec::new();
-        let mut ignored = Vec::new();
-        {
-            let mut ctx = NodeCtx::new(
-                id,
-                size,
-                0,
-                &mut effects,
-                &mut self.disks[id.0 as usize],
-                &mut self.decisions,
-                &mut self.next_timer_id,
-                &mut ignored,
-            );
-            handler(&mut self.nodes[id.0 as usize], &mut ctx);
-        }
-        for effect in effects {
-            match effect {
-                Effect::Send { to, msg } => self.wire.push((id, to, msg)),
-                Effect::Sync { up_to } => self.disks[id.0 as usize].complete_sync(up_to),
-                _ => {}
-            }
-        }
-    }
-
     /// Delivers messages until none is left that `pass` lets through (the rest are lost).
     fn deliver(&mut self, pass: impl Fn(NodeId, NodeId, &Body<KvCommand>) -> bool) {
         // Bounded: a handful of handlers per message in a three-node cluster.
@@ -84,17 +32,9 @@ impl Cluster {
 
     fn crash(&mut self, id: NodeId) {
         self.disks[id.0 as usize].crash(&mut self.decisions);
-        self.nodes[id.0 as usize] = fresh();
+        self.nodes[id.0 as usize] = self.fresh();
         self.wire.retain(|(from, to, _)| *from != id && *to != id);
     }
-
-    fn node(&self, id: u32) -> &KvPaxos {
-        &self.nodes[id as usize]
-    }
-}
-
-fn fresh() -> KvPaxos {
-    MultiPaxos::for_service(PaxosConfig::default(), KvStore::new())
 }
 
 fn put() -> Request<KvCommand> {
@@ -133,7 +73,7 @@ fn forget_reports(cluster: &mut Cluster) {
 /// Returns the cross-node check's verdict and the cluster.
 fn leader_crash_after_choosing(broken: bool) -> (Result<(), String>, Cluster) {
     let (n0, n2) = (NodeId(0), NodeId(2));
-    let mut cluster = Cluster::new(3);
+    let mut cluster = Cluster::new(3, PaxosConfig::default(), 7);
     let mut monitor = ChosenMonitor::new();
     cluster.step(n0, |node, ctx| node.on_timer(ctx, PaxosTimer::Election));
     cluster.deliver(|_, _, _| true);
@@ -229,7 +169,7 @@ fn a_proposer_ignoring_accepted_values_is_caught_by_the_chosen_value_check() {
 
 #[test]
 fn a_prepare_below_the_promise_is_refused() {
-    let mut cluster = Cluster::new(3);
+    let mut cluster = Cluster::new(3, PaxosConfig::default(), 7);
     cluster.step(NodeId(2), |node, ctx| {
         node.on_timer(ctx, PaxosTimer::Election)
     });
@@ -281,7 +221,7 @@ impl Cluster {
 
 /// n0 leads and gets `put()` chosen in slot 1; everyone learns it.
 fn cluster_with_one_chosen_slot() -> Cluster {
-    let mut cluster = Cluster::new(3);
+    let mut cluster = Cluster::new(3, PaxosConfig::default(), 7);
     cluster.step(NodeId(0), |node, ctx| {
         node.on_timer(ctx, PaxosTimer::Election)
     });

@@ -85,13 +85,12 @@ pub fn run_with<N: KvNode>(run: &Run, make: impl FnMut(NodeId) -> N + 'static) -
             SimClient::new(ClientConfig::default(), KvWorkload::new(client, workload))
         })
         .collect();
-    let mut sim = Sim::new(
-        config,
-        Box::new(make),
-        clients,
-        SeededSource::new(run.seed),
-        false,
-    );
+    let source = SeededSource::new(run.seed);
+    run_to_end(Sim::new(config, Box::new(make), clients, source, false))
+}
+
+/// Runs `sim` and keeps what it left behind.
+fn run_to_end<N: KvNode>(mut sim: Sim<N, SimClient<N, KvWorkload>>) -> Outcome<N> {
     let summary = sim.run();
     let observations = sim.take_observations();
     Outcome {
@@ -177,12 +176,5 @@ pub fn run_like_cli(
         })
         .collect();
     let make = move |_| MultiPaxos::for_service(paxos.clone(), KvStore::new());
-    let mut sim = Sim::new(config, Box::new(make), clients, source, false);
-    let summary = sim.run();
-    let observations = sim.take_observations();
-    Outcome {
-        summary,
-        observations,
-        sim,
-    }
+    run_to_end(Sim::new(config, Box::new(make), clients, source, false))
 }
