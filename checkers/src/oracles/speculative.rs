@@ -366,7 +366,10 @@ mod tests {
                 );
             }
         }
-        assert!(dropped > 100 && kept > 100, "{dropped} dropped, {kept} kept");
+        assert!(
+            dropped > 100 && kept > 100,
+            "{dropped} dropped, {kept} kept"
+        );
     }
 
     #[test]
