@@ -24,6 +24,7 @@ pub mod service;
 pub mod sessions;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
+pub mod text;
 pub mod workload;
 
 pub use api::{Observation, Reply, Request};

@@ -17,6 +17,7 @@ use dst_sim::decision::{Decide, DecisionKind};
 use dst_sim::{Client, ClientCtx, SeededSource};
 
 use crate::kv::{KvCommand, KvOutput};
+use crate::text::push_digits;
 
 /// A source of uniform integers.
 pub trait Draw {
@@ -174,11 +175,11 @@ impl KvWorkload {
         // Built by hand: `format!` cost more than the rest of choosing a command.
         let mut key = String::with_capacity(8);
         key.push('k');
-        push_decimal(&mut key, draw.below(u64::from(config.keys.max(1))));
+        push_digits(&mut key, draw.below(u64::from(config.keys.max(1))), 10, 1);
         let mut value = String::with_capacity(16);
-        push_decimal(&mut value, u64::from(self.client));
+        push_digits(&mut value, u64::from(self.client), 10, 1);
         value.push('.');
-        push_decimal(&mut value, self.issued);
+        push_digits(&mut value, self.issued, 10, 1);
         let weights = [
             config.get_weight,
             config.put_weight,
@@ -211,23 +212,6 @@ impl KvWorkload {
             }
             _ => KvCommand::Get { key },
         }
-    }
-}
-
-/// Appends `number` in decimal, as `format!("{number}")` would.
-fn push_decimal(text: &mut String, mut number: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (number % 10) as u8;
-        number /= 10;
-        if number == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[at..] {
-        text.push(char::from(digit));
     }
 }
 
@@ -296,15 +280,6 @@ mod tests {
     fn drain(workload: &mut KvWorkload, seed: u64) -> Vec<Step<KvCommand>> {
         let mut source = SeededSource::new(seed);
         std::iter::from_fn(|| workload.next_step(&mut source)).collect()
-    }
-
-    #[test]
-    fn decimals_match_format() {
-        for number in [0, 7, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
-            let mut text = String::from("k");
-            push_decimal(&mut text, number);
-            assert_eq!(text, format!("k{number}"));
-        }
     }
 
     fn reads(steps: &[Step<KvCommand>]) -> usize {

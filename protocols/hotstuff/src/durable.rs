@@ -31,6 +31,7 @@
 //! decode instead of yielding a wrong record.
 
 use dst_protocols::digest::hash_bytes;
+use dst_protocols::text::push_digits;
 use dst_sim::Digest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -110,19 +111,6 @@ fn key_of(prefix: &str, number: u64) -> String {
     key
 }
 
-/// Appends `number` in `radix` (10 or 16, lower-case), zero-padded to `width` digits.
-fn push_digits(text: &mut String, mut number: u64, radix: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    while number > 0 || at == digits.len() {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[(number % radix) as usize];
-        number /= radix;
-    }
-    let start = at.min(digits.len() - width);
-    text.extend(digits[start..].iter().map(|&digit| char::from(digit)));
-}
-
 /// The round in a chain key.
 pub fn parse_chain_round(key: &str) -> Option<Round> {
     let rest = key.strip_prefix(CHAIN_PREFIX)?;
@@ -191,9 +179,6 @@ mod tests {
                 chain_key(round, &digest),
                 format!("{CHAIN_PREFIX}{number:020}-{:016x}", digest.short())
             );
-            let mut hex = String::new();
-            push_digits(&mut hex, number, 16, 16);
-            assert_eq!(hex, format!("{number:016x}"));
         }
     }
 
