@@ -617,32 +617,39 @@ fn histories_of_a_stale_reading_kv_store_are_caught() {
     );
 }
 
+/// The parts of `Model` a test wrapper around another model (`self.0`) passes through.
+macro_rules! delegate_model {
+    () => {
+        type Input = M::Input;
+        type Output = M::Output;
+        type State = M::State;
+
+        fn init(&self) -> M::State {
+            self.0.init()
+        }
+
+        fn step(
+            &self,
+            state: &M::State,
+            input: &M::Input,
+            output: Option<&M::Output>,
+            next: &mut Vec<M::State>,
+        ) {
+            self.0.step(state, input, output, next);
+        }
+
+        fn partition(&self, input: &M::Input) -> Option<String> {
+            self.0.partition(input)
+        }
+    };
+}
+
 /// The same model without its pruning hints (read-only operations, precedences): the plain
 /// Wing & Gong search, as an independent oracle for the hints.
 struct Plain<M>(M);
 
 impl<M: Model> Model for Plain<M> {
-    type Input = M::Input;
-    type Output = M::Output;
-    type State = M::State;
-
-    fn init(&self) -> M::State {
-        self.0.init()
-    }
-
-    fn step(
-        &self,
-        state: &M::State,
-        input: &M::Input,
-        output: Option<&M::Output>,
-        next: &mut Vec<M::State>,
-    ) {
-        self.0.step(state, input, output, next);
-    }
-
-    fn partition(&self, input: &M::Input) -> Option<String> {
-        self.0.partition(input)
-    }
+    delegate_model!();
 }
 
 #[test]
@@ -675,27 +682,7 @@ fn pruning_hints_never_change_a_verdict() {
 struct Expanded<M>(M);
 
 impl<M: Model> Model for Expanded<M> {
-    type Input = M::Input;
-    type Output = M::Output;
-    type State = M::State;
-
-    fn init(&self) -> M::State {
-        self.0.init()
-    }
-
-    fn step(
-        &self,
-        state: &M::State,
-        input: &M::Input,
-        output: Option<&M::Output>,
-        next: &mut Vec<M::State>,
-    ) {
-        self.0.step(state, input, output, next);
-    }
-
-    fn partition(&self, input: &M::Input) -> Option<String> {
-        self.0.partition(input)
-    }
+    delegate_model!();
 
     fn is_read_only(&self, input: &M::Input) -> bool {
         self.0.is_read_only(input)

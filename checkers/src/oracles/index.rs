@@ -318,12 +318,10 @@ pub(crate) fn digest_of(applies: &[&ApplyRecord], node: u32) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The next pseudo-random word: the state, mixed again.
     fn splitmix64(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        *state = crate::linearizability::memo::splitmix64(*state);
+        *state
     }
 
     #[test]
