@@ -5,7 +5,8 @@
 use dst_protocols::{KvCommand, KvOutput, KvStore, Observation, Reply, Request};
 use dst_raft::durable::{encode, log_key, LogRecord, Meta, META_KEYS};
 use dst_raft::message::{
-    AppendEntries, AppendResponse, Body, Entry, LogIndex, RaftMsg, RequestVote, Term, VoteResponse,
+    AppendEntries, AppendResponse, Body, Entry, LogIndex, RaftMsg, RequestVote, Seal, Term,
+    VoteResponse,
 };
 use dst_raft::{Raft, RaftConfig, RaftTimer, ReadMode, Role, Status};
 use dst_sim::{ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
@@ -629,8 +630,11 @@ fn a_retried_request_is_applied_once() {
 #[test]
 fn a_message_with_a_bad_checksum_is_ignored() {
     let mut voter = Solo::new(0, 3, disk(1, None, &[1]), config());
-    let mut msg = RaftMsg::seal(vote_request(5, 1, (1, 1)), true);
-    msg.checksum ^= 1;
+    let sealed = RaftMsg::seal(vote_request(5, 1, (1, 1)), true);
+    let msg = RaftMsg {
+        seal: Seal::Received(sealed.checksum() ^ 1),
+        ..sealed
+    };
     voter.step(|node, ctx| node.on_message(ctx, NodeId(1), msg));
     assert!(voter.take_sent().is_empty());
     assert!(voter.ignored.contains(&"message checksum mismatch"));

@@ -288,27 +288,15 @@ impl<S: StateMachine> Raft<S> {
     }
 }
 
-/// Sends the outbox in order. A leader often sends one body to several followers in a
-/// row (heartbeats, a new entry): an equal body reuses the checksum of the one before it
-/// (comparing shares entries by pointer, so it costs far less than hashing).
+/// Sends the outbox in order, each message sealed (see [`RaftMsg`]).
 fn release<S: StateMachine>(
     ctx: &mut Ctx<'_, S>,
     outbox: impl Iterator<Item = Out<S::Command, S::Output>>,
     checksums: bool,
 ) {
-    let mut outbox = outbox.peekable();
-    let mut carried: Option<u64> = None;
-    while let Some(out) = outbox.next() {
+    for out in outbox {
         match out {
-            Out::Send(to, body) => {
-                let checksum = carried
-                    .take()
-                    .unwrap_or_else(|| RaftMsg::checksum_of(&body, checksums));
-                if matches!(outbox.peek(), Some(Out::Send(_, next)) if *next == body) {
-                    carried = Some(checksum);
-                }
-                ctx.send(to, RaftMsg::with_checksum(body, checksum));
-            }
+            Out::Send(to, body) => ctx.send(to, RaftMsg::seal(body, checksums)),
             Out::Broadcast(body) => ctx.broadcast(RaftMsg::seal(body, checksums)),
             Out::Reply(client, reply) => ctx.reply(client, reply),
         }
