@@ -919,6 +919,13 @@ fn build_sim<N: Node, C: Client<Node = N>>(
 
 type Observed<'a, O> = &'a [(u64, O)];
 
+thread_local! {
+    /// How many observations the last run on this thread reported: seeds of one campaign
+    /// report about as many, and a log that starts that large is never regrown and copied.
+    /// Capacity only: it cannot change a run.
+    static OBSERVATIONS_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn simulate<N: Node, C: Client<Node = N>>(
     spec: &RunSpec,
     make_node: impl FnOnce(&Adversary) -> NodeFactory<N>,
@@ -926,8 +933,10 @@ fn simulate<N: Node, C: Client<Node = N>>(
     judge: impl FnOnce(&RunSummary, Observed<'_, N::Obs>, &Adversary) -> (Vec<Violation>, Metrics),
 ) -> RunOutcome {
     let (mut sim, knobs, adversary) = build_sim(spec, make_node, make_client);
+    sim.reserve_observations(OBSERVATIONS_HINT.get());
     let summary = sim.run();
     let observations = sim.take_observations();
+    OBSERVATIONS_HINT.set(observations.len());
     let mut violations: Vec<Violation> = summary
         .invariant_failures
         .iter()

@@ -190,8 +190,8 @@ pub struct RunSummary {
     pub invariant_failures: Vec<String>,
     /// Per client: requests still pending at the end.
     pub clients_pending: Vec<usize>,
-    /// Faults applied, with their time.
-    pub fault_log: Vec<(u64, String)>,
+    /// Faults applied, with their time (formatted only when someone prints them).
+    pub fault_log: Vec<(u64, FaultAction)>,
     /// Where a replayed trace stopped matching.
     #[serde(skip)]
     pub divergence: Option<Divergence>,
@@ -358,7 +358,7 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     step_detail: String,
     records: Vec<EventRecord>,
     invariant_failures: Vec<String>,
-    fault_log: Vec<(u64, String)>,
+    fault_log: Vec<(u64, FaultAction)>,
     quiet: bool,
     encode: bool,
     /// CPU time of the handler whose effects are being applied: its sends leave that late.
@@ -460,6 +460,12 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     /// Observations reported so far, with the true time they were reported at.
     pub fn observations(&self) -> &[(u64, N::Obs)] {
         &self.observations
+    }
+
+    /// Makes room for `additional` more observations, so that a caller who knows about how
+    /// many a run reports (from the seed before) spares the log its regrowth and copies.
+    pub fn reserve_observations(&mut self, additional: usize) {
+        self.observations.reserve(additional);
     }
 
     /// Takes the observations out of the simulator.
@@ -1305,7 +1311,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
 
     fn apply_fault(&mut self, action: FaultAction) {
         self.stats.faults += 1;
-        self.fault_log.push((self.now_ns, action.to_string()));
+        self.fault_log.push((self.now_ns, action.clone()));
         tracing::debug!(time_ns = self.now_ns, fault = %action, "fault");
         match action {
             FaultAction::Partition { groups } => {

@@ -73,7 +73,8 @@ fn a_replay_past_the_end_of_its_trace_injects_no_more_random_faults() {
     // The start of the quiet phase is logged too; it is not a fault.
     let faults_of = |summary: &dst_sim::RunSummary| -> Vec<(u64, String)> {
         let log = summary.fault_log.iter();
-        log.filter(|(_, what)| what != "quiet").cloned().collect()
+        let faults = log.filter(|(_, what)| *what != dst_sim::FaultAction::Quiet);
+        faults.map(|(at, what)| (*at, what.to_string())).collect()
     };
     let mut recorded = pingpong(23, "heavy", SeededSource::new(23), true);
     let original = faults_of(&recorded.run());

@@ -154,6 +154,7 @@ pub fn features(outcome: &RunOutcome) -> BTreeSet<String> {
     }
     let mut fault_kinds = BTreeSet::new();
     for (_, fault) in &summary.fault_log {
+        let fault = fault.to_string();
         let kind = fault.split_whitespace().next().unwrap_or_default();
         fault_kinds.insert(kind.to_string());
     }
