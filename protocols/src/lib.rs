@@ -11,6 +11,7 @@
 //!   matching replies; [`workload`]: command generators.
 //! - `strategies` (feature `proptest`): proptest strategies for workloads and fault plans.
 //! - [`harness`]: observations to client histories and oracle records; all oracles in one call.
+//! - [`sealed`]: replica messages whose checksum belongs to their encoding.
 
 pub mod api;
 pub mod bft_client;
@@ -20,6 +21,7 @@ pub mod harness;
 pub mod kv;
 pub mod leaders;
 pub mod options;
+pub mod sealed;
 pub mod service;
 pub mod sessions;
 #[cfg(any(test, feature = "proptest"))]
@@ -33,6 +35,7 @@ pub use client::{ClientConfig, ClientStats, ClientTimer, SimClient};
 pub use digest::command_digest;
 pub use kv::{KvCommand, KvOutput, KvStore};
 pub use options::{Configurable, OptionList};
+pub use sealed::{Checksummed, Seal, Sealed};
 pub use service::Service;
 pub use sessions::{SessionOutput, Sessions, SESSIONS_MAX};
 pub use workload::{Burst, Draw, KvWorkload, KvWorkloadConfig, ScriptedWorkload, Step, Workload};

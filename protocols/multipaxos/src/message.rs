@@ -1,9 +1,7 @@
 //! Ballots, slots, values and the messages replicas exchange.
 
-use dst_protocols::digest::try_hash_value;
-use dst_protocols::Request;
+use dst_protocols::{Checksummed, Request, Sealed};
 use dst_sim::NodeId;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A ballot: `(round, node)`, ordered lexicographically, so two proposers never share one.
@@ -96,37 +94,12 @@ pub enum Body<C> {
     },
 }
 
-/// A message on the wire: the body and (if enabled) a checksum of its encoding.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PaxosMsg<C> {
-    pub body: Body<C>,
-    /// 0 when checksums are off.
-    pub checksum: u64,
-}
+/// A message between replicas: the body, sealed with a checksum that belongs to its
+/// encoding (see [`dst_protocols::sealed`]).
+pub type PaxosMsg<C> = Sealed<Body<C>>;
 
-const MESSAGE_SEED: u64 = 0x7061_786f_735f_6d73;
-
-impl<C: Serialize + DeserializeOwned> PaxosMsg<C> {
-    /// Wraps a body, computing its checksum when `with_checksum`.
-    pub fn seal(body: Body<C>, with_checksum: bool) -> Self {
-        let checksum = if with_checksum {
-            body_checksum(&body)
-        } else {
-            0
-        };
-        PaxosMsg { body, checksum }
-    }
-
-    /// True if the checksum matches the body (or checksums are off).
-    pub fn verify(&self, with_checksum: bool) -> bool {
-        !with_checksum || self.checksum == body_checksum(&self.body)
-    }
-}
-
-fn body_checksum<C: Serialize>(body: &Body<C>) -> u64 {
-    // Never 0 for an encodable body, so a zeroed checksum field never verifies. Hashed while
-    // serialising (the same value as hashing the encoding): no buffer per message.
-    try_hash_value(MESSAGE_SEED, body).map_or(0, |hash| hash | 1)
+impl<C: Serialize> Checksummed for Body<C> {
+    const CHECKSUM_SEED: u64 = 0x7061_786f_735f_6d73;
 }
 
 #[cfg(test)]
@@ -166,7 +139,10 @@ mod tests {
             true,
         );
         assert!(msg.verify(true));
-        let mut bad = msg.clone();
+        // Corruption happens to bytes: the decoded message carries the sender's checksum.
+        let bytes = postcard::to_allocvec(&msg).expect("encodes");
+        let mut bad: PaxosMsg<u8> = postcard::from_bytes(&bytes).expect("decodes");
+        assert!(bad.verify(true));
         bad.body = Body::Accepted {
             ballot: Ballot {
                 round: 3,

@@ -2,11 +2,10 @@
 //! The harness honours the ordering duty (messages after a sync leave once it completed)
 //! unless a test asks it not to.
 
-use dst_protocols::{KvCommand, KvOutput, KvStore, Observation, Reply, Request};
+use dst_protocols::{KvCommand, KvOutput, KvStore, Observation, Reply, Request, Seal};
 use dst_raft::durable::{encode, log_key, LogRecord, Meta, META_KEYS};
 use dst_raft::message::{
-    AppendEntries, AppendResponse, Body, Entry, LogIndex, RaftMsg, RequestVote, Seal, Term,
-    VoteResponse,
+    AppendEntries, AppendResponse, Body, Entry, LogIndex, RaftMsg, RequestVote, Term, VoteResponse,
 };
 use dst_raft::{Raft, RaftConfig, RaftTimer, ReadMode, Role, Status};
 use dst_sim::{ClientId, Effect, Node, NodeCtx, NodeId, SeededSource, Storage, StorageFaults};
