@@ -7,6 +7,7 @@
 //! stays flipped), misdirected writes (the bytes land under another key), a full disk and
 //! I/O errors. Protocols must detect and handle all of these; the simulator only models them.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::rc::Rc;
@@ -90,6 +91,9 @@ pub struct Storage {
     pending: Vec<PendingWrite>,
     next_sequence: u64,
     faults: StorageFaults,
+    // invariant: if set, `current` maps this key to this very value. Protocols read a write
+    // back at once (to catch misdirected writes): that read skips the search.
+    last_put: Option<(Key, Value)>,
     /// What storage faults did so far.
     pub stats: StorageStats,
 }
@@ -174,6 +178,7 @@ impl Storage {
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
+        self.last_put = None;
         // The undo record keeps the page cache's own key when there was one.
         match self.current.remove_entry(key) {
             Some((shared, previous)) => self.record(shared, None, Some(previous)),
@@ -201,17 +206,21 @@ impl Storage {
     /// A write to `key` as asked: one search of the page cache when the key exists.
     fn put(&mut self, key: &str, value: Vec<u8>) {
         let value = Rc::new(value);
-        let exact = (Bound::Included(key), Bound::Included(key));
-        let found = self.current.range_mut::<str, _>(exact).next();
-        let Some((shared, slot)) = found else {
-            let key: Key = Rc::from(key);
-            self.current.insert(Rc::clone(&key), Rc::clone(&value));
-            self.record(key, Some(value), None);
-            return;
+        // One search whether the key is new (the common case: logs append) or not; a key
+        // that exists keeps the page cache's own copy.
+        let key: Key = Rc::from(key);
+        let (key, previous) = match self.current.entry(Rc::clone(&key)) {
+            Entry::Vacant(slot) => {
+                slot.insert(Rc::clone(&value));
+                (key, None)
+            }
+            Entry::Occupied(mut slot) => {
+                let previous = slot.insert(Rc::clone(&value));
+                (Rc::clone(slot.key()), Some(previous))
+            }
         };
-        let key = Rc::clone(shared);
-        let previous = std::mem::replace(slot, Rc::clone(&value));
-        self.record(key, Some(value), Some(previous));
+        self.last_put = Some((Rc::clone(&key), Rc::clone(&value)));
+        self.record(key, Some(value), previous);
     }
 
     /// Books a change already made to the page cache: the byte count and the undo record.
@@ -251,7 +260,10 @@ impl Storage {
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
-        let value = self.current.get(key);
+        let value = match &self.last_put {
+            Some((last, value)) if **last == *key => Some(value),
+            _ => self.current.get(key),
+        };
         let corrupt = value.is_some_and(|v| !v.is_empty())
             && decisions.chance(DecisionKind::Storage, self.faults.read_corrupt_ppm, PPM);
         if !corrupt {
@@ -263,6 +275,7 @@ impl Storage {
 
     /// A latent bit flip found by a read (the decision to corrupt is already drawn).
     fn corrupt_on_read(&mut self, key: &str, decisions: &mut dyn DecisionSource) {
+        self.last_put = None;
         let length_bits = self.current[key].len() as u64 * 8;
         let bit = decisions.below(DecisionKind::Storage, length_bits);
         self.stats.corrupted_reads += 1;
@@ -327,6 +340,7 @@ impl Storage {
 
     /// Turns `current` into the durable state; returns the undone writes, oldest first.
     fn undo_pending(&mut self) -> Vec<PendingWrite> {
+        self.last_put = None;
         let mut pending = std::mem::take(&mut self.pending);
         for write in pending.iter_mut().rev() {
             match write.previous.take() {
@@ -367,6 +381,7 @@ impl Storage {
 
     /// The disk is wiped (a replaced machine).
     pub fn wipe(&mut self) {
+        self.last_put = None;
         self.current.clear();
         self.pending.clear();
         self.used_bytes = 0;
@@ -529,6 +544,14 @@ mod tests {
         let elsewhere = ["b", "c"].iter().any(|key| *disk.current[*key] == vec![9]);
         assert!(elsewhere, "no write to a landed under another key");
         assert!(disk.stats.misdirected_writes > 0);
+        // Read back at once, a misdirected write is missing from its own key.
+        for value in 10..40u8 {
+            let before = disk.stats.misdirected_writes;
+            disk.write("a", vec![value], &mut decisions).unwrap();
+            let read = disk.read("a", &mut decisions).unwrap();
+            let misdirected = disk.stats.misdirected_writes > before;
+            assert_eq!(read == Some(vec![value]), !misdirected, "value {value}");
+        }
     }
 
     /// The plain model: a durable map and a page cache, synced writes copied across. The
@@ -628,6 +651,13 @@ mod tests {
                         model.crash(&faults, &mut model_decisions);
                         assert_eq!(as_plain(&disk.current), model.current, "seed {seed}");
                     }
+                }
+                if let Some((key, value)) = &disk.last_put {
+                    let held = disk.current.get(key);
+                    assert!(
+                        held.is_some_and(|held| Rc::ptr_eq(held, value)),
+                        "seed {seed}"
+                    );
                 }
                 let used = disk.used_bytes;
                 disk.recount_used_bytes();
