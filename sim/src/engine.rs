@@ -18,7 +18,7 @@
 //! be judged. Swarm knobs and initial clocks are drawn from the decision source before
 //! anything else, so a trace replays them too.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -312,7 +312,7 @@ struct NodeSlot<N: Node, C: Client> {
     storage: Storage,
     clock: NodeClock,
     next_timer_id: u64,
-    live_timers: BTreeSet<TimerId>,
+    live_timers: LiveTimers,
     // invariant: empty unless status == Paused; bounded by paused_inbox_max.
     paused_inbox: VecDeque<Event<N, C>>,
     /// Time the latest pending sync of this incarnation completes (syncs complete in order).
@@ -324,7 +324,48 @@ struct NodeSlot<N: Node, C: Client> {
 struct ClientSlot<C: Client> {
     client: C,
     next_timer_id: u64,
-    live_timers: BTreeSet<TimerId>,
+    live_timers: LiveTimers,
+}
+
+/// The timers of one node or client that are set and have neither fired nor been cancelled.
+/// A handful at a time, set in increasing id order: a sorted vector beats a tree here (a
+/// timer is set, cancelled or fired on most steps).
+#[derive(Default)]
+struct LiveTimers {
+    // invariant: strictly increasing.
+    ids: Vec<TimerId>,
+}
+
+impl LiveTimers {
+    fn insert(&mut self, id: TimerId) {
+        match self.ids.last() {
+            Some(last) if *last >= id => {
+                if let Err(at) = self.ids.binary_search(&id) {
+                    self.ids.insert(at, id);
+                }
+            }
+            _ => self.ids.push(id),
+        }
+    }
+
+    fn contains(&self, id: &TimerId) -> bool {
+        self.ids.binary_search(id).is_ok()
+    }
+
+    /// Removes `id`; returns whether it was live.
+    fn remove(&mut self, id: &TimerId) -> bool {
+        match self.ids.binary_search(id) {
+            Ok(at) => {
+                self.ids.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+    }
 }
 
 /// A node factory: builds a fresh instance (at start and after every crash).
@@ -405,7 +446,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 storage: Storage::new(config.profile.storage),
                 clock: NodeClock::default(),
                 next_timer_id: 0,
-                live_timers: BTreeSet::new(),
+                live_timers: LiveTimers::default(),
                 paused_inbox: VecDeque::new(),
                 sync_done_ns: 0,
                 busy_until_ns: 0,
@@ -416,7 +457,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             .map(|client| ClientSlot {
                 client,
                 next_timer_id: 0,
-                live_timers: BTreeSet::new(),
+                live_timers: LiveTimers::default(),
             })
             .collect();
         Sim {
@@ -1748,4 +1789,48 @@ pub fn first_divergence(left: &[EventRecord], right: &[EventRecord]) -> Option<S
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::LiveTimers;
+    use crate::decision::{Decide, DecisionKind, SeededSource};
+    use crate::TimerId;
+
+    #[test]
+    fn live_timers_behave_like_a_set() {
+        for seed in 0..50 {
+            let mut draws = SeededSource::new(seed);
+            let mut draw = |bound: u64| draws.below(DecisionKind::NodeRandom, bound);
+            let (mut timers, mut model) = (LiveTimers::default(), BTreeSet::new());
+            let mut next = 0;
+            for _ in 0..400 {
+                match draw(4) {
+                    // Mostly fresh ids, as a node sets them; sometimes an old one again.
+                    0 | 1 => {
+                        next += 1 + draw(3);
+                        let id = if draw(5) == 0 { draw(next + 1) } else { next };
+                        timers.insert(TimerId(id));
+                        model.insert(TimerId(id));
+                    }
+                    2 => {
+                        let id = TimerId(draw(next + 1));
+                        assert_eq!(timers.remove(&id), model.remove(&id), "seed {seed}");
+                    }
+                    _ if draw(50) == 0 => {
+                        timers.clear();
+                        model.clear();
+                    }
+                    _ => {
+                        let id = TimerId(draw(next + 1));
+                        assert_eq!(timers.contains(&id), model.contains(&id), "seed {seed}");
+                    }
+                }
+                let ids: Vec<TimerId> = model.iter().copied().collect();
+                assert_eq!(timers.ids, ids, "seed {seed}");
+            }
+        }
+    }
 }
