@@ -302,7 +302,7 @@ impl Storage {
         }
         self.current
             .range::<str, _>((Bound::Included(first), Bound::Included(last)))
-            .map(|(key, _)| key.to_string())
+            .map(|(key, _)| String::from(&**key))
             .collect()
     }
 
@@ -311,7 +311,7 @@ impl Storage {
         self.current
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, _)| key.to_string())
+            .map(|(key, _)| String::from(&**key))
             .collect()
     }
 
@@ -325,7 +325,7 @@ impl Storage {
         let excess = with_prefix().count().saturating_sub(keep);
         with_prefix()
             .take(excess)
-            .map(|(key, _)| key.to_string())
+            .map(|(key, _)| String::from(&**key))
             .collect()
     }
 
