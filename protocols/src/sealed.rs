@@ -9,6 +9,10 @@
 //! sender's own value: it needs no check, and neither side pays for the hash. The bytes are
 //! the same as those of a struct with a stored checksum field.
 //!
+//! So a body changed in memory after sealing is, in effect, sealed anew. Damage in transit is
+//! modelled where it happens, on the encoded bytes (the simulator's corrupting hops); a test
+//! that wants a stale checksum sets [`Seal::Received`] itself.
+//!
 //! The checksum is FNV-1a with a per-protocol seed ([`Checksummed::CHECKSUM_SEED`]). It is
 //! not cryptographic: it detects accidents (bit flips, truncations), not adversaries.
 
