@@ -246,16 +246,12 @@ mod tests {
 
     #[test]
     fn borrowed_log_record_encodes_like_the_owned_one() {
-        let entry = Entry {
-            term: Term(3),
-            index: LogIndex(9),
-            request: Some(dst_protocols::Request {
-                client: dst_sim::ClientId(2),
-                sequence: 5,
-                command: "put x 1".to_string(),
-            }),
-            config: None,
+        let request = dst_protocols::Request {
+            client: dst_sim::ClientId(2),
+            sequence: 5,
+            command: "put x 1".to_string(),
         };
+        let entry = Entry::new(Term(3), LogIndex(9), Some(request), None);
         let key = log_key(entry.index);
         let owned = LogRecord {
             entry: entry.clone(),

@@ -207,12 +207,7 @@ fn put(client: u32, sequence: u64, value: &str) -> Request<KvCommand> {
 }
 
 fn entry(index: u64, term: u64, request: Option<Request<KvCommand>>) -> Entry<KvCommand> {
-    Entry {
-        term: Term(term),
-        index: LogIndex(index),
-        request,
-        config: None,
-    }
+    Entry::new(Term(term), LogIndex(index), request, None)
 }
 
 /// A disk holding `term` and a log with the given entry terms (entry i is a put of "v<i>").
@@ -862,12 +857,7 @@ fn a_server_removed_by_an_uncommitted_configuration_still_stands() {
     let mut storage = disk(2, None, &[1, 2]);
     let mut decisions = SeededSource::new(0);
     let record: LogRecord<KvCommand> = LogRecord {
-        entry: Entry {
-            term: Term(2),
-            index: LogIndex(3),
-            request: None,
-            config: Some(removed),
-        },
+        entry: Entry::new(Term(2), LogIndex(3), None, Some(removed)),
         prev_term: Term(2),
     };
     let key = log_key(LogIndex(3));
@@ -927,12 +917,8 @@ fn membership_invariants_catch_two_changes_at_once_and_two_uncommitted_changes()
         let members = nodes.iter().map(|node| Member::new(NodeId(*node), 0));
         Configuration::of(members.collect()).expect("distinct machines")
     };
-    let config_entry = |index: u64, nodes: &[u32]| Entry {
-        term: Term(2),
-        index: LogIndex(index),
-        request: None,
-        config: Some(voters(nodes)),
-    };
+    let config_entry =
+        |index: u64, nodes: &[u32]| Entry::new(Term(2), LogIndex(index), None, Some(voters(nodes)));
     let follower_with = |entries: Vec<Entry<KvCommand>>| {
         let mut node = Solo::new(1, 5, disk(2, None, &[1]), config());
         node.receive(0, append(2, (1, 1), entries, 0));

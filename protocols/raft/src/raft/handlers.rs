@@ -823,12 +823,9 @@ impl<S: StateMachine> Raft<S> {
             "an entry is a request or a configuration"
         );
         let index = self.last_index().next();
-        self.log.push(Arc::new(Entry {
-            term: self.meta.current_term,
-            index,
-            request,
-            config,
-        }));
+        let term = self.meta.current_term;
+        self.log
+            .push(Arc::new(Entry::new(term, index, request, config)));
         self.mark_log_dirty(index);
         self.note_appended_config(index);
         index
