@@ -30,7 +30,6 @@
 //! torn write, a flipped bit or a misdirected write (bytes under another key) all fail to
 //! decode instead of yielding a wrong record.
 
-use dst_protocols::digest::hash_bytes;
 use dst_protocols::text::push_digits;
 use dst_sim::Digest;
 use serde::de::DeserializeOwned;
@@ -124,11 +123,11 @@ pub fn parse_chain_round(key: &str) -> Option<Round> {
 /// Seed of the record checksums ("hsrecord" in ASCII).
 const CHECKSUM_SEED: u64 = 0x6873_7265_636f_7264;
 
-/// FNV-1a over the key, then over the body. It detects accidents (torn and misdirected
+/// The shared record checksum (key bound in). It detects accidents (torn and misdirected
 /// writes, flipped bits), which is all a local disk needs; SHA-256 here cost a quarter of
 /// a 1,000-operation run. Same width as before, so a record's length did not change.
 fn checksum(key: &str, body: &[u8]) -> u64 {
-    hash_bytes(hash_bytes(CHECKSUM_SEED, key.as_bytes()), body)
+    dst_protocols::digest::record_checksum(CHECKSUM_SEED, key, body)
 }
 
 /// Encodes a record for `key`.

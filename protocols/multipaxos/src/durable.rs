@@ -6,10 +6,10 @@
 //! - `paxos/accept/<slot, 20 digits>`: one [`AcceptRecord`] per slot this acceptor accepted
 //!   a value in.
 //!
-//! Every value is `postcard(record) ++ checksum(key ++ postcard(record))` (8 bytes, little
-//! endian). Binding the key into the checksum makes a misdirected write look corrupt.
+//! Every value is `postcard(record) ++ checksum(key, postcard(record))` (8 bytes, little
+//! endian; `dst_protocols::digest::record_checksum`). Binding the key into the checksum
+//! makes a misdirected write look corrupt.
 
-use dst_protocols::digest::hash_bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,7 @@ pub fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, Corrupt
 }
 
 fn record_checksum(key: &str, body: &[u8]) -> u64 {
-    hash_bytes(hash_bytes(CHECKSUM_SEED, key.as_bytes()), body)
+    dst_protocols::digest::record_checksum(CHECKSUM_SEED, key, body)
 }
 
 #[cfg(test)]

@@ -9,14 +9,14 @@
 //! - `raft/log/<index, 20 digits>`: one [`LogRecord`] per entry, carrying the previous entry's
 //!   term so that a log stitched together from writes of different times is detected.
 //!
-//! Every value is `postcard(record) ++ checksum(key ++ postcard(record))` (8 bytes, little
-//! endian). Binding the key into the checksum makes a misdirected write (bytes landing under
-//! another key) look corrupt instead of valid.
+//! Every value is `postcard(record) ++ checksum(key, postcard(record))` (8 bytes, little
+//! endian; `dst_protocols::digest::record_checksum`). Binding the key into the checksum makes
+//! a misdirected write (bytes landing under another key) look corrupt instead of valid.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::message::{hash_bytes, Entry, LogIndex, Term};
+use crate::message::{Entry, LogIndex, Term};
 use dst_sim::NodeId;
 
 pub const META_KEYS: [&str; 2] = ["raft/meta/0", "raft/meta/1"];
@@ -194,8 +194,7 @@ pub fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RecordE
 }
 
 fn record_checksum(key: &str, body: &[u8]) -> u64 {
-    let key_hash = hash_bytes(CHECKSUM_SEED, key.as_bytes());
-    hash_bytes(key_hash, body)
+    dst_protocols::digest::record_checksum(CHECKSUM_SEED, key, body)
 }
 
 #[cfg(test)]
