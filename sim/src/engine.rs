@@ -332,7 +332,8 @@ struct ClientSlot<C: Client> {
 /// timer is set, cancelled or fired on most steps).
 #[derive(Default)]
 struct LiveTimers {
-    // invariant: strictly increasing.
+    // invariant: strictly increasing. Bounded by the timer events still queued: each id
+    // leaves when its timer fires, is cancelled, or the incarnation ends.
     ids: Vec<TimerId>,
 }
 

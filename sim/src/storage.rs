@@ -203,7 +203,7 @@ impl Storage {
         None
     }
 
-    /// A write to `key` as asked: one search of the page cache when the key exists.
+    /// A write to `key` as asked.
     fn put(&mut self, key: &str, value: Vec<u8>) {
         let value = Rc::new(value);
         // One search whether the key is new (the common case: logs append) or not; a key
