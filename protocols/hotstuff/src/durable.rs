@@ -26,9 +26,9 @@
 //!   block). A restarted replica reloads them; records at or below the committed round are
 //!   deleted as blocks commit.
 //!
-//! Every value is `postcard(record) ++ checksum(key, postcard(record))` (8 bytes, FNV-1a), so a
-//! torn write, a flipped bit or a misdirected write (bytes under another key) all fail to
-//! decode instead of yielding a wrong record.
+//! Every value is `postcard(record) ++ checksum(key, postcard(record))` (8 bytes;
+//! `dst_protocols::digest::record_checksum`), so a torn write, a flipped bit or a misdirected
+//! write (bytes under another key) all fail to decode instead of yielding a wrong record.
 
 use dst_protocols::text::push_digits;
 use dst_sim::Digest;
