@@ -59,6 +59,9 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    // A protocol's panic inside a run is a finding the run reports (with the seed and the
+    // command that reproduces it), not a crash to print here.
+    dst_sim::panic::install_hook();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => cmd::run::main(args),

@@ -877,6 +877,8 @@ fn build_sim<N: Node, C: Client<Node = N>>(
         };
     }
     let mut config = SimConfig::new(spec.nodes, clients, profile);
+    // A protocol's panic is a finding to report with the seed, not the end of a campaign.
+    config.catch_panics = true;
     if let Some(us) = spec.sign_us {
         config.cpu.sign_ns = us * US;
     }
@@ -945,6 +947,11 @@ fn simulate<N: Node, C: Client<Node = N>>(
             detail: failure.clone(),
         })
         .collect();
+    // A panicking handler ends the run: the oracles still judge what happened before it.
+    violations.extend(summary.panic.iter().map(|panic| Violation {
+        property: "panic".into(),
+        detail: panic.clone(),
+    }));
     let (judged, metrics) = judge(&summary, &observations, &adversary);
     violations.extend(judged);
     let trace = spec.record.then(|| {
@@ -1030,5 +1037,80 @@ pub fn measure<C, O>(
         fast_path_share: (paths > 0).then(|| fast as f64 / paths as f64),
         replica_memory_bytes_max: (stats.replica_memory_bytes_max > 0)
             .then_some(stats.replica_memory_bytes_max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dst_sim::testing::Ball;
+    use dst_sim::{ClientId, NodeCtx};
+
+    /// Deliberately broken: ping-pong whose every node asserts that it never receives its
+    /// `limit`-th ball.
+    struct Overflowing {
+        inner: PingPong,
+        limit: u64,
+    }
+
+    impl Node for Overflowing {
+        type Msg = Ball;
+        type Timer = ();
+        type Request = ();
+        type Reply = ();
+        type Obs = ();
+
+        fn on_start(&mut self, ctx: &mut NodeCtx<'_, Self>) {
+            let me = ctx.id().0;
+            for to in (0..ctx.cluster_size()).filter(|to| *to != me) {
+                ctx.send(NodeId(to), Ball { hops: 0 });
+            }
+        }
+
+        fn on_message(&mut self, ctx: &mut NodeCtx<'_, Self>, from: NodeId, msg: Ball) {
+            self.inner.received += 1;
+            assert!(self.inner.received < self.limit, "mailbox overflow");
+            ctx.send(from, Ball { hops: msg.hops + 1 });
+        }
+
+        fn on_timer(&mut self, _ctx: &mut NodeCtx<'_, Self>, _timer: ()) {}
+
+        fn on_request(&mut self, _: &mut NodeCtx<'_, Self>, _: ClientId, _: ()) {}
+    }
+
+    fn run_overflowing(limit: u64) -> RunOutcome {
+        let mut spec = RunSpec::new("pingpong", 5, "heavy");
+        spec.end_ms = 2_000;
+        simulate(
+            &spec,
+            move |_| {
+                Box::new(move |_| Overflowing {
+                    inner: PingPong::new(0),
+                    limit,
+                })
+            },
+            |_| NoClient::<Overflowing>::default(),
+            |_, _, _| (Vec::new(), Metrics::default()),
+        )
+    }
+
+    #[test]
+    fn a_panicking_protocol_is_a_violation_with_its_message_and_seed() {
+        dst_sim::panic::install_hook();
+        let outcome = run_overflowing(40);
+        assert_eq!(outcome.summary.end_reason, dst_sim::EndReason::Panicked);
+        let panic = (outcome.violations.iter())
+            .find(|violation| violation.property == "panic")
+            .expect("the panic is a violation");
+        assert!(
+            panic.detail.contains("mailbox overflow"),
+            "{}",
+            panic.detail
+        );
+        assert!(panic.detail.contains("src/runner.rs:"), "{}", panic.detail);
+        assert!(outcome.spec.command().contains("--seed 5"));
+        let fine = run_overflowing(u64::MAX);
+        assert!(fine.violations.is_empty(), "{:?}", fine.violations);
+        assert_eq!(fine.summary.panic, None);
     }
 }

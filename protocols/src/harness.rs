@@ -229,6 +229,8 @@ pub struct RunFacts {
     pub safety: SafetyOptions,
     /// `Node::check_invariants` failures the engine collected (`RunSummary`).
     pub engine_invariant_failures: Vec<String>,
+    /// The panic that ended the run, if a handler panicked (`RunSummary::panic`).
+    pub engine_panic: Option<String>,
     /// Byzantine replicas: what they report (commits, applies, invariant breaks) is not
     /// evidence about correct replicas and is left out of every oracle.
     pub byzantine: BTreeSet<NodeId>,
@@ -246,6 +248,7 @@ impl RunFacts {
             nodes_required: nodes / 2 + 1,
             safety: SafetyOptions::default(),
             engine_invariant_failures: Vec::new(),
+            engine_panic: None,
             byzantine: BTreeSet::new(),
         }
     }
@@ -286,6 +289,7 @@ impl RunFacts {
     pub fn from_summary(nodes: u32, summary: &dst_sim::RunSummary) -> Self {
         RunFacts {
             engine_invariant_failures: summary.invariant_failures.clone(),
+            engine_panic: summary.panic.clone(),
             ..RunFacts::crash_fault_tolerant(nodes, summary.quiet_at_ns, summary.virtual_ns)
         }
     }
@@ -326,6 +330,9 @@ pub fn check_run<C: Serialize, O>(
     violations.extend(facts.engine_invariant_failures.iter().map(|failure| {
         Violation::new(Property::Invariant("check_invariants".to_string()), failure)
     }));
+    violations.extend(
+        (facts.engine_panic.iter()).map(|panic| Violation::new(Property::Panic, panic.as_str())),
+    );
     let liveness = check_liveness(
         &record,
         &LivenessInput {

@@ -88,6 +88,10 @@ pub struct SimConfig {
     /// Count the encoded size of every message sent (costs an encoding per send when
     /// messages are not encoded anyway).
     pub measure_bytes: bool,
+    /// A handler's panic ends the run as `EndReason::Panicked` (see [`RunSummary::panic`])
+    /// instead of unwinding out of [`Sim::run`]. Off by default, so a test that drives the
+    /// simulator itself still fails on a panic; the runner behind `dst` turns it on.
+    pub catch_panics: bool,
 }
 
 impl SimConfig {
@@ -114,6 +118,7 @@ impl SimConfig {
             measure_bytes: false,
             client_checksums: true,
             cpu: CpuCosts::default(),
+            catch_panics: false,
         }
     }
 }
@@ -175,6 +180,8 @@ pub enum EndReason {
     TimeLimit,
     EventLimit,
     QueueEmpty,
+    /// A node's or client's handler panicked (see [`RunSummary::panic`]).
+    Panicked,
 }
 
 /// The outcome of a run, apart from the observations.
@@ -195,6 +202,11 @@ pub struct RunSummary {
     /// Where a replayed trace stopped matching.
     #[serde(skip)]
     pub divergence: Option<Divergence>,
+    /// What a handler's panic said, when one ended the run (`EndReason::Panicked`): the
+    /// event's index and time, the message, and where it was raised if the panic hook is
+    /// installed (`dst_sim::panic::install_hook`).
+    #[serde(default)]
+    pub panic: Option<String>,
 }
 
 enum Outgoing<N: Node> {
@@ -398,6 +410,8 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     chain: u64,
     step_hash: u64,
     step_detail: String,
+    /// The event being handled, described (only when events are described).
+    stepping: Option<(&'static str, String, String)>,
     records: Vec<EventRecord>,
     invariant_failures: Vec<String>,
     fault_log: Vec<(u64, FaultAction)>,
@@ -482,6 +496,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             chain: 0,
             step_hash: 0,
             step_detail: String::new(),
+            stepping: None,
             records: Vec::new(),
             invariant_failures: Vec::new(),
             fault_log: Vec::new(),
@@ -558,9 +573,35 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
 
     /// Runs to the end and summarises.
     pub fn run(&mut self) -> RunSummary {
-        self.start();
-        let end_reason = self.run_loop();
-        self.summary(end_reason)
+        let ran = if self.config.catch_panics {
+            crate::panic::capture(|| {
+                self.start();
+                self.run_loop()
+            })
+        } else {
+            self.start();
+            Ok(self.run_loop())
+        };
+        let (end_reason, panic) = match ran {
+            Ok(end_reason) => (end_reason, None),
+            Err(message) => (EndReason::Panicked, Some(self.describe_panic(message))),
+        };
+        let mut summary = self.summary(end_reason);
+        summary.panic = panic;
+        summary
+    }
+
+    /// Names the event whose handler panicked: its index and time, and what it was if the
+    /// run describes its events.
+    fn describe_panic(&mut self, message: String) -> String {
+        let mut described = match self.stats.events {
+            0 => format!("at start: {message}"),
+            events => format!("event {} at {}: {message}", events - 1, fmt_ms(self.now_ns)),
+        };
+        if let Some((kind, target, detail)) = self.stepping.take() {
+            described.push_str(&format!("; handling {kind} {target} {detail}"));
+        }
+        described
     }
 
     fn summary(&mut self, end_reason: EndReason) -> RunSummary {
@@ -590,6 +631,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             clients_pending: self.clients.iter().map(|c| c.client.pending()).collect(),
             fault_log: self.fault_log.clone(),
             divergence: self.decider.divergence(),
+            panic: None,
         }
     }
 
@@ -654,17 +696,21 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     fn step(&mut self, event: Event<N, C>) {
         self.stats.events += 1;
         let identity = event.identity();
-        let described = self
-            .describing()
-            .then(|| (event.kind(), event.target(), event.describe()));
+        let describing = self.describing();
+        if describing {
+            // Kept on the simulator while the handler runs, so a panic can name the event.
+            self.stepping = Some((event.kind(), event.target(), event.describe()));
+        }
         self.step_hash = 0;
         self.dispatch(event);
         self.chain = fold(
             fold(fold(self.chain, self.now_ns), identity),
             self.step_hash,
         );
-        if let Some((kind, target, detail)) = described {
-            self.record(kind, target, detail);
+        if describing {
+            if let Some((kind, target, detail)) = self.stepping.take() {
+                self.record(kind, target, detail);
+            }
         }
     }
 

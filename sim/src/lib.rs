@@ -17,6 +17,7 @@ pub mod faults;
 pub mod hash;
 pub mod net;
 pub mod node;
+pub mod panic;
 pub mod queue;
 pub mod storage;
 pub mod testing;

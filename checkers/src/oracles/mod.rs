@@ -56,6 +56,9 @@ pub enum Property {
     Linearizability,
     /// A protocol-specific invariant, by its registered name.
     Invariant(String),
+    /// A replica's or client's handler panicked: an assertion in the code under test fired
+    /// (reported by harnesses from the simulator's summary).
+    Panic,
 }
 
 impl std::fmt::Display for Property {
@@ -68,6 +71,7 @@ impl std::fmt::Display for Property {
             Property::Liveness => formatter.write_str("liveness"),
             Property::Linearizability => formatter.write_str("linearizability"),
             Property::Invariant(name) => write!(formatter, "invariant:{name}"),
+            Property::Panic => formatter.write_str("panic"),
         }
     }
 }
