@@ -8,17 +8,20 @@
 //! end. Keys beyond the ring's horizon (long timers) wait in an overflow heap and move into
 //! the ring as time reaches them.
 //!
-//! Buckets are narrow (131 us) on purpose: in `dst bench pingpong` a bucket then holds about
-//! one key, and ordering one key costs no mispredicted branch. With 1 ms buckets and a binary
-//! heap for the current bucket, heap sifts mispredicted about 1.8 branches per event, which
-//! cost more than everything else the queue does (see docs/performance.md).
+//! Buckets are 524 us wide (2^19 ns). Narrower buckets cost a ring step per event when
+//! events are sparse (Raft at 1,000 operations has one event per ~550 us of virtual time);
+//! wider ones put more keys into the bucket being popped, where each push is a sorted insert.
+//! Measured against 131 us buckets (session 7): pingpong 4% faster, Raft the same wall time
+//! on 1.4% fewer instructions; 1 ms buckets made pingpong 2% slower. (An earlier design
+//! kept the current bucket in a binary heap, whose sifts mispredicted about 1.8 branches per
+//! event; see docs/performance.md.)
 //!
 //! The pop order is exactly the key order, like a binary heap of the same keys.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-const BUCKET_SHIFT: u32 = 17;
+const BUCKET_SHIFT: u32 = 19;
 const BUCKETS: usize = 2048;
 const WORDS: usize = BUCKETS / 64;
 
