@@ -266,3 +266,17 @@ fn node_and_engine_invariant_failures_are_violations() {
         ["invariant:election_safety", "invariant:check_invariants"]
     );
 }
+
+#[test]
+fn a_panic_that_ended_the_run_is_a_violation() {
+    let engine = RunFacts {
+        engine_panic: Some("event 41 at 5.000ms: commit index only grows".to_string()),
+        ..facts()
+    };
+    let verdict = check_kv_run(&correct_run(), &engine, &CheckConfig::default());
+    assert_eq!(verdict.violations.len(), 1, "{:#?}", verdict.violations);
+    assert_eq!(verdict.violations[0].property, Property::Panic);
+    assert!(verdict.violations[0]
+        .detail
+        .contains("commit index only grows"));
+}

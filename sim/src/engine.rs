@@ -573,22 +573,23 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
 
     /// Runs to the end and summarises.
     pub fn run(&mut self) -> RunSummary {
-        let ran = if self.config.catch_panics {
-            crate::panic::capture(|| {
-                self.start();
-                self.run_loop()
-            })
-        } else {
+        let catch_panics = self.config.catch_panics;
+        let mut run = || {
             self.start();
-            Ok(self.run_loop())
+            self.run_loop()
         };
-        let (end_reason, panic) = match ran {
-            Ok(end_reason) => (end_reason, None),
-            Err(message) => (EndReason::Panicked, Some(self.describe_panic(message))),
+        let ran = if catch_panics {
+            crate::panic::capture(run)
+        } else {
+            Ok(run())
         };
-        let mut summary = self.summary(end_reason);
-        summary.panic = panic;
-        summary
+        match ran {
+            Ok(end_reason) => self.summary(end_reason, None),
+            Err(message) => {
+                let panic = self.describe_panic(message);
+                self.summary(EndReason::Panicked, Some(panic))
+            }
+        }
     }
 
     /// Names the event whose handler panicked: its index and time, and what it was if the
@@ -604,7 +605,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         described
     }
 
-    fn summary(&mut self, end_reason: EndReason) -> RunSummary {
+    fn summary(&mut self, end_reason: EndReason, panic: Option<String>) -> RunSummary {
         let mut stats = self.stats.clone();
         stats.decisions = self.decider.count();
         for slot in &self.nodes {
@@ -631,7 +632,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             clients_pending: self.clients.iter().map(|c| c.client.pending()).collect(),
             fault_log: self.fault_log.clone(),
             divergence: self.decider.divergence(),
-            panic: None,
+            panic,
         }
     }
 

@@ -3,12 +3,12 @@
 
 use dst_sim::decision::SeededSource;
 use dst_sim::engine::NoClient;
-use dst_sim::testing::{Ball, PingPong};
+use dst_sim::testing::Ball;
 use dst_sim::{ClientId, EndReason, FaultProfile, Node, NodeCtx, NodeId, Sim, SimConfig};
 
-/// Ping-pong whose node 2 asserts, wrongly, that no ball travels more than `hops_max` hops.
+/// Ping-pong around a ring, one ball per node, whose node 2 asserts, wrongly, that no ball
+/// travels more than `hops_max` hops.
 struct Asserting {
-    inner: PingPong,
     hops_max: u64,
 }
 
@@ -20,10 +20,8 @@ impl Node for Asserting {
     type Obs = u64;
 
     fn on_start(&mut self, ctx: &mut NodeCtx<'_, Self>) {
-        for _ in 0..self.inner.in_flight {
-            let to = NodeId((ctx.id().0 + 1) % ctx.cluster_size());
-            ctx.send(to, Ball { hops: 0 });
-        }
+        let to = NodeId((ctx.id().0 + 1) % ctx.cluster_size());
+        ctx.send(to, Ball { hops: 0 });
     }
 
     fn on_message(&mut self, ctx: &mut NodeCtx<'_, Self>, _from: NodeId, msg: Ball) {
@@ -47,10 +45,7 @@ fn sim(hops_max: u64, describe: bool) -> Sim<Asserting, NoClient<Asserting>> {
     config.catch_panics = true;
     let mut sim = Sim::new(
         config,
-        Box::new(move |_| Asserting {
-            inner: PingPong::new(1),
-            hops_max,
-        }),
+        Box::new(move |_| Asserting { hops_max }),
         vec![],
         SeededSource::new(1),
         false,
@@ -99,9 +94,6 @@ fn a_run_without_a_panic_reports_none_and_the_next_run_is_clean() {
 fn without_catch_panics_the_panic_unwinds_out_of_run() {
     let profile = FaultProfile::named("none", &mut SeededSource::new(1)).unwrap();
     let config = SimConfig::new(3, 0, profile);
-    let make = Box::new(|_| Asserting {
-        inner: PingPong::new(1),
-        hops_max: 5,
-    });
+    let make = Box::new(|_| Asserting { hops_max: 5 });
     Sim::<_, NoClient<Asserting>>::new(config, make, vec![], SeededSource::new(1), false).run();
 }
