@@ -49,7 +49,10 @@
 //!   reply `Done` after applying it;
 //! - upon an AppendEntries response: on success advance `matchIndex`/`nextIndex`; on failure
 //!   back `nextIndex` off (to the follower's hint) and retry; send InstallSnapshot if
-//!   `nextIndex` fell into the snapshot;
+//!   `nextIndex` fell into the snapshot. A response counts only if it answers a request of
+//!   the current term: each names its request's term, because a follower rejects an
+//!   AppendEntries of an earlier term in its own term, which may be the term of a later
+//!   leadership of the same node (its echoed round would then confirm reads falsely);
 //! - commit index `N` only if a majority has `matchIndex >= N` **and** `log[N].term ==
 //!   currentTerm` (Figure 8: earlier terms' entries are never committed by counting). The
 //!   leader counts itself only up to what it knows durable on its own disk;

@@ -151,7 +151,12 @@ pub struct AppendEntries<C> {
 /// Answer to AppendEntries or InstallSnapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AppendResponse {
+    /// The responder's current term (a leader behind it steps down).
     pub term: Term,
+    /// The term of the request this answers. A follower rejecting an AppendEntries of an
+    /// earlier term answers in its own, later term; if the same node leads again by then,
+    /// only this field tells it that the answer (and its round) belongs to another term.
+    pub request_term: Term,
     pub success: bool,
     /// On success: the follower's log matches the leader's up to here.
     /// On failure: a hint; the leader retries from `match_or_hint + 1` at most.

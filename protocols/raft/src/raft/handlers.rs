@@ -356,11 +356,13 @@ impl<S: StateMachine> Raft<S> {
         true
     }
 
-    fn reply_append(&mut self, to: NodeId, success: bool, match_or_hint: LogIndex, round: u64) {
+    fn reply_append(&mut self, to: NodeId, request: (Term, u64), success: bool, hint: LogIndex) {
+        let (request_term, round) = request;
         let response = AppendResponse {
             term: self.meta.current_term,
+            request_term,
             success,
-            match_or_hint,
+            match_or_hint: hint,
             round,
             incarnation: self.meta.incarnation,
         };
@@ -380,7 +382,7 @@ impl<S: StateMachine> Raft<S> {
         }
         if !self.accept_leader(ctx, append.term, from) {
             ctx.ignore("append-entries: stale term");
-            self.reply_append(from, false, self.last_index(), append.round);
+            self.reply_append(from, (append.term, append.round), false, self.last_index());
             return;
         }
         if self.recovery_unconfirmed.is_some() {
@@ -404,7 +406,7 @@ impl<S: StateMachine> Raft<S> {
             // "Reply false if log doesn't contain an entry at prevLogIndex whose term
             // matches prevLogTerm."
             let hint = self.last_index().min(prev_index.prev());
-            self.reply_append(from, false, hint, append.round);
+            self.reply_append(from, (append.term, append.round), false, hint);
             return;
         }
         for entry in append.entries.into_iter().skip(skip) {
@@ -418,7 +420,7 @@ impl<S: StateMachine> Raft<S> {
         }
         self.note_recovery_progress(end, append.leader_last_index, append.term);
         let matched = end.max(self.snapshot.last_index);
-        self.reply_append(from, true, matched, append.round);
+        self.reply_append(from, (append.term, append.round), true, matched);
     }
 
     fn entries_well_formed(&self, append: &AppendEntries<S::Command>) -> bool {
@@ -515,7 +517,12 @@ impl<S: StateMachine> Raft<S> {
         }
         if !self.accept_leader(ctx, install.term, from) {
             ctx.ignore("install-snapshot: stale term");
-            self.reply_append(from, false, self.last_index(), install.round);
+            self.reply_append(
+                from,
+                (install.term, install.round),
+                false,
+                self.last_index(),
+            );
             return;
         }
         if self.recovery_unconfirmed.is_some() {
@@ -539,7 +546,7 @@ impl<S: StateMachine> Raft<S> {
         }
         // A snapshot says nothing of the leader's log after it: only the bound counts.
         self.note_recovery_progress(index, LogIndex(u64::MAX), install.term);
-        self.reply_append(from, true, index, install.round);
+        self.reply_append(from, (install.term, install.round), true, index);
     }
 
     /// Replaces the log prefix with a snapshot: keep the suffix if it follows the snapshot's
@@ -687,6 +694,12 @@ impl<S: StateMachine> Raft<S> {
         }
         if self.role != Role::Leader || response.term != self.meta.current_term {
             ctx.ignore("append response: stale");
+            return;
+        }
+        if response.request_term != self.meta.current_term {
+            // This node led an earlier term too: the answer says nothing of this term's
+            // rounds or log (counting its round confirmed reads no majority had seen).
+            ctx.ignore("append response: answers a request of an earlier term");
             return;
         }
         let last = self.last_index();
