@@ -26,7 +26,8 @@
 //!
 //! Proposer:
 //! - upon the election timeout (randomised in `[min, max)` through `ctx.random_below`)
-//!   without hearing from a leader: pick `b = (max round seen + 1, self)`, send
+//!   without hearing from a leader: pick `b = (max round seen + 1, self)`, set `p = b`
+//!   (persisted before anything leaves, so no restart stands with `b` again), send
 //!   Prepare(b, first slot not known chosen) to every node, itself included;
 //! - upon Promise(b) from a majority, once every slot some promiser found damaged is
 //!   covered by a majority of promisers intact there (or reported chosen by someone; if

@@ -306,3 +306,28 @@ fn unreadable_promise_copies_halt_the_node() {
     assert_eq!(cluster.node(1).status(), &dst_multipaxos::Status::Running);
     assert_eq!(cluster.node(1).promised().node, NodeId(0));
 }
+
+/// A ballot serves one candidacy. n2 stands with ballot (r, n2), and its own Prepare (its
+/// promise to itself) is lost when it crashes. Reusing (r, n2) after the restart would let
+/// it propose a second value in a slot where an acceptor may hold the first candidacy's
+/// value under the very same ballot, and answers to the first candidacy still in flight
+/// would count for the second.
+#[test]
+fn a_restarted_node_never_stands_again_with_a_ballot_it_used() {
+    let mut cluster = Cluster::new(3, PaxosConfig::default(), 7);
+    cluster.step(NodeId(2), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    let first = cluster.node(2).ballot();
+    assert_eq!(cluster.node(2).role(), Role::Candidate);
+    cluster.crash(NodeId(2));
+    cluster.step(NodeId(2), |node, ctx| node.on_restart(ctx));
+    cluster.step(NodeId(2), |node, ctx| {
+        node.on_timer(ctx, PaxosTimer::Election)
+    });
+    let second = cluster.node(2).ballot();
+    assert!(
+        second > first,
+        "stood again with {second:?} after {first:?}"
+    );
+}

@@ -227,6 +227,13 @@ impl<S: StateMachine> MultiPaxos<S> {
             node: self.id,
         };
         self.max_round_seen = round;
+        // The candidate promises itself its ballot, written and synced before the Prepares
+        // leave: a ballot carries one candidacy, so a restart must never stand with it again
+        // (its own Prepare, which would also record it, may be lost in a crash).
+        if self.ballot > self.meta.promised {
+            self.meta.promised = self.ballot;
+            self.dirty.meta = true;
+        }
         self.role = Role::Candidate;
         self.leader_hint = None;
         self.promises.clear();
