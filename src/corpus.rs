@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{self, RunOutcome, RunSpec};
+use crate::shrink::Shrunk;
 use dst_sim::trace::write_atomic;
 use dst_sim::Trace;
 
@@ -79,18 +80,18 @@ impl Entry {
 }
 
 /// Saves a shrunk failure as `<dir>/<name>.json` and `<dir>/<name>.trace`, atomically.
-pub fn save(
-    dir: &Path,
-    outcome: &RunOutcome,
-    trace: &Trace,
-    note: &str,
-) -> Result<PathBuf, String> {
+/// Its signature is the property the shrinker kept breaking (the first one the original run
+/// broke), not whichever the shrunk run happens to report first: explore keeps one failure
+/// per signature before shrinking, and a merge of shard corpora must agree with it.
+pub fn save(dir: &Path, shrunk: &Shrunk, note: &str) -> Result<PathBuf, String> {
+    let (outcome, trace) = (&shrunk.outcome, &shrunk.trace);
     let spec = &outcome.spec;
-    let signature = outcome
-        .violations
-        .first()
-        .map(|v| v.property.clone())
-        .ok_or("the run did not fail: nothing to keep")?;
+    let signature = shrunk.signature.clone();
+    if !outcome.violations.iter().any(|v| v.property == signature) {
+        return Err(format!(
+            "the shrunk run does not break [{signature}]: nothing to keep"
+        ));
+    }
     let strategy = if spec.strategy == "random" {
         String::new()
     } else {

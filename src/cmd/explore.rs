@@ -524,7 +524,7 @@ fn keep_failures(args: &Args, strategy: &str, tally: &Tally, dir: &Path) {
             }
         };
         let note = format!("found by dst explore --strategy {strategy}: {what}");
-        match dst::corpus::save(dir, &shrunk.outcome, &shrunk.trace, &note) {
+        match dst::corpus::save(dir, &shrunk, &note) {
             Ok(path) => println!(
                 "kept {} (events {} -> {})",
                 path.display(),

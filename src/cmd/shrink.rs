@@ -75,7 +75,7 @@ pub fn main(args: Args) -> ExitCode {
         args.out.display()
     );
     if let Some(dir) = &args.corpus {
-        match dst::corpus::save(dir, &shrunk.outcome, &shrunk.trace, &args.note) {
+        match dst::corpus::save(dir, &shrunk, &args.note) {
             Ok(path) => println!("kept: {}", path.display()),
             Err(error) => return super::bad_input(error),
         }
