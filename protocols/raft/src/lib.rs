@@ -47,6 +47,9 @@
 //!   `heartbeat_interval_ns`;
 //! - upon a client write: unless the session table already holds it, append it and replicate;
 //!   reply `Done` after applying it;
+//! - replication is pipelined (thesis 10.2.2): sending entries moves `nextIndex` past them,
+//!   so later messages (heartbeats, new writes) carry only what follows; a lost or reordered
+//!   message shows as a rejection;
 //! - upon an AppendEntries response: on success advance `matchIndex`/`nextIndex`; on failure
 //!   back `nextIndex` off (to the follower's hint) and retry; send InstallSnapshot if
 //!   `nextIndex` fell into the snapshot. A response counts only if it answers a request of

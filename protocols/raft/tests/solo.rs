@@ -1031,3 +1031,56 @@ fn a_rejection_of_an_earlier_terms_append_confirms_no_read() {
         leader.replies
     );
 }
+
+/// Pipelining (thesis 10.2.2): entries on their way to a follower are not sent again with
+/// the next round; a rejection (here: the follower never got them) sends them again from
+/// the follower's hint.
+#[test]
+fn entries_in_flight_are_sent_again_only_after_a_rejection() {
+    let mut leader = Solo::new(0, 3, Storage::new(StorageFaults::default()), config());
+    leader.fire(RaftTimer::Election);
+    let granted = VoteResponse {
+        term: Term(1),
+        granted: true,
+        incarnation: 0,
+    };
+    leader.receive(1, Body::RequestVoteResponse(granted));
+    assert_eq!(leader.node.role(), Role::Leader);
+    let appends_to = |leader: &mut Solo, peer: u32| -> Vec<AppendEntries<KvCommand>> {
+        leader
+            .take_sent()
+            .into_iter()
+            .filter_map(|(to, body)| match body {
+                Body::AppendEntries(append) if to == Some(NodeId(peer)) => Some(append),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = appends_to(&mut leader, 1);
+    assert!(
+        matches!(&first[..], [append] if append.entries.len() == 1),
+        "the no-op goes out with the first round: {first:?}"
+    );
+    leader.fire(RaftTimer::Heartbeat);
+    let heartbeat = appends_to(&mut leader, 1);
+    assert!(
+        matches!(&heartbeat[..], [append] if append.entries.is_empty()
+            && append.prev_log_index == LogIndex(1)),
+        "the no-op in flight was sent again: {heartbeat:?}"
+    );
+    let rejection = AppendResponse {
+        term: Term(1),
+        request_term: Term(1),
+        success: false,
+        match_or_hint: LogIndex(0),
+        round: heartbeat[0].round,
+        incarnation: 0,
+    };
+    leader.receive(1, Body::AppendEntriesResponse(rejection));
+    let again = appends_to(&mut leader, 1);
+    assert!(
+        matches!(&again[..], [append] if append.prev_log_index == LogIndex(0)
+            && append.entries.len() == 1),
+        "a rejection hinting an empty log sends the no-op again: {again:?}"
+    );
+}

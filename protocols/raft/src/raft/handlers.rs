@@ -668,12 +668,19 @@ impl<S: StateMachine> Raft<S> {
             };
             let start = (next.0 - self.snapshot.last_index.0 - 1) as usize;
             let end = (start + self.config.max_entries_per_message).min(self.log.len());
+            let entries = self.log[start.min(end)..end].to_vec();
+            if let (Some(leader), Some(last)) = (self.leader.as_mut(), entries.last()) {
+                // Pipelining (thesis 10.2.2): these entries are on their way, so the next
+                // message carries what follows them instead of sending them again. A loss
+                // or reordering shows as a rejection, which moves `next_index` back.
+                leader.next_index[peer.0 as usize] = last.index.next();
+            }
             Body::AppendEntries(AppendEntries {
                 term,
                 leader: self.id,
                 prev_log_index: prev,
                 prev_log_term: prev_term,
-                entries: self.log[start.min(end)..end].to_vec(),
+                entries,
                 leader_commit: self.commit_index,
                 leader_last_index: self.last_index(),
                 round,
