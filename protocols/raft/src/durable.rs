@@ -44,6 +44,12 @@ pub struct Meta {
     /// Set after a wipe until the node finds its incarnation among the voters of its
     /// latest configuration: it neither votes nor stands, and asks the leader to rejoin.
     pub rejoining: bool,
+    /// The highest term of any entry (or snapshot) this node stored, raised in the same
+    /// write-and-sync step as the entries, so before any of them is acknowledged. A node
+    /// that finds its log damaged bounds the terms it may have acknowledged by this, not by
+    /// its current term (elections that appended nothing would inflate that bound, and a
+    /// majority of recovering nodes could then refuse every candidate for good).
+    pub entry_term_max: Term,
 }
 
 /// A node that found part of its log damaged must not vote until it holds every entry it
@@ -210,6 +216,7 @@ mod tests {
             recovery: None,
             incarnation: 0,
             rejoining: false,
+            entry_term_max: Term(5),
         };
         let bytes = encode(META_KEYS[0], &meta);
         assert_eq!(decode::<Meta>(META_KEYS[0], &bytes), Ok(meta));
@@ -224,6 +231,7 @@ mod tests {
             recovery: None,
             incarnation: 0,
             rejoining: false,
+            entry_term_max: Term(5),
         };
         let bytes = encode(META_KEYS[0], &meta);
         for cut in 0..bytes.len() {

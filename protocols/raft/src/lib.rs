@@ -97,8 +97,11 @@
 //!   length header) or a broken chain is where unsynced writes stopped: cut there (nothing
 //!   after it was acknowledged, or it was superseded by a newer leader's entries).
 //! - a corrupt entry or snapshot may have been acknowledged. The node cuts its log there and
-//!   enters *recovery* (persisted) with the bound `(term, last_index)`: its current term
-//!   (no acknowledged entry has a higher term) and the highest log index found on disk. It
+//!   enters *recovery* (persisted) with the bound `(term, last_index)`: the highest term of
+//!   any entry it ever stored (kept in the term record, which is written with the entries
+//!   before any of them is acknowledged; its current term would be sound too, but elections
+//!   that appended nothing inflate it until a majority of recovering nodes refuses every
+//!   candidate) and the highest log index found on disk. It
 //!   does not stand for election, and it votes only for candidates whose log is at least as
 //!   up-to-date as that bound (such a candidate holds every entry this node may have helped
 //!   commit). Once the bound is durable (before that it stores nothing, so the damaged keys

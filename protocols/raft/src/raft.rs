@@ -778,6 +778,13 @@ impl<S: StateMachine> Raft<S> {
         self.meta = meta;
         let snapshot_damaged = self.load_snapshot(ctx)?;
         let log_damaged = self.load_log(ctx)?;
+        // Loaded entries may survive from an unsynced batch whose term record was lost:
+        // they may be acknowledged from now on, so the bound covers them.
+        let loaded_term_max = self.last_term().max(self.snapshot.last_term);
+        if loaded_term_max > self.meta.entry_term_max {
+            self.meta.entry_term_max = loaded_term_max;
+            self.dirty.meta = true;
+        }
         if snapshot_damaged || log_damaged {
             self.begin_recovery();
         }
@@ -903,16 +910,18 @@ impl<S: StateMachine> Raft<S> {
         Ok(damaged)
     }
 
+    /// Every entry this node may have acknowledged has a term of at most `entry_term_max`
+    /// and an index of at most `last_index` (the highest log key on disk).
     fn recovery_bound(&mut self, last_index: LogIndex) {
-        let term = self.meta.current_term;
+        let term = self.meta.entry_term_max;
         let bound = match self.meta.recovery {
-            Some(previous) => previous.last_index.max(last_index),
-            None => last_index,
+            Some(previous) => Recovery {
+                term: previous.term.max(term),
+                last_index: previous.last_index.max(last_index),
+            },
+            None => Recovery { term, last_index },
         };
-        self.meta.recovery = Some(Recovery {
-            term,
-            last_index: bound,
-        });
+        self.meta.recovery = Some(bound);
     }
 
     fn begin_recovery(&mut self) {

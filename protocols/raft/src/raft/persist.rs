@@ -98,6 +98,12 @@ impl<S: StateMachine> Raft<S> {
         buffer: &mut Vec<u8>,
     ) -> Result<bool, PersistError> {
         let mut wrote = false;
+        let stored_term_max = self.last_term().max(self.snapshot.last_term);
+        if stored_term_max > self.meta.entry_term_max {
+            // Written below with the entries, before the sync that precedes any ack.
+            self.meta.entry_term_max = stored_term_max;
+            self.dirty.meta = true;
+        }
         if self.dirty.snapshot {
             let slot = 1 - self.durable_snapshot.1;
             let key = SNAPSHOT_KEYS[slot];
