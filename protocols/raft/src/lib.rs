@@ -43,8 +43,9 @@
 //!
 //! Leaders:
 //! - upon election: append a no-op of the new term (it commits earlier entries, and reads
-//!   wait for it), then send AppendEntries to everyone; heartbeat every
-//!   `heartbeat_interval_ns`;
+//!   wait for it), then send AppendEntries to everyone; heartbeat (a round of
+//!   AppendEntries to every peer) every `heartbeat_interval_ns`, counted from the latest
+//!   round (a read's round serves as one);
 //! - upon a client write: unless the session table already holds it, append it and replicate;
 //!   reply `Done` after applying it;
 //! - replication is pipelined (thesis 10.2.2): sending entries moves `nextIndex` past them,

@@ -120,13 +120,18 @@ impl Solo {
     }
 
     fn fire(&mut self, wanted: RaftTimer) {
+        self.now_ns += 400 * dst_sim::MS;
+        self.fire_now(wanted);
+    }
+
+    /// Fires a timer without moving the clock (the test sets `now_ns` itself).
+    fn fire_now(&mut self, wanted: RaftTimer) {
         let position = self
             .timers
             .iter()
             .position(|(_, timer)| *timer == wanted)
             .unwrap_or_else(|| panic!("no {wanted:?} timer set"));
         let (_, timer) = self.timers.remove(position);
-        self.now_ns += 400 * dst_sim::MS;
         self.step(|node, ctx| node.on_timer(ctx, timer));
     }
 
@@ -1118,5 +1123,52 @@ fn the_recovery_bound_uses_the_highest_stored_term_not_the_current_term() {
     assert!(
         node.vote_responses().iter().any(|(_, r)| r.granted),
         "refused a candidate holding everything it may have acknowledged"
+    );
+}
+
+/// A round a read started reaches every peer like a heartbeat, so the heartbeat that falls
+/// due soon after it sends nothing and waits for an interval after that round.
+#[test]
+fn a_recent_round_puts_the_next_heartbeat_off() {
+    let mut leader = Solo::new(0, 3, Storage::new(StorageFaults::default()), config());
+    leader.fire(RaftTimer::Election);
+    let granted = VoteResponse {
+        term: Term(1),
+        granted: true,
+        incarnation: 0,
+    };
+    leader.receive(1, Body::RequestVoteResponse(granted));
+    assert_eq!(leader.node.role(), Role::Leader);
+    let rounds_sent = |leader: &mut Solo| {
+        leader
+            .take_sent()
+            .into_iter()
+            .filter(|(_, body)| matches!(body, Body::AppendEntries(_)))
+            .count()
+    };
+    rounds_sent(&mut leader);
+    let read = Request {
+        client: ClientId(7),
+        sequence: 1,
+        command: KvCommand::Get {
+            key: "x".to_string(),
+        },
+    };
+    leader.step(|node, ctx| node.on_request(ctx, ClientId(7), read));
+    assert_eq!(rounds_sent(&mut leader), 2, "the read starts a round");
+    let interval_ns = leader.config.heartbeat_interval_ns;
+    leader.now_ns += interval_ns / 4;
+    leader.fire_now(RaftTimer::Heartbeat);
+    assert_eq!(
+        rounds_sent(&mut leader),
+        0,
+        "a heartbeat a quarter interval after a round"
+    );
+    leader.now_ns += interval_ns * 3 / 4;
+    leader.fire_now(RaftTimer::Heartbeat);
+    assert_eq!(
+        rounds_sent(&mut leader),
+        2,
+        "no heartbeat an interval after the last round"
     );
 }

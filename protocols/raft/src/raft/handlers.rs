@@ -26,11 +26,10 @@ impl<S: StateMachine> Raft<S> {
         self.election_timer = Some(ctx.set_timer(delay_ns, RaftTimer::Election));
     }
 
-    fn set_heartbeat_timer(&mut self, ctx: &mut Ctx<'_, S>) {
+    fn set_heartbeat_timer(&mut self, ctx: &mut Ctx<'_, S>, delay_ns: u64) {
         if let Some(timer) = self.heartbeat_timer.take() {
             ctx.cancel_timer(timer);
         }
-        let delay_ns = self.config.heartbeat_interval_ns;
         self.heartbeat_timer = Some(ctx.set_timer(delay_ns, RaftTimer::Heartbeat));
     }
 
@@ -593,8 +592,23 @@ impl<S: StateMachine> Raft<S> {
             self.note_wanted = true;
         }
         self.expire_catch_up(ctx);
-        self.new_round(ctx);
-        self.set_heartbeat_timer(ctx);
+        // A round (a read's, say) reaches every peer like a heartbeat: the next heartbeat is
+        // due an interval after the latest round, not after the latest heartbeat. Only a
+        // round under half an interval old puts it off (timers measure true time, `now_ns`
+        // the drifting clock: a remainder of a few nanoseconds could fire again at once).
+        let interval_ns = self.config.heartbeat_interval_ns;
+        let since_round_ns = (self.leader.as_ref())
+            .and_then(|leader| leader.round_sent_ns.last_key_value())
+            .map(|(_, sent_ns)| ctx.now_ns().saturating_sub(*sent_ns));
+        match since_round_ns {
+            Some(since_ns) if since_ns < interval_ns / 2 => {
+                self.set_heartbeat_timer(ctx, interval_ns - since_ns);
+            }
+            _ => {
+                self.new_round(ctx);
+                self.set_heartbeat_timer(ctx, interval_ns);
+            }
+        }
     }
 
     /// Thesis 6.2: a leader that has not heard from a majority within an election timeout
