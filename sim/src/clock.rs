@@ -8,21 +8,35 @@ const PPM: i128 = 1_000_000;
 /// One node's clock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeClock {
-    /// Local minus true time at true time zero, plus the sum of jumps.
+    /// Local minus true time at true time zero.
     pub offset_ns: i64,
     /// Rate error: the clock gains `drift_ppm` nanoseconds per million of true time.
     pub drift_ppm: i64,
+    /// The sum of jumps so far (the wall clock's; the monotonic clock does not jump).
+    pub jumped_ns: i64,
 }
 
 impl NodeClock {
-    /// The node's reading at true time `true_ns` (never negative).
+    /// The node's wall-clock reading at true time `true_ns` (never negative).
     #[inline]
     pub fn local_ns(&self, true_ns: u64) -> u64 {
-        if self.offset_ns == 0 && self.drift_ppm == 0 {
+        self.read(true_ns, self.offset_ns as i128 + self.jumped_ns as i128)
+    }
+
+    /// The node's monotonic reading at true time `true_ns`: offset and drift, no jumps
+    /// (what `CLOCK_MONOTONIC` gives a real process).
+    #[inline]
+    pub fn monotonic_ns(&self, true_ns: u64) -> u64 {
+        self.read(true_ns, self.offset_ns as i128)
+    }
+
+    #[inline]
+    fn read(&self, true_ns: u64, offset_ns: i128) -> u64 {
+        if offset_ns == 0 && self.drift_ppm == 0 {
             return true_ns;
         }
         let drifted = true_ns as i128 + mul_div(true_ns as i128, self.drift_ppm as i128, PPM);
-        (drifted + self.offset_ns as i128).clamp(0, u64::MAX as i128) as u64
+        (drifted + offset_ns).clamp(0, u64::MAX as i128) as u64
     }
 
     /// True duration that elapses while this clock advances by `local_ns`.
@@ -37,7 +51,7 @@ impl NodeClock {
 
     /// Jumps the clock by `delta_ns` (negative: backwards).
     pub fn jump(&mut self, delta_ns: i64) {
-        self.offset_ns = self.offset_ns.saturating_add(delta_ns);
+        self.jumped_ns = self.jumped_ns.saturating_add(delta_ns);
     }
 }
 
@@ -67,14 +81,14 @@ mod tests {
     #[test]
     fn drift_moves_the_clock_at_the_configured_rate() {
         let clock = NodeClock {
-            offset_ns: 0,
             drift_ppm: 500,
+            ..NodeClock::default()
         };
         // 500 ppm fast: after 10 s of true time the clock reads 10.005 s.
         assert_eq!(clock.local_ns(10 * SEC), 10 * SEC + 5_000_000);
         let slow = NodeClock {
-            offset_ns: 0,
             drift_ppm: -250,
+            ..NodeClock::default()
         };
         assert_eq!(slow.local_ns(4 * SEC), 4 * SEC - 1_000_000);
     }
@@ -82,14 +96,28 @@ mod tests {
     #[test]
     fn timers_follow_the_local_clock() {
         let clock = NodeClock {
-            offset_ns: 0,
             drift_ppm: 1000,
+            ..NodeClock::default()
         };
         let true_ns = clock.true_duration_ns(1_001_000);
         assert_eq!(
             true_ns, 1_000_000,
             "a fast clock fires local timers early in true time"
         );
+    }
+
+    #[test]
+    fn a_jump_moves_the_wall_clock_but_not_the_monotonic_one() {
+        let mut clock = NodeClock {
+            offset_ns: 7,
+            drift_ppm: 100,
+            jumped_ns: 0,
+        };
+        let before = (clock.local_ns(SEC), clock.monotonic_ns(SEC));
+        assert_eq!(before.0, before.1, "no jump yet");
+        clock.jump(-200_000_000);
+        assert_eq!(clock.local_ns(SEC), before.0 - 200_000_000);
+        assert_eq!(clock.monotonic_ns(SEC), before.1);
     }
 
     #[test]

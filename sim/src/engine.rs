@@ -908,6 +908,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             &mut slot.next_timer_id,
             &mut self.ignored,
         )
+        .with_monotonic_ns(slot.clock.monotonic_ns(now_ns))
         .with_costs(self.config.cpu);
         handler(node, &mut ctx);
         let cpu_ns = ctx.cpu_used_ns();

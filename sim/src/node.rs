@@ -183,6 +183,7 @@ pub struct NodeCtx<'a, N: Node + ?Sized> {
     id: NodeId,
     cluster_size: u32,
     local_now_ns: u64,
+    monotonic_ns: u64,
     effects: &'a mut Vec<Effect<N>>,
     storage: &'a mut Storage,
     decisions: &'a mut dyn DecisionSource,
@@ -209,6 +210,7 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
             id,
             cluster_size,
             local_now_ns,
+            monotonic_ns: local_now_ns,
             effects,
             storage,
             decisions,
@@ -217,6 +219,13 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
             costs: CpuCosts::FREE,
             cpu_ns: 0,
         }
+    }
+
+    /// Sets the monotonic clock's reading (hosts whose wall clock jumps call this; without
+    /// it the monotonic clock reads like the wall clock).
+    pub fn with_monotonic_ns(mut self, monotonic_ns: u64) -> Self {
+        self.monotonic_ns = monotonic_ns;
+        self
     }
 
     /// Sets the virtual CPU costs charged by `sign` and `verify` (hosts call this).
@@ -278,6 +287,7 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
             id: self.id,
             cluster_size: self.cluster_size,
             local_now_ns: self.local_now_ns,
+            monotonic_ns: self.monotonic_ns,
             effects: &mut effects,
             storage,
             decisions: &mut *self.decisions,
@@ -312,6 +322,11 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
     /// This node's own clock, in nanoseconds (offset, drift and jumps applied).
     pub fn now_ns(&self) -> u64 {
         self.local_now_ns
+    }
+    /// This node's monotonic clock: it drifts like `now_ns` but never jumps, and it is the
+    /// clock timers run on. Measure intervals with it.
+    pub fn monotonic_ns(&self) -> u64 {
+        self.monotonic_ns
     }
     /// Sends a message to one replica (sending to oneself is delivered like any other).
     pub fn send(&mut self, to: NodeId, msg: N::Msg) {
