@@ -16,7 +16,9 @@
 //! Followers:
 //! - upon the election timeout (only a voter of its configuration stands, see below) (randomised in `[min, max)` through `ctx.random_below`) with no
 //!   AppendEntries from a current leader or vote granted: become pre-candidate (or candidate
-//!   with PreVote off). A node recovering a damaged log never stands.
+//!   with PreVote off). A node recovering a damaged log never stands. The timeout is drawn
+//!   once per period and measured on the monotonic clock (`ctx.monotonic_ns`): contact moves
+//!   its deadline, and the one timer, if it fires first, is set again for the rest.
 //! - upon AppendEntries(term, prevLogIndex, prevLogTerm, entries, leaderCommit): reply false
 //!   if `term < currentTerm` or the log has no entry at `prevLogIndex` with `prevLogTerm`;
 //!   otherwise delete an existing entry only if it conflicts (same index, different term) and

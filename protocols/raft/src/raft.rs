@@ -326,6 +326,11 @@ pub struct Raft<S: StateMachine> {
     pending_writes: BTreeSet<(ClientId, u64)>,
     pending_reads: Vec<PendingRead<S::Command>>,
     election_timer: Option<TimerId>,
+    /// The election timeout is due at this monotonic time. Contact with a leader moves it
+    /// on without touching the timer, which, when it fires early, is set for the rest.
+    election_deadline_ns: u64,
+    /// The randomised timeout drawn when the election timer was set, for this period.
+    election_timeout_ns: u64,
     heartbeat_timer: Option<TimerId>,
     retry_timer: Option<TimerId>,
     last_leader_contact_ns: Option<u64>,
@@ -398,6 +403,8 @@ impl<S: StateMachine> Raft<S> {
             pending_writes: BTreeSet::new(),
             pending_reads: Vec::new(),
             election_timer: None,
+            election_deadline_ns: 0,
+            election_timeout_ns: 0,
             heartbeat_timer: None,
             retry_timer: None,
             last_leader_contact_ns: None,
@@ -634,6 +641,9 @@ impl<S: StateMachine> Node for Raft<S> {
             RaftTimer::Election => {
                 self.election_timer = None;
                 if !self.running(ctx) {
+                    return;
+                }
+                if !self.election_due(ctx) {
                     return;
                 }
                 self.on_election_timeout(ctx);

@@ -1172,3 +1172,47 @@ fn a_recent_round_puts_the_next_heartbeat_off() {
         "no heartbeat an interval after the last round"
     );
 }
+
+/// Contact with the leader moves the election deadline without setting a timer (one per
+/// AppendEntries was a quarter of all simulated events); the timer that fires before the
+/// deadline is set again for the rest, and one that fires after it starts an election.
+#[test]
+fn contact_with_the_leader_moves_the_election_deadline_without_a_new_timer() {
+    let mut follower = Solo::new(1, 3, Storage::new(StorageFaults::default()), config());
+    let election_timers = |solo: &Solo| -> Vec<dst_sim::TimerId> {
+        (solo.timers.iter())
+            .filter(|(_, timer)| *timer == RaftTimer::Election)
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let first = election_timers(&follower);
+    assert_eq!(first.len(), 1, "one election timer at start");
+    let step_ns = follower.config.election_timeout_min_ns / 2;
+    for _ in 0..5 {
+        follower.now_ns += step_ns;
+        follower.receive(0, append(1, (0, 0), vec![], 0));
+    }
+    assert_eq!(
+        election_timers(&follower),
+        first,
+        "contact set or cancelled a timer"
+    );
+    follower.fire_now(RaftTimer::Election);
+    assert_eq!(
+        follower.node.role(),
+        Role::Follower,
+        "stood despite contact"
+    );
+    assert_eq!(
+        election_timers(&follower).len(),
+        1,
+        "the early timer is set again for the rest"
+    );
+    follower.now_ns += follower.config.election_timeout_max_ns;
+    follower.fire_now(RaftTimer::Election);
+    assert_eq!(
+        follower.node.role(),
+        Role::Candidate,
+        "no contact for a whole timeout, yet no election"
+    );
+}

@@ -17,13 +17,32 @@ use crate::message::{
 // ---- terms, timers, role changes ----
 
 impl<S: StateMachine> Raft<S> {
+    /// Restarts the election timeout. A timer already set stays set (it fires no later than
+    /// the new deadline and is then set for the rest): contact with the leader, on every
+    /// AppendEntries, costs no timer. The timeout is drawn when the timer is set, once per
+    /// period.
     pub(super) fn reset_election_timer(&mut self, ctx: &mut Ctx<'_, S>) {
-        if let Some(timer) = self.election_timer.take() {
-            ctx.cancel_timer(timer);
+        if self.election_timer.is_none() {
+            let spread = self.config.election_timeout_max_ns - self.config.election_timeout_min_ns;
+            self.election_timeout_ns =
+                self.config.election_timeout_min_ns + ctx.random_below(spread);
+            self.election_timer =
+                Some(ctx.set_timer(self.election_timeout_ns, RaftTimer::Election));
         }
-        let spread = self.config.election_timeout_max_ns - self.config.election_timeout_min_ns;
-        let delay_ns = self.config.election_timeout_min_ns + ctx.random_below(spread);
-        self.election_timer = Some(ctx.set_timer(delay_ns, RaftTimer::Election));
+        self.election_deadline_ns = ctx.monotonic_ns() + self.election_timeout_ns;
+    }
+
+    /// Called when the election timer fires: whether the timeout is due, else the timer is
+    /// set again for the rest of it. Timers run on the monotonic clock, but convert through
+    /// the drift, so one may fire a few nanoseconds short: a rest under `ELECTION_SLACK_NS`
+    /// counts as due (a timer that short could fire again at the same instant, for ever).
+    pub(super) fn election_due(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
+        let rest_ns = self.election_deadline_ns.saturating_sub(ctx.monotonic_ns());
+        if rest_ns < ELECTION_SLACK_NS {
+            return true;
+        }
+        self.election_timer = Some(ctx.set_timer(rest_ns, RaftTimer::Election));
+        false
     }
 
     fn set_heartbeat_timer(&mut self, ctx: &mut Ctx<'_, S>, delay_ns: u64) {
@@ -997,6 +1016,9 @@ impl<S: StateMachine> Raft<S> {
 }
 
 use super::ROUNDS_TRACKED_MAX;
+
+/// A rest of the election timeout this short counts as elapsed (see `election_due`).
+const ELECTION_SLACK_NS: u64 = 1_000;
 
 /// Configurations up to this many voters rank their values on the stack.
 const VOTERS_ON_STACK_MAX: usize = 16;
