@@ -124,6 +124,21 @@ impl Solo {
         self.fire_now(wanted);
     }
 
+    /// Stands (its election timer fires) and wins with the votes of `voters`.
+    fn elect(&mut self, voters: &[u32]) {
+        self.fire(RaftTimer::Election);
+        let term = self.node.current_term();
+        for &voter in voters {
+            let granted = VoteResponse {
+                term,
+                granted: true,
+                incarnation: 0,
+            };
+            self.receive(voter, Body::RequestVoteResponse(granted));
+        }
+        assert_eq!(self.node.role(), Role::Leader, "not elected");
+    }
+
     /// Fires a timer without moving the clock (the test sets `now_ns` itself).
     fn fire_now(&mut self, wanted: RaftTimer) {
         let position = self
@@ -248,6 +263,29 @@ fn disk(term: u64, voted_for: Option<u32>, terms: &[u64]) -> Storage {
     }
     storage.complete_sync(storage.last_sequence());
     storage
+}
+
+/// A latent bit flip in the durable record of log entry `index`.
+fn flip_a_bit_of_entry(storage: &mut Storage, index: u64) {
+    let mut decisions = SeededSource::new(0);
+    let key = log_key(LogIndex(index));
+    let mut bytes = storage
+        .read(&key, &mut decisions)
+        .expect("read")
+        .expect("present");
+    bytes[2] ^= 0x10;
+    storage.write(&key, bytes, &mut decisions).expect("write");
+    storage.complete_sync(storage.last_sequence());
+}
+
+fn get(client: u32, sequence: u64) -> Request<KvCommand> {
+    Request {
+        client: ClientId(client),
+        sequence,
+        command: KvCommand::Get {
+            key: "x".to_string(),
+        },
+    }
 }
 
 fn append(
@@ -524,15 +562,7 @@ fn one_damaged_term_copy_is_survivable() {
 #[test]
 fn a_corrupt_log_entry_puts_the_node_in_recovery_until_it_catches_up() {
     let mut storage = disk(2, None, &[1, 1, 2, 2]);
-    let mut decisions = SeededSource::new(0);
-    let key = log_key(LogIndex(3));
-    let mut bytes = storage
-        .read(&key, &mut decisions)
-        .expect("read")
-        .expect("present");
-    bytes[2] ^= 0x10;
-    storage.write(&key, bytes, &mut decisions).expect("write");
-    storage.complete_sync(storage.last_sequence());
+    flip_a_bit_of_entry(&mut storage, 3);
     let mut node = Solo::new(1, 3, storage, config());
     assert!(node.node.is_recovering(), "damage went unnoticed");
     // Until the recovery bound is durable, nothing may overwrite the damaged entry.
@@ -980,16 +1010,7 @@ impl ClusterMonitorProbe {
 #[test]
 fn a_rejection_of_an_earlier_terms_append_confirms_no_read() {
     let mut leader = Solo::new(0, 5, disk(3, None, &[2]), config());
-    leader.fire(RaftTimer::Election);
-    for voter in [1, 2] {
-        let granted = VoteResponse {
-            term: Term(4),
-            granted: true,
-            incarnation: 0,
-        };
-        leader.receive(voter, Body::RequestVoteResponse(granted));
-    }
-    assert_eq!(leader.node.role(), Role::Leader);
+    leader.elect(&[1, 2]);
     leader.deliver_notes();
     // The term-4 no-op (index 2) commits, so reads may be served once confirmed.
     leader.receive(1, append_ok(4, 2));
@@ -1007,14 +1028,7 @@ fn a_rejection_of_an_earlier_terms_append_confirms_no_read() {
         leader.receive(peer, Body::AppendEntriesResponse(stale));
     }
     leader.take_sent();
-    let read = Request {
-        client: ClientId(7),
-        sequence: 1,
-        command: KvCommand::Get {
-            key: "x".to_string(),
-        },
-    };
-    leader.step(|node, ctx| node.on_request(ctx, ClientId(7), read));
+    leader.step(|node, ctx| node.on_request(ctx, ClientId(7), get(7, 1)));
     assert!(
         leader.replies.is_empty(),
         "read served on answers to another term's requests: {:?}",
@@ -1044,14 +1058,7 @@ fn a_rejection_of_an_earlier_terms_append_confirms_no_read() {
 #[test]
 fn entries_in_flight_are_sent_again_only_after_a_rejection() {
     let mut leader = Solo::new(0, 3, Storage::new(StorageFaults::default()), config());
-    leader.fire(RaftTimer::Election);
-    let granted = VoteResponse {
-        term: Term(1),
-        granted: true,
-        incarnation: 0,
-    };
-    leader.receive(1, Body::RequestVoteResponse(granted));
-    assert_eq!(leader.node.role(), Role::Leader);
+    leader.elect(&[1]);
     let appends_to = |leader: &mut Solo, peer: u32| -> Vec<AppendEntries<KvCommand>> {
         leader
             .take_sent()
@@ -1100,15 +1107,7 @@ fn entries_in_flight_are_sent_again_only_after_a_rejection() {
 #[test]
 fn the_recovery_bound_uses_the_highest_stored_term_not_the_current_term() {
     let mut storage = disk(6, None, &[1, 1, 2, 2]);
-    let mut decisions = SeededSource::new(0);
-    let key = log_key(LogIndex(3));
-    let mut bytes = storage
-        .read(&key, &mut decisions)
-        .expect("read")
-        .expect("present");
-    bytes[2] ^= 0x10;
-    storage.write(&key, bytes, &mut decisions).expect("write");
-    storage.complete_sync(storage.last_sequence());
+    flip_a_bit_of_entry(&mut storage, 3);
     let mut node = Solo::new(1, 3, storage, config());
     assert!(node.node.is_recovering(), "damage went unnoticed");
     let bound = node.node.recovery().expect("recovering");
@@ -1131,14 +1130,7 @@ fn the_recovery_bound_uses_the_highest_stored_term_not_the_current_term() {
 #[test]
 fn a_recent_round_puts_the_next_heartbeat_off() {
     let mut leader = Solo::new(0, 3, Storage::new(StorageFaults::default()), config());
-    leader.fire(RaftTimer::Election);
-    let granted = VoteResponse {
-        term: Term(1),
-        granted: true,
-        incarnation: 0,
-    };
-    leader.receive(1, Body::RequestVoteResponse(granted));
-    assert_eq!(leader.node.role(), Role::Leader);
+    leader.elect(&[1]);
     let rounds_sent = |leader: &mut Solo| {
         leader
             .take_sent()
@@ -1147,14 +1139,7 @@ fn a_recent_round_puts_the_next_heartbeat_off() {
             .count()
     };
     rounds_sent(&mut leader);
-    let read = Request {
-        client: ClientId(7),
-        sequence: 1,
-        command: KvCommand::Get {
-            key: "x".to_string(),
-        },
-    };
-    leader.step(|node, ctx| node.on_request(ctx, ClientId(7), read));
+    leader.step(|node, ctx| node.on_request(ctx, ClientId(7), get(7, 1)));
     assert_eq!(rounds_sent(&mut leader), 2, "the read starts a round");
     let interval_ns = leader.config.heartbeat_interval_ns;
     leader.now_ns += interval_ns / 4;
