@@ -162,6 +162,7 @@ impl RunSpec {
                 self.adversary_options()
             ),
             trace_hash: String::new(),
+            exhausted_at: None,
         }
     }
 
@@ -372,6 +373,7 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
         let mut expected = spec.trace_header();
         expected.seed = trace.header.seed;
         expected.trace_hash = trace.header.trace_hash.clone();
+        expected.exhausted_at = trace.header.exhausted_at;
         if trace.header != expected {
             return Err(format!(
                 "the trace was recorded for another configuration: {} (this run: {})",
@@ -847,7 +849,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
     make_client: impl Fn(u32) -> C,
 ) -> (Sim<N, C>, Knobs, Adversary) {
     let mut decider: Decider = match &spec.replay {
-        Some(trace) => ReplaySource::new(trace.decisions.clone()).into(),
+        Some(trace) => ReplaySource::of(trace).into(),
         None => crate::strategy::decider(spec),
     };
     decider.set_recording(spec.record);
@@ -957,10 +959,14 @@ fn simulate<N: Node, C: Client<Node = N>>(
     let trace = spec.record.then(|| {
         let mut header = spec.trace_header();
         header.trace_hash = format!("{:016x}", summary.trace_hash);
-        Trace {
-            header,
-            decisions: sim.take_decisions(),
-        }
+        let decisions = sim.take_decisions();
+        // A run that went past the end of the trace it replayed stopped its fault process
+        // there: its recording says where, so that it replays the same run.
+        let replayed_end = spec.replay.as_ref().map(Trace::replay_end);
+        header.exhausted_at = replayed_end
+            .filter(|&end| decisions.len() > end)
+            .map(|end| end as u64);
+        Trace { header, decisions }
     });
     RunOutcome {
         spec: spec.clone(),

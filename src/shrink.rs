@@ -151,29 +151,12 @@ impl State {
         let recorded = outcome.trace.clone().expect("recording run");
         let smaller = outcome.summary.events <= self.best.summary.events
             || nonzero(&recorded) < nonzero(&self.best_trace);
-        if same && smaller && self.replays_exactly(&recorded) {
+        if same && smaller {
             self.best = outcome;
             self.best_trace = recorded;
             return true;
         }
         false
-    }
-
-    /// Whether `recorded` replays without diverging and still breaks the property. A
-    /// candidate cut short runs past its end, where the fault process stops (see
-    /// `DecisionSource::exhausted`); its recording goes on with the zeros drawn after that,
-    /// so replaying the recording keeps the fault process going and may take another run.
-    fn replays_exactly(&self, recorded: &Trace) -> bool {
-        let mut spec = self.spec.clone();
-        spec.record = false;
-        spec.replay = Some(recorded.clone());
-        runner::run(&spec).is_ok_and(|outcome| {
-            outcome.summary.divergence.is_none()
-                && outcome
-                    .violations
-                    .iter()
-                    .any(|v| v.property == self.signature)
-        })
     }
 
     /// Binary search for the shortest prefix that still fails.

@@ -277,3 +277,35 @@ fn compare_reports_every_strategy_with_time_to_first_violation() {
     );
     std::fs::remove_dir_all(&traces).ok();
 }
+
+/// A replay cut short goes on past the end of its trace, where the fault process stops. The
+/// recording of that run says where the replayed trace ended, so it replays the same run
+/// (the shrinker keeps such recordings, and the corpus check replays them).
+#[test]
+fn a_recording_of_a_replay_cut_short_replays_the_same_run() {
+    let mut spec = RunSpec::new("raft", 3, "heavy");
+    spec.ops = 40;
+    spec.record = true;
+    let full = runner::run(&spec).expect("valid").trace.expect("recorded");
+    let mut cut = full.clone();
+    cut.decisions.truncate(full.decisions.len() / 3);
+    let mut replay = spec.clone();
+    replay.replay = Some(cut);
+    let cut_run = runner::run(&replay).expect("valid replay");
+    let recording = cut_run.trace.clone().expect("recorded");
+    assert_eq!(
+        recording.header.exhausted_at,
+        Some((full.decisions.len() / 3) as u64),
+        "the recording names where the replayed trace ended"
+    );
+    let mut again = spec.clone();
+    again.record = false;
+    again.replay = Some(recording);
+    let rerun = runner::run(&again).expect("valid replay");
+    assert!(
+        rerun.summary.divergence.is_none(),
+        "{:?}",
+        rerun.summary.divergence
+    );
+    assert_eq!(rerun.summary.trace_hash, cut_run.summary.trace_hash);
+}

@@ -34,6 +34,12 @@ pub struct TraceHeader {
     pub config: String,
     /// The trace hash the recorded run produced.
     pub trace_hash: String,
+    /// Set when the recorded run replayed a trace and went on past its end: the decision
+    /// index where that trace ended. A replay of this trace reports itself exhausted from
+    /// there, as the recorded run's source did (its fault process stopped), while the
+    /// decisions drawn after it, recorded too, are still replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhausted_at: Option<u64>,
 }
 
 /// A decision trace with its header.
@@ -94,6 +100,15 @@ impl Trace {
         Ok(Trace { header, decisions })
     }
 
+    /// Where a replay of this trace runs out of decisions (see `TraceHeader::exhausted_at`).
+    pub fn replay_end(&self) -> usize {
+        let recorded = self
+            .header
+            .exhausted_at
+            .map_or(usize::MAX, |at| at as usize);
+        recorded.min(self.decisions.len())
+    }
+
     /// Writes atomically (write a temporary file, then rename).
     pub fn write_atomic(&self, path: &Path) -> Result<(), String> {
         write_atomic(path, &self.to_bytes())
@@ -139,6 +154,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// a trace wants. A kind mismatch is remembered as divergence.
 pub struct ReplaySource {
     decisions: Vec<Decision>,
+    // invariant: end <= decisions.len().
+    /// The source reports itself exhausted from here on.
+    end: usize,
     position: usize,
     divergence: Option<Divergence>,
 }
@@ -147,9 +165,18 @@ impl ReplaySource {
     /// Replays these decisions in order.
     pub fn new(decisions: Vec<Decision>) -> Self {
         ReplaySource {
+            end: decisions.len(),
             decisions,
             position: 0,
             divergence: None,
+        }
+    }
+
+    /// Replays a trace, exhausted where the run it records found its own source exhausted.
+    pub fn of(trace: &Trace) -> Self {
+        ReplaySource {
+            end: trace.replay_end(),
+            ..ReplaySource::new(trace.decisions.clone())
         }
     }
 
@@ -192,7 +219,7 @@ impl DecisionSource for ReplaySource {
     }
 
     fn exhausted(&self) -> bool {
-        self.position >= self.decisions.len()
+        self.position >= self.end
     }
 }
 
