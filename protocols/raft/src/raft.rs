@@ -241,6 +241,8 @@ struct LeaderState {
     term_start: LogIndex,
     lease_until_ns: u64,
     last_quorum_check_ns: u64,
+    /// Monotonic time the latest round was sent (none yet: a heartbeat is due).
+    last_round_ns: Option<u64>,
 }
 
 const ROUNDS_TRACKED_MAX: usize = 64;

@@ -33,16 +33,15 @@ impl<S: StateMachine> Raft<S> {
     }
 
     /// Called when the election timer fires: whether the timeout is due, else the timer is
-    /// set again for the rest of it. Timers run on the monotonic clock, but convert through
-    /// the drift, so one may fire a few nanoseconds short: a rest under `ELECTION_SLACK_NS`
-    /// counts as due (a timer that short could fire again at the same instant, for ever).
+    /// set again for the rest of it.
     pub(super) fn election_due(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
-        let rest_ns = self.election_deadline_ns.saturating_sub(ctx.monotonic_ns());
-        if rest_ns < ELECTION_SLACK_NS {
-            return true;
+        match rest_until(ctx, self.election_deadline_ns) {
+            None => true,
+            Some(rest_ns) => {
+                self.election_timer = Some(ctx.set_timer(rest_ns, RaftTimer::Election));
+                false
+            }
         }
-        self.election_timer = Some(ctx.set_timer(rest_ns, RaftTimer::Election));
-        false
     }
 
     fn set_heartbeat_timer(&mut self, ctx: &mut Ctx<'_, S>, delay_ns: u64) {
@@ -190,6 +189,7 @@ impl<S: StateMachine> Raft<S> {
             term_start: next,
             lease_until_ns: 0,
             last_quorum_check_ns: ctx.now_ns(),
+            last_round_ns: None,
         });
         if let Some(timer) = self.election_timer.take() {
             ctx.cancel_timer(timer);
@@ -612,18 +612,12 @@ impl<S: StateMachine> Raft<S> {
         }
         self.expire_catch_up(ctx);
         // A round (a read's, say) reaches every peer like a heartbeat: the next heartbeat is
-        // due an interval after the latest round, not after the latest heartbeat. Only a
-        // round under half an interval old puts it off (timers measure true time, `now_ns`
-        // the drifting clock: a remainder of a few nanoseconds could fire again at once).
+        // due an interval after the latest round, not after the latest heartbeat.
         let interval_ns = self.config.heartbeat_interval_ns;
-        let since_round_ns = (self.leader.as_ref())
-            .and_then(|leader| leader.round_sent_ns.last_key_value())
-            .map(|(_, sent_ns)| ctx.now_ns().saturating_sub(*sent_ns));
-        match since_round_ns {
-            Some(since_ns) if since_ns < interval_ns / 2 => {
-                self.set_heartbeat_timer(ctx, interval_ns - since_ns);
-            }
-            _ => {
+        let last_round_ns = self.leader.as_ref().and_then(|leader| leader.last_round_ns);
+        match last_round_ns.and_then(|last_ns| rest_until(ctx, last_ns + interval_ns)) {
+            Some(rest_ns) => self.set_heartbeat_timer(ctx, rest_ns),
+            None => {
                 self.new_round(ctx);
                 self.set_heartbeat_timer(ctx, interval_ns);
             }
@@ -663,6 +657,7 @@ impl<S: StateMachine> Raft<S> {
         leader.round += 1;
         let round = leader.round;
         leader.round_sent_ns.insert(round, now_ns);
+        leader.last_round_ns = Some(ctx.monotonic_ns());
         while leader.round_sent_ns.len() > ROUNDS_TRACKED_MAX {
             leader.round_sent_ns.pop_first();
         }
@@ -1017,8 +1012,17 @@ impl<S: StateMachine> Raft<S> {
 
 use super::ROUNDS_TRACKED_MAX;
 
-/// A rest of the election timeout this short counts as elapsed (see `election_due`).
-const ELECTION_SLACK_NS: u64 = 1_000;
+/// A rest this short counts as elapsed (see `rest_until`).
+const TIMER_SLACK_NS: u64 = 1_000;
+
+/// Time left until `deadline_ns` on the monotonic clock, or `None` once it is due. Timers
+/// run at the monotonic clock's rate but convert through the drift, so one may fire a few
+/// nanoseconds short: a rest under `TIMER_SLACK_NS` counts as due (a timer set for it could
+/// fire again at the same instant, for ever).
+fn rest_until<S: StateMachine>(ctx: &Ctx<'_, S>, deadline_ns: u64) -> Option<u64> {
+    let rest_ns = deadline_ns.saturating_sub(ctx.monotonic_ns());
+    (rest_ns >= TIMER_SLACK_NS).then_some(rest_ns)
+}
 
 /// Configurations up to this many voters rank their values on the stack.
 const VOTERS_ON_STACK_MAX: usize = 16;
