@@ -359,8 +359,9 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
     pub fn random_below(&mut self, bound: u64) -> u64 {
         self.decisions.below(DecisionKind::NodeRandom, bound)
     }
-    /// Writes a value to durable storage (not durable until a sync completes).
-    pub fn write(&mut self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+    /// Writes a value to durable storage (not durable until a sync completes). The bytes are
+    /// copied, so a node may write from a buffer it reuses.
+    pub fn write(&mut self, key: &str, value: impl AsRef<[u8]>) -> Result<(), StorageError> {
         self.storage.write(key, value, self.decisions)
     }
     /// Deletes a key (not durable until a sync completes).

@@ -52,9 +52,9 @@ pub struct StorageFaults {
 const PPM: u64 = 1_000_000;
 
 /// Keys and values are shared between the page cache and the pending writes: a write
-/// allocates its bytes once.
+/// allocates its bytes once (a value and its count in one allocation).
 type Key = Rc<str>;
-type Value = Rc<Vec<u8>>;
+type Value = Rc<[u8]>;
 
 /// A write not yet durable, with what it replaced so that a crash can undo it. Keeping the
 /// undo record instead of a second, durable map makes a sync cost nothing per key.
@@ -143,18 +143,20 @@ impl Storage {
     }
 
     /// Buffers a write. It is visible to reads at once and durable after the next sync.
+    /// The bytes are copied once, so a writer may pass a buffer it reuses.
     pub fn write(
         &mut self,
         key: &str,
-        value: Vec<u8>,
+        value: impl AsRef<[u8]>,
         decisions: &mut dyn DecisionSource,
     ) -> Result<(), StorageError> {
+        let value = value.as_ref();
         if self.fail_io(decisions) {
             return Err(StorageError::Io);
         }
         if self.faults.capacity_bytes > 0 {
             let old = self.current.get(key).map_or(0, |v| Self::footprint(key, v));
-            let new = Self::footprint(key, &value);
+            let new = Self::footprint(key, value);
             if self.used_bytes - old + new > self.faults.capacity_bytes {
                 self.stats.full_errors += 1;
                 return Err(StorageError::Full);
@@ -204,8 +206,8 @@ impl Storage {
     }
 
     /// A write to `key` as asked.
-    fn put(&mut self, key: &str, value: Vec<u8>) {
-        let value = Rc::new(value);
+    fn put(&mut self, key: &str, value: &[u8]) {
+        let value: Value = Rc::from(value);
         // One search whether the key is new (the common case: logs append) or not; a key
         // that exists keeps the page cache's own copy.
         let key: Key = Rc::from(key);
@@ -267,10 +269,10 @@ impl Storage {
         let corrupt = value.is_some_and(|v| !v.is_empty())
             && decisions.chance(DecisionKind::Storage, self.faults.read_corrupt_ppm, PPM);
         if !corrupt {
-            return Ok(inspect(value.map(|value| value.as_slice())));
+            return Ok(inspect(value.map(|value| &**value)));
         }
         self.corrupt_on_read(key, decisions);
-        Ok(inspect(self.current.get(key).map(|value| value.as_slice())))
+        Ok(inspect(self.current.get(key).map(|value| &**value)))
     }
 
     /// A latent bit flip found by a read (the decision to corrupt is already drawn).
@@ -370,7 +372,7 @@ impl Storage {
                         self.stats.kept_on_crash += 1;
                     } else {
                         self.stats.torn_on_crash += 1;
-                        Rc::make_mut(&mut bytes).truncate(cut as usize - 1);
+                        bytes = Rc::from(&bytes[..cut as usize - 1]);
                     }
                     self.current.insert(write.key, bytes);
                 }
@@ -389,7 +391,7 @@ impl Storage {
 
     /// What is durable now (a crash right now would leave exactly this), for tests and
     /// oracles.
-    pub fn durable(&self) -> BTreeMap<Rc<str>, Rc<Vec<u8>>> {
+    pub fn durable(&self) -> BTreeMap<Rc<str>, Rc<[u8]>> {
         let mut copy = self.clone();
         copy.undo_pending();
         copy.current
@@ -405,10 +407,10 @@ mod tests {
     fn unsynced_write_is_gone_after_crash() {
         let mut decisions = SeededSource::new(1);
         let mut disk = Storage::new(StorageFaults::default());
-        disk.write("vote", b"n1".to_vec(), &mut decisions).unwrap();
+        disk.write("vote", b"n1", &mut decisions).unwrap();
         let synced = disk.last_sequence();
         disk.complete_sync(synced);
-        disk.write("vote", b"n2".to_vec(), &mut decisions).unwrap();
+        disk.write("vote", b"n2", &mut decisions).unwrap();
         assert_eq!(
             disk.read("vote", &mut decisions).unwrap(),
             Some(b"n2".to_vec())
@@ -604,7 +606,7 @@ mod tests {
         }
     }
 
-    fn as_plain(map: &BTreeMap<Rc<str>, Rc<Vec<u8>>>) -> BTreeMap<String, Vec<u8>> {
+    fn as_plain(map: &BTreeMap<Rc<str>, Rc<[u8]>>) -> BTreeMap<String, Vec<u8>> {
         map.iter()
             .map(|(key, value)| (key.to_string(), value.to_vec()))
             .collect()

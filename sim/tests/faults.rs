@@ -85,9 +85,9 @@ impl Probe {
             vote,
         });
         if !restart {
-            ctx.write("vote", b"synced".to_vec()).unwrap();
+            ctx.write("vote", b"synced").unwrap();
             ctx.sync();
-            ctx.write("vote", b"unsynced".to_vec()).unwrap();
+            ctx.write("vote", b"unsynced").unwrap();
         }
         ctx.set_timer(10 * MS, ());
     }

@@ -30,8 +30,10 @@ pub(crate) fn write_verified<S: StateMachine>(
     bytes: &[u8],
 ) -> bool {
     (0..WRITE_TRIES_MAX).any(|_| {
-        ctx.write(key, bytes.to_vec()).is_ok()
-            && ctx.read(key).ok().flatten().as_deref() == Some(bytes)
+        ctx.write(key, bytes).is_ok()
+            && ctx
+                .read_with(key, |stored| stored == Some(bytes))
+                .unwrap_or(false)
     })
 }
 

@@ -740,7 +740,7 @@ fn a_torn_last_record_is_cut_without_recovery() {
         .expect("read")
         .expect("present");
     storage
-        .write(&key, bytes[..bytes.len() / 2].to_vec(), &mut decisions)
+        .write(&key, &bytes[..bytes.len() / 2], &mut decisions)
         .expect("write");
     storage.complete_sync(storage.last_sequence());
     let node = Solo::new(1, 3, storage, config());

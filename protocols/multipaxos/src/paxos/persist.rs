@@ -257,8 +257,8 @@ fn write_checked<S: StateMachine>(
     key: &str,
     bytes: Vec<u8>,
 ) -> Result<(), PersistError> {
-    ctx.write(key, bytes.clone())?;
-    if ctx.read(key)?.as_deref() != Some(bytes.as_slice()) {
+    ctx.write(key, &bytes)?;
+    if !ctx.read_with(key, |stored| stored == Some(bytes.as_slice()))? {
         return Err(PersistError::Mismatch);
     }
     Ok(())

@@ -319,7 +319,7 @@ fn write_verified<S: StateMachine>(
     key: &str,
     bytes: &[u8],
 ) -> Result<(), PersistError> {
-    ctx.write(key, bytes.to_vec())?;
+    ctx.write(key, bytes)?;
     if ctx.read_with(key, |stored| stored == Some(bytes))? {
         return Ok(());
     }
