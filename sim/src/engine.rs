@@ -339,41 +339,40 @@ struct ClientSlot<C: Client> {
     live_timers: LiveTimers,
 }
 
-/// The timers of one node or client that are set and have neither fired nor been cancelled.
+/// The timers of one node or client that are set and have neither fired nor been cancelled,
+/// each with the queue key of its event (so that a cancel can take the event off the queue).
 /// A handful at a time, set in increasing id order: a sorted vector beats a tree here (a
 /// timer is set, cancelled or fired on most steps).
 #[derive(Default)]
 struct LiveTimers {
-    // invariant: strictly increasing. Bounded by the timer events still queued: each id
+    // invariant: strictly increasing ids. Bounded by the timer events still queued: each id
     // leaves when its timer fires, is cancelled, or the incarnation ends.
-    ids: Vec<TimerId>,
+    ids: Vec<(TimerId, u128)>,
 }
 
 impl LiveTimers {
-    fn insert(&mut self, id: TimerId) {
+    fn insert(&mut self, id: TimerId, key: u128) {
         match self.ids.last() {
-            Some(last) if *last >= id => {
-                if let Err(at) = self.ids.binary_search(&id) {
-                    self.ids.insert(at, id);
-                }
-            }
-            _ => self.ids.push(id),
+            Some(&(last, _)) if last >= id => match self.find(&id) {
+                Ok(at) => self.ids[at].1 = key,
+                Err(at) => self.ids.insert(at, (id, key)),
+            },
+            _ => self.ids.push((id, key)),
         }
+    }
+
+    fn find(&self, id: &TimerId) -> Result<usize, usize> {
+        self.ids.binary_search_by_key(id, |&(live, _)| live)
     }
 
     fn contains(&self, id: &TimerId) -> bool {
-        self.ids.binary_search(id).is_ok()
+        self.find(id).is_ok()
     }
 
-    /// Removes `id`; returns whether it was live.
-    fn remove(&mut self, id: &TimerId) -> bool {
-        match self.ids.binary_search(id) {
-            Ok(at) => {
-                self.ids.remove(at);
-                true
-            }
-            Err(_) => false,
-        }
+    /// Removes `id`; returns its event's queue key if it was live.
+    fn remove(&mut self, id: &TimerId) -> Option<u128> {
+        let at = self.find(id).ok()?;
+        Some(self.ids.remove(at).1)
     }
 
     fn clear(&mut self) {
@@ -781,7 +780,11 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 timer,
             } => self.fire_node_timer(node, incarnation, id, timer),
             Event::ClientTimer { client, id, timer } => {
-                if self.clients[client.0 as usize].live_timers.remove(&id) {
+                if self.clients[client.0 as usize]
+                    .live_timers
+                    .remove(&id)
+                    .is_some()
+                {
                     self.stats.timers_fired += 1;
                     self.step_client(client, |c, ctx| c.on_timer(ctx, timer));
                 }
@@ -855,7 +858,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 id,
                 timer,
             };
-            self.schedule(until_ns, event);
+            let key = self.schedule(until_ns, event);
+            // A cancel must find the deferred event under its new key.
+            self.nodes[node.0 as usize].live_timers.insert(id, key);
             return;
         }
         let slot = &mut self.nodes[node.0 as usize];
@@ -972,7 +977,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                     continue;
                 }
                 Effect::CancelTimer { id: timer_id } => {
-                    self.nodes[id.0 as usize].live_timers.remove(&timer_id);
+                    if let Some(key) = self.nodes[id.0 as usize].live_timers.remove(&timer_id) {
+                        self.unschedule(key);
+                    }
                     continue;
                 }
                 Effect::Sync { up_to } => {
@@ -1021,11 +1028,10 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn set_node_timer(&mut self, id: NodeId, timer_id: TimerId, delay_ns: u64, timer: N::Timer) {
-        let slot = &mut self.nodes[id.0 as usize];
-        slot.live_timers.insert(timer_id);
+        let slot = &self.nodes[id.0 as usize];
         let true_delay_ns = slot.clock.true_duration_ns(delay_ns);
         let incarnation = slot.incarnation;
-        self.schedule(
+        let key = self.schedule(
             self.now_ns.saturating_add(true_delay_ns),
             Event::NodeTimer {
                 node: id,
@@ -1034,6 +1040,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 timer,
             },
         );
+        self.nodes[id.0 as usize].live_timers.insert(timer_id, key);
     }
 
     fn send_outgoing(&mut self, from: NodeId, outgoing: Outgoing<N>) {
@@ -1260,8 +1267,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 delay_ns,
                 timer,
             } => {
-                self.clients[id.0 as usize].live_timers.insert(timer_id);
-                self.schedule(
+                let key = self.schedule(
                     self.now_ns.saturating_add(delay_ns),
                     Event::ClientTimer {
                         client: id,
@@ -1269,15 +1275,21 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                         timer,
                     },
                 );
+                self.clients[id.0 as usize]
+                    .live_timers
+                    .insert(timer_id, key);
             }
             ClientEffect::CancelTimer { id: timer_id } => {
-                self.clients[id.0 as usize].live_timers.remove(&timer_id);
+                if let Some(key) = self.clients[id.0 as usize].live_timers.remove(&timer_id) {
+                    self.unschedule(key);
+                }
             }
             ClientEffect::Observe(obs) => self.observations.push((self.now_ns, obs)),
         }
     }
 
-    fn schedule(&mut self, time_ns: u64, event: Event<N, C>) {
+    /// Queues `event` at `time_ns`; returns its queue key.
+    fn schedule(&mut self, time_ns: u64, event: Event<N, C>) -> u128 {
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = Some(event);
@@ -1288,8 +1300,30 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue.push(pack_key(time_ns, self.sequence, slot));
+        let key = pack_key(time_ns, self.sequence, slot);
+        self.queue.push(key);
         self.sequence += 1;
+        key
+    }
+
+    /// Takes a cancelled timer's event off the queue, so that it is neither popped nor
+    /// offered as a tie. An event the queue no longer holds under `key` (held by a paused
+    /// node, or parked in the overflow heap) stays where it is: it is dropped when it comes
+    /// up, because its timer is no longer live.
+    fn unschedule(&mut self, key: u128) {
+        let held = self.held_ties.iter().position(|&tie| tie == key);
+        let removed = match held {
+            Some(at) => {
+                self.held_ties.remove(at);
+                true
+            }
+            None => self.queue.remove(key),
+        };
+        if removed {
+            let slot = unpack_key(key).2;
+            self.slab[slot as usize] = None;
+            self.free_slots.push(slot);
+        }
     }
 
     fn pop(&mut self) -> Option<(u64, Event<N, C>)> {
@@ -1842,18 +1876,18 @@ pub fn first_divergence(left: &[EventRecord], right: &[EventRecord]) -> Option<S
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     use super::LiveTimers;
     use crate::decision::{Decide, DecisionKind, SeededSource};
     use crate::TimerId;
 
     #[test]
-    fn live_timers_behave_like_a_set() {
+    fn live_timers_behave_like_a_map_of_ids_to_keys() {
         for seed in 0..50 {
             let mut draws = SeededSource::new(seed);
             let mut draw = |bound: u64| draws.below(DecisionKind::NodeRandom, bound);
-            let (mut timers, mut model) = (LiveTimers::default(), BTreeSet::new());
+            let (mut timers, mut model) = (LiveTimers::default(), BTreeMap::new());
             let mut next = 0;
             for _ in 0..400 {
                 match draw(4) {
@@ -1861,8 +1895,9 @@ mod tests {
                     0 | 1 => {
                         next += 1 + draw(3);
                         let id = if draw(5) == 0 { draw(next + 1) } else { next };
-                        timers.insert(TimerId(id));
-                        model.insert(TimerId(id));
+                        let key = u128::from(draw(1_000));
+                        timers.insert(TimerId(id), key);
+                        model.insert(TimerId(id), key);
                     }
                     2 => {
                         let id = TimerId(draw(next + 1));
@@ -1874,10 +1909,10 @@ mod tests {
                     }
                     _ => {
                         let id = TimerId(draw(next + 1));
-                        assert_eq!(timers.contains(&id), model.contains(&id), "seed {seed}");
+                        assert_eq!(timers.contains(&id), model.contains_key(&id), "seed {seed}");
                     }
                 }
-                let ids: Vec<TimerId> = model.iter().copied().collect();
+                let ids: Vec<(TimerId, u128)> = model.iter().map(|(&id, &key)| (id, key)).collect();
                 assert_eq!(timers.ids, ids, "seed {seed}");
             }
         }

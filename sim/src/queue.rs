@@ -128,6 +128,44 @@ impl CalendarQueue {
         Some(key)
     }
 
+    /// Removes `key` if it is queued in the current bucket or the ring; returns whether it
+    /// was. Keys in the overflow heap stay (a heap cannot remove them cheaply): the caller
+    /// must then be ready to pop and discard it.
+    pub fn remove(&mut self, key: u128) -> bool {
+        if key < self.last {
+            return false;
+        }
+        let bucket = bucket_of(key);
+        let removed = if bucket <= self.current {
+            match self.active.binary_search_by(|queued| key.cmp(queued)) {
+                Ok(at) => {
+                    self.active.remove(at);
+                    true
+                }
+                Err(_) => false,
+            }
+        } else if bucket - self.current < BUCKETS as u64 {
+            let index = (bucket % BUCKETS as u64) as usize;
+            let keys = &mut self.ring[index];
+            match keys.iter().position(|&queued| queued == key) {
+                Some(at) => {
+                    keys.swap_remove(at);
+                    if keys.is_empty() {
+                        self.occupied[index / 64] &= !(1 << (index % 64));
+                    }
+                    true
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
     /// Moves `current` to the earliest non-empty bucket and loads it into `active`.
     fn advance(&mut self) {
         let ring_next = self.next_occupied();
@@ -216,6 +254,50 @@ mod tests {
             assert_eq!(queue.pop(), Some(key));
         }
         assert!(queue.is_empty());
+        assert_eq!(queue.pop(), None);
+    }
+
+    /// Against a sorted set: removals of queued keys (in the current bucket, the ring and
+    /// the overflow heap) and of keys already popped, between pushes and pops. A key the
+    /// queue declines to remove (overflow) must still pop in order.
+    #[test]
+    fn removed_keys_never_pop_and_the_rest_keep_their_order() {
+        let mut source = SeededSource::new(11);
+        let mut queue = CalendarQueue::new();
+        let mut model = std::collections::BTreeSet::new();
+        let (mut now, mut sequence, mut removed) = (0u128, 0u128, 0);
+        for round in 0..20_000u32 {
+            for _ in 0..(source.next_u64() % 3) + u64::from(round < 50) {
+                let delay = match source.next_u64() % 3 {
+                    0 => source.next_u64() % 1_000,
+                    1 => source.next_u64() % 10_000_000,
+                    _ => source.next_u64() % 4_000_000_000,
+                };
+                sequence += 1;
+                let key = ((now + u128::from(delay)) << 64) | sequence;
+                queue.push(key);
+                model.insert(key);
+            }
+            if source.next_u64().is_multiple_of(2) && !model.is_empty() {
+                let at = (source.next_u64() % model.len() as u64) as usize;
+                let key = *model.iter().nth(at).expect("in range");
+                if queue.remove(key) {
+                    model.remove(&key);
+                    removed += 1;
+                }
+                assert_eq!(queue.len(), model.len(), "round {round}");
+            }
+            let expected = model.pop_first();
+            assert_eq!(queue.pop(), expected, "round {round}");
+            if let Some(key) = expected {
+                now = key >> 64;
+                assert!(!queue.remove(key), "a popped key is no longer queued");
+            }
+        }
+        assert!(removed > 1_000, "only {removed} removals took effect");
+        while let Some(key) = model.pop_first() {
+            assert_eq!(queue.pop(), Some(key));
+        }
         assert_eq!(queue.pop(), None);
     }
 
