@@ -903,6 +903,7 @@ fn build_sim<N: Node, C: Client<Node = N>>(
         let mut byzantine = adversary.byzantine.clone();
         byzantine.extend(service_faulty_nodes(spec));
         config.down_max = faults_max.saturating_sub(byzantine.len() as u32);
+        config.damaged_disks_max = faults_max.saturating_sub(byzantine.len() as u32);
     }
     crate::strategy::configure(spec, &mut config);
     // After the strategy: a per-seed strategy may redraw the profile's rates.

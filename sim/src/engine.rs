@@ -75,6 +75,12 @@ pub struct SimConfig {
     /// current configuration still has a majority with its data, which the simulator
     /// cannot know (membership churn can shrink a configuration to three voters).
     pub wipes_max: u32,
+    /// Latent storage damage (bit flips found on read, misdirected writes) reaches at most
+    /// this many nodes' disks in a run: once that many are damaged, the others are spared
+    /// it (their other storage faults stay). Default: a minority, `(nodes - 1) / 2`. A
+    /// majority of damaged disks can lose entries only they held, which no protocol
+    /// survives; BFT runs count damaged disks against `f`.
+    pub damaged_disks_max: u32,
     /// Keep a record per event (for the determinism self-check).
     pub record_events: bool,
     /// Print one line per event to stderr.
@@ -113,6 +119,7 @@ impl SimConfig {
             paused_inbox_max: 10_000,
             down_max: nodes.saturating_sub(1) / 2,
             wipes_max: 1,
+            damaged_disks_max: nodes.saturating_sub(1) / 2,
             record_events: false,
             log_events: false,
             measure_bytes: false,
@@ -331,6 +338,8 @@ struct NodeSlot<N: Node, C: Client> {
     sync_done_ns: u64,
     /// The node is computing (signing, verifying) until this time; its events wait.
     busy_until_ns: u64,
+    /// This node's disk counts against `damaged_disks_max`.
+    damage_counted: bool,
 }
 
 struct ClientSlot<C: Client> {
@@ -464,6 +473,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 paused_inbox: VecDeque::new(),
                 sync_done_ns: 0,
                 busy_until_ns: 0,
+                damage_counted: false,
             })
             .collect();
         let clients = clients
@@ -636,6 +646,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn start(&mut self) {
+        if self.config.damaged_disks_max == 0 {
+            self.spare_undamaged_disks();
+        }
         self.draw_clocks();
         for index in 0..self.config.nodes {
             self.boot(NodeId(index), false);
@@ -930,6 +943,9 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             let message = format!("{} at {}: {failure}", id, fmt_ms(now_ns));
             self.invariant_failures.push(message);
         }
+        if !slot.damage_counted && slot.storage.damaged() {
+            self.count_damaged_disk(id);
+        }
         self.send_delay_ns = cpu_ns;
         self.apply_node_effects(id);
         self.send_delay_ns = 0;
@@ -1025,6 +1041,21 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 held,
             },
         );
+    }
+
+    /// Counts `id`'s disk as damaged; once `damaged_disks_max` are, spares the others.
+    fn count_damaged_disk(&mut self, id: NodeId) {
+        self.nodes[id.0 as usize].damage_counted = true;
+        let damaged = self.nodes.iter().filter(|slot| slot.damage_counted).count();
+        if damaged >= self.config.damaged_disks_max as usize {
+            self.spare_undamaged_disks();
+        }
+    }
+
+    fn spare_undamaged_disks(&mut self) {
+        for slot in self.nodes.iter_mut().filter(|slot| !slot.damage_counted) {
+            slot.storage.spare_damage();
+        }
     }
 
     fn set_node_timer(&mut self, id: NodeId, timer_id: TimerId, delay_ns: u64, timer: N::Timer) {

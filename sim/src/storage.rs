@@ -94,6 +94,8 @@ pub struct Storage {
     // invariant: if set, `current` maps this key to this very value. Protocols read a write
     // back at once (to catch misdirected writes): that read skips the search.
     last_put: Option<(Key, Value)>,
+    /// Spared latent damage for the rest of the run (see [`Storage::spare_damage`]).
+    spared: bool,
     /// What storage faults did so far.
     pub stats: StorageStats,
 }
@@ -110,6 +112,23 @@ impl Storage {
     /// Replaces the fault rates (fault plans change them over a run; the quiet phase clears them).
     pub fn set_faults(&mut self, faults: StorageFaults) {
         self.faults = faults;
+        if self.spared {
+            self.spare_damage();
+        }
+    }
+
+    /// Whether this disk suffered latent damage: a bit flip found by a read, or a write
+    /// that landed under another key. (A write torn by a crash is not damage: it was never
+    /// synced.)
+    pub fn damaged(&self) -> bool {
+        self.stats.corrupted_reads + self.stats.misdirected_writes > 0
+    }
+
+    /// No more latent damage for this disk in this run; its other faults stay.
+    pub fn spare_damage(&mut self) {
+        self.spared = true;
+        self.faults.read_corrupt_ppm = 0;
+        self.faults.misdirect_ppm = 0;
     }
 
     /// Sequence number of the latest write; a sync issued now covers writes up to it.
