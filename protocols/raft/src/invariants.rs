@@ -113,12 +113,17 @@ fn check_entry<S: StateMachine>(
 /// non-voter only until the configuration that removed it commits.
 fn check_leader_membership<S: StateMachine>(node: &Raft<S>) -> Result<(), String> {
     let id = node.id();
+    // Release builds check after every step, and a leader cut off from a majority keeps
+    // appending: they scan the entries above the commit index only while the latest
+    // configuration entry is among them (debug builds scan always, and check below that
+    // `members_index` is the latest configuration entry).
+    let scan = cfg!(debug_assertions) || node.members_index() > node.commit_index();
     // Configuration entries above the commit index, and whether one is of this term.
     let (uncommitted, own_term) = node
         .entries()
         .iter()
         .rev()
-        .take_while(|entry| entry.index > node.commit_index())
+        .take_while(|entry| scan && entry.index > node.commit_index())
         .filter(|entry| entry.config.is_some())
         .fold((0, false), |(count, own_term), entry| {
             (count + 1, own_term || entry.term == node.current_term())

@@ -752,6 +752,7 @@ impl<S: StateMachine> Raft<S> {
         leader.active[peer] = true;
         leader.acked_round[peer] = leader.acked_round[peer].max(response.round);
         let resend;
+        let mut match_raised = false;
         if response.success {
             if response.match_or_hint > last {
                 ctx.ignore("append response: matches beyond our log");
@@ -759,6 +760,7 @@ impl<S: StateMachine> Raft<S> {
             }
             if response.match_or_hint > leader.match_index[peer] {
                 leader.match_index[peer] = response.match_or_hint;
+                match_raised = true;
             }
             leader.next_index[peer] = leader.next_index[peer].max(leader.match_index[peer].next());
             resend = leader.next_index[peer] <= last;
@@ -777,7 +779,11 @@ impl<S: StateMachine> Raft<S> {
             leader.next_index[peer] = retry_from;
         }
         self.update_lease();
-        self.advance_commit(ctx);
+        // Only a raised match index can commit more: every other input of the count (this
+        // leader's durable index, the configuration) is followed by its own count.
+        if match_raised {
+            self.advance_commit(ctx);
+        }
         self.on_learner_progress(ctx, from);
         if resend && self.role == Role::Leader {
             self.send_append(from);
