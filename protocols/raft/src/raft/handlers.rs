@@ -955,6 +955,23 @@ impl<S: StateMachine> Raft<S> {
         quorum_value(rounds, self.members.majority())
     }
 
+    /// Whether a majority (counting this leader) acknowledged `round` in this term: the same
+    /// as `quorum_round() >= round`, by counting instead of ranking (it runs after every
+    /// step of a leader with reads waiting).
+    fn round_confirmed(&self, round: u64) -> bool {
+        if round == 0 {
+            return true;
+        }
+        let Some(leader) = self.leader.as_ref() else {
+            return false;
+        };
+        let acks = self
+            .per_voter(leader, leader.round, 0, |node| leader.acked_round[node])
+            .filter(|&acked| acked >= round)
+            .count();
+        acks >= self.members.majority()
+    }
+
     /// A lease starts when a round is sent; it holds for an election timeout shrunk by the
     /// drift bound, because followers refuse votes for that long after hearing from us.
     fn update_lease(&mut self) {
@@ -992,10 +1009,16 @@ impl<S: StateMachine> Raft<S> {
         else {
             return;
         };
-        let confirmed = self.quorum_round();
-        if lowest_round > confirmed {
+        let ready = self.round_confirmed(lowest_round);
+        debug_assert_eq!(
+            ready,
+            self.quorum_round() >= lowest_round,
+            "two counts disagree"
+        );
+        if !ready {
             return;
         }
+        let confirmed = self.quorum_round();
         let is_ready =
             |read: &PendingRead<S::Command>| read.round <= confirmed && read.read_index <= applied;
         let reads = self.reads;
