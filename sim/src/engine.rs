@@ -338,8 +338,6 @@ struct NodeSlot<N: Node, C: Client> {
     sync_done_ns: u64,
     /// The node is computing (signing, verifying) until this time; its events wait.
     busy_until_ns: u64,
-    /// This node's disk counts against `damaged_disks_max`.
-    damage_counted: bool,
 }
 
 struct ClientSlot<C: Client> {
@@ -406,6 +404,8 @@ pub struct Sim<N: Node, C: Client<Node = N>> {
     slab: Vec<Option<Event<N, C>>>,
     free_slots: Vec<u32>,
     nodes: Vec<NodeSlot<N, C>>,
+    /// `damaged_disks_max` disks are damaged and the others spared (see `bound_damage`).
+    damage_bounded: bool,
     clients: Vec<ClientSlot<C>>,
     make_node: NodeFactory<N>,
     network: Network,
@@ -473,7 +473,6 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 paused_inbox: VecDeque::new(),
                 sync_done_ns: 0,
                 busy_until_ns: 0,
-                damage_counted: false,
             })
             .collect();
         let clients = clients
@@ -493,6 +492,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             slab: Vec::new(),
             free_slots: Vec::new(),
             nodes,
+            damage_bounded: false,
             clients,
             make_node,
             network,
@@ -646,9 +646,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     fn start(&mut self) {
-        if self.config.damaged_disks_max == 0 {
-            self.spare_undamaged_disks();
-        }
+        self.bound_damage();
         self.draw_clocks();
         for index in 0..self.config.nodes {
             self.boot(NodeId(index), false);
@@ -912,6 +910,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             return;
         };
         let local_now_ns = slot.clock.local_ns(now_ns);
+        let was_damaged = slot.storage.damaged();
         // Everything a handler logs through `tracing` carries the node and the true virtual
         // time; with no subscriber this costs one cached check.
         let span = tracing::debug_span!("node", id = id.0, t = %fmt_ms(now_ns));
@@ -943,8 +942,8 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             let message = format!("{} at {}: {failure}", id, fmt_ms(now_ns));
             self.invariant_failures.push(message);
         }
-        if !slot.damage_counted && slot.storage.damaged() {
-            self.count_damaged_disk(id);
+        if !self.damage_bounded && !was_damaged && slot.storage.damaged() {
+            self.bound_damage();
         }
         self.send_delay_ns = cpu_ns;
         self.apply_node_effects(id);
@@ -1043,19 +1042,19 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         );
     }
 
-    /// Counts `id`'s disk as damaged; once `damaged_disks_max` are, spares the others.
-    fn count_damaged_disk(&mut self, id: NodeId) {
-        self.nodes[id.0 as usize].damage_counted = true;
-        let damaged = self.nodes.iter().filter(|slot| slot.damage_counted).count();
-        if damaged >= self.config.damaged_disks_max as usize {
-            self.spare_undamaged_disks();
+    /// Once `damaged_disks_max` disks are damaged, spares the others (a spared disk is
+    /// never damaged later, so the count only grows until then).
+    fn bound_damage(&mut self) {
+        let damaged = self.nodes.iter().filter(|slot| slot.storage.damaged());
+        if damaged.count() < self.config.damaged_disks_max as usize {
+            return;
         }
-    }
-
-    fn spare_undamaged_disks(&mut self) {
-        for slot in self.nodes.iter_mut().filter(|slot| !slot.damage_counted) {
-            slot.storage.spare_damage();
+        for slot in self.nodes.iter_mut() {
+            if !slot.storage.damaged() {
+                slot.storage.spare_damage();
+            }
         }
+        self.damage_bounded = true;
     }
 
     fn set_node_timer(&mut self, id: NodeId, timer_id: TimerId, delay_ns: u64, timer: N::Timer) {
