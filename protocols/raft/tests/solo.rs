@@ -176,6 +176,11 @@ impl Solo {
         std::mem::take(&mut self.sent)
     }
 
+    /// Whether any vote response sent since the last look granted the vote.
+    fn granted_a_vote(&mut self) -> bool {
+        self.vote_responses().iter().any(|(_, r)| r.granted)
+    }
+
     fn vote_responses(&mut self) -> Vec<(NodeId, VoteResponse)> {
         self.take_sent()
             .into_iter()
@@ -582,10 +587,7 @@ fn a_corrupt_log_entry_puts_the_node_in_recovery_until_it_catches_up() {
     );
     // A candidate whose log reaches the bound (term 2, index 4) may get its vote.
     node.receive(2, vote_request(4, 2, (4, 2)));
-    assert!(
-        node.vote_responses().iter().any(|(_, r)| r.granted),
-        "bound-satisfying candidate"
-    );
+    assert!(node.granted_a_vote(), "bound-satisfying candidate");
     // The leader brings it back to index 4.
     for (index, term) in [(3u64, 2u64), (4, 2)] {
         let prev = (index - 1, if index == 3 { 1 } else { 2 });
@@ -601,10 +603,7 @@ fn a_corrupt_log_entry_puts_the_node_in_recovery_until_it_catches_up() {
         "caught up and durable, yet still recovering"
     );
     node.receive(2, vote_request(6, 2, (4, 2)));
-    assert!(
-        node.vote_responses().iter().any(|(_, r)| r.granted),
-        "recovered node refuses"
-    );
+    assert!(node.granted_a_vote(), "recovered node refuses");
 }
 
 /// Unsynced writes that stop mid-way (a torn tail) are cut without recovery: nothing after
@@ -1114,13 +1113,10 @@ fn the_recovery_bound_uses_the_highest_stored_term_not_the_current_term() {
     assert_eq!((bound.term, bound.last_index), (Term(2), LogIndex(4)));
     node.deliver_notes();
     node.receive(2, vote_request(7, 2, (3, 2)));
-    assert!(
-        !node.vote_responses().iter().any(|(_, r)| r.granted),
-        "voted for a log short of the bound"
-    );
+    assert!(!node.granted_a_vote(), "voted for a log short of the bound");
     node.receive(2, vote_request(8, 2, (4, 2)));
     assert!(
-        node.vote_responses().iter().any(|(_, r)| r.granted),
+        node.granted_a_vote(),
         "refused a candidate holding everything it may have acknowledged"
     );
 }
