@@ -37,7 +37,7 @@ pub use net::{Latency, LinkConfig};
 pub use node::{
     Client, ClientCtx, ClientEffect, ClientId, Effect, Node, NodeCtx, NodeId, StateMachine, TimerId,
 };
-pub use storage::{Storage, StorageError, StorageFaults};
+pub use storage::{Storage, StorageError, StorageFaults, StorageKey};
 pub use time::{MS, SEC, US};
 pub use trace::{Decision, ReplaySource, Trace, TraceHeader};
 pub use twins::{TwinMsg, TwinsHost, TwinsScenario};

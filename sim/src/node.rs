@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{CpuCosts, Digest, Principal, Signature, Signed};
 use crate::decision::{Decide, DecisionKind, DecisionSource};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, StorageKey};
 
 /// A replica's identity, `0..n`.
 #[derive(
@@ -382,16 +382,16 @@ impl<'a, N: Node + ?Sized> NodeCtx<'a, N> {
         self.storage.read_with(key, self.decisions, inspect)
     }
     /// Keys starting with `prefix`, in order.
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<StorageKey> {
         self.storage.keys_with_prefix(prefix)
     }
     /// Keys from `first` to `last` (both included), in order.
-    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<String> {
+    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<StorageKey> {
         self.storage.keys_in_range(first, last)
     }
     /// Keys starting with `prefix`, in order, but for the last `keep` of them: what a node
     /// that keeps its newest versions deletes, listed without copying the ones it keeps.
-    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<String> {
+    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<StorageKey> {
         self.storage.keys_with_prefix_but_last(prefix, keep)
     }
     /// Makes every write so far durable; sends issued after this wait for it to complete.

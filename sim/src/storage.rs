@@ -51,9 +51,10 @@ pub struct StorageFaults {
 
 const PPM: u64 = 1_000_000;
 
-/// Keys and values are shared between the page cache and the pending writes: a write
-/// allocates its bytes once (a value and its count in one allocation).
-type Key = Rc<str>;
+/// A key as storage keeps it. Keys and values are shared between the page cache and the
+/// pending writes (a write allocates its bytes once), and key listings share them too.
+pub type StorageKey = Rc<str>;
+type Key = StorageKey;
 type Value = Rc<[u8]>;
 
 /// A write not yet durable, with what it replaced so that a crash can undo it. Keeping the
@@ -317,27 +318,27 @@ impl Storage {
     }
 
     /// Keys from `first` to `last` (both included), in order.
-    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<String> {
+    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<Key> {
         if first > last {
             return Vec::new();
         }
         self.current
             .range::<str, _>((Bound::Included(first), Bound::Included(last)))
-            .map(|(key, _)| String::from(&**key))
+            .map(|(key, _)| Rc::clone(key))
             .collect()
     }
 
     /// Keys starting with `prefix`, in order.
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<Key> {
         self.current
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, _)| String::from(&**key))
+            .map(|(key, _)| Rc::clone(key))
             .collect()
     }
 
     /// Keys starting with `prefix`, in order, but for the last `keep` of them.
-    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<String> {
+    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<Key> {
         let with_prefix = || {
             self.current
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
@@ -346,7 +347,7 @@ impl Storage {
         let excess = with_prefix().count().saturating_sub(keep);
         with_prefix()
             .take(excess)
-            .map(|(key, _)| String::from(&**key))
+            .map(|(key, _)| Rc::clone(key))
             .collect()
     }
 
@@ -450,7 +451,7 @@ mod tests {
             disk.write(key, vec![1], &mut decisions).unwrap();
         }
         let all = disk.keys_with_prefix("v/");
-        assert_eq!(all, ["v/1", "v/2", "v/3", "v/4"]);
+        assert_eq!(all, ["v/1", "v/2", "v/3", "v/4"].map(StorageKey::from));
         for keep in 0..6 {
             let expected = &all[..all.len().saturating_sub(keep)];
             assert_eq!(
@@ -694,8 +695,9 @@ mod tests {
         for key in ["a/1", "a/2", "a/3", "b/1"] {
             disk.write(key, vec![1], &mut decisions).unwrap();
         }
-        assert_eq!(disk.keys_in_range("a/2", "a/9"), ["a/2", "a/3"]);
-        assert_eq!(disk.keys_in_range("a/", "a/2"), ["a/1", "a/2"]);
+        let keys = |keys: [&str; 2]| keys.map(StorageKey::from);
+        assert_eq!(disk.keys_in_range("a/2", "a/9"), keys(["a/2", "a/3"]));
+        assert_eq!(disk.keys_in_range("a/", "a/2"), keys(["a/1", "a/2"]));
         assert!(disk.keys_in_range("a/3", "a/1").is_empty());
     }
 
