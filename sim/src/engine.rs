@@ -216,6 +216,16 @@ pub struct RunSummary {
     pub panic: Option<String>,
 }
 
+/// What one hop through bytes delivered (see `Sim::encode_hop`).
+enum Hop<P> {
+    /// The message as sent: it was not encoded.
+    Intact,
+    /// What its bytes decoded to, and their size.
+    Decoded { decoded: P, size_bytes: usize },
+    /// Nothing: the bytes were corrupted and rejected.
+    Lost,
+}
+
 enum Outgoing<N: Node> {
     Send { to: NodeId, msg: N::Msg },
     Broadcast { msg: N::Msg },
@@ -1151,14 +1161,23 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         let duplicate = self
             .decider
             .chance(DecisionKind::Duplicate, link.duplicate_ppm, PPM);
-        let (payload, size_bytes) = if self.encode {
-            match self.encode_hop(payload, link.corrupt_ppm, checked) {
-                Some(decoded) => decoded,
-                None => return,
+        // Replaced in place when it went through bytes: moving a whole message through
+        // temporaries stalled the send path (its copies reload bytes just stored).
+        let mut payload = payload;
+        let mut size_bytes = 0;
+        if self.encode {
+            match self.encode_hop(&payload, link.corrupt_ppm, checked) {
+                Hop::Intact => {}
+                Hop::Decoded {
+                    decoded,
+                    size_bytes: size,
+                } => {
+                    payload = decoded;
+                    size_bytes = size;
+                }
+                Hop::Lost => return,
             }
-        } else {
-            (payload, 0)
-        };
+        }
         if duplicate {
             self.stats.duplicated += 1;
             let arrival_ns = self.arrival_ns(from, to, size_bytes);
@@ -1192,20 +1211,15 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
     }
 
     /// Encodes a payload to bytes, maybe corrupts them, and decodes what arrives.
-    fn encode_hop<P: Payload>(
-        &mut self,
-        payload: P,
-        corrupt_ppm: u64,
-        checked: bool,
-    ) -> Option<(P, usize)> {
+    fn encode_hop<P: Payload>(&mut self, payload: &P, corrupt_ppm: u64, checked: bool) -> Hop<P> {
         let corrupted = self.decider.chance(DecisionKind::Corrupt, corrupt_ppm, PPM);
         // Intact bytes decode to the message they came from: skip the round trip unless
         // every hop must make it or the link needs the size (bandwidth).
         let sized = self.network.link.bandwidth_bytes_per_sec > 0;
         if !corrupted && !sized && !self.config.encode_every_hop {
-            return Some((payload, 0));
+            return Hop::Intact;
         }
-        let mut bytes = match postcard::to_extend(&payload, self.take_wire()) {
+        let mut bytes = match postcard::to_extend(payload, self.take_wire()) {
             Ok(bytes) => bytes,
             Err(error) => panic!("message {payload:?} does not encode: {error}"),
         };
@@ -1216,7 +1230,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             if checked {
                 self.stats.corrupt_rejected += 1;
                 self.wire = bytes;
-                return None;
+                return Hop::Lost;
             }
         }
         let decoded = postcard::from_bytes::<P>(&bytes);
@@ -1226,12 +1240,15 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 if corrupted {
                     self.stats.corrupt_delivered += 1;
                 }
-                Some((decoded, size_bytes))
+                Hop::Decoded {
+                    decoded,
+                    size_bytes,
+                }
             }
             Err(_) => {
                 // Receivers drop bytes that do not decode; the simulator counts them for them.
                 self.stats.corrupt_rejected += 1;
-                None
+                Hop::Lost
             }
         }
     }
