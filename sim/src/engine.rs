@@ -695,7 +695,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             if self.stats.events >= self.config.events_max {
                 return EndReason::EventLimit;
             }
-            let Some((time_ns, event)) = self.pop() else {
+            let Some((time_ns, slot)) = self.pop() else {
                 return EndReason::QueueEmpty;
             };
             if time_ns > self.config.end_ns {
@@ -703,6 +703,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
                 return EndReason::TimeLimit;
             }
             self.now_ns = time_ns;
+            let event = self.take_event(slot);
             self.step(event);
             if self.config.stop_when_clients_done
                 && !self.clients.is_empty()
@@ -1373,12 +1374,21 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         }
     }
 
-    fn pop(&mut self) -> Option<(u64, Event<N, C>)> {
+    /// The next event's time and slab slot. The event stays in the slab until
+    /// [`Sim::take_event`]: returned beside the time, it was copied once more, through a
+    /// differently laid out temporary whose reload stalled the loop.
+    fn pop(&mut self) -> Option<(u64, u32)> {
         let key = match self.config.tie_break {
             TieBreak::Fifo => self.queue.pop()?,
             TieBreak::Decide => self.choose_among_ties()?,
         };
         let (time_ns, _, slot) = unpack_key(key);
+        Some((time_ns, slot))
+    }
+
+    /// Takes a popped event out of the slab and frees its slot.
+    #[inline(always)]
+    fn take_event(&mut self, slot: u32) -> Event<N, C> {
         let event = self.slab[slot as usize]
             .take()
             .expect("queued slot holds an event");
@@ -1386,7 +1396,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         if let Some(next) = self.queue.next_loaded() {
             prefetch(&self.slab, unpack_key(next).2);
         }
-        Some((time_ns, event))
+        event
     }
 
     /// With `TieBreak::Decide`, the decision source picks among events at the same instant.
