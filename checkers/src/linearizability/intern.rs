@@ -156,6 +156,11 @@ impl<'m, M: Model> Interner<'m, M> {
             }
             row[state as usize] = packed;
         } else {
+            if self.sparse.is_empty() {
+                // Once states outgrow the dense rows most steps land here: room for one per
+                // operation instead of rehashing step by step.
+                self.sparse.reserve(self.dense.len());
+            }
             self.bytes += 32;
             self.sparse.insert((op, state), packed);
         }

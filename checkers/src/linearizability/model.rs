@@ -304,13 +304,13 @@ impl Model for KeyValue {
         next: &mut Vec<Self::State>,
     ) {
         let current = state.get(&input.key).map_or("", String::as_str);
+        // Built entry by entry: cloning the whole state would copy the value being replaced.
         let with = |value: String| {
-            let mut changed = state.clone();
-            if value.is_empty() {
-                changed.remove(&input.key);
-            } else if let Some(held) = changed.get_mut(&input.key) {
-                *held = value;
-            } else {
+            let mut changed = BTreeMap::new();
+            for (key, held) in state.iter().filter(|(key, _)| **key != input.key) {
+                changed.insert(key.clone(), held.clone());
+            }
+            if !value.is_empty() {
                 changed.insert(input.key.clone(), value);
             }
             changed
@@ -321,7 +321,13 @@ impl Model for KeyValue {
                 _ => next.push(state.clone()),
             },
             KvOp::Put(value) => next.push(with(value.clone())),
-            KvOp::Append(suffix) => next.push(with(format!("{current}{suffix}"))),
+            KvOp::Append(suffix) => {
+                // Not `format!`: its machinery costs more than the copy (same capacity).
+                let mut appended = String::new();
+                appended.push_str(current);
+                appended.push_str(suffix);
+                next.push(with(appended));
+            }
             KvOp::Cas { from, to } => {
                 if current == from {
                     next.push(with(to.clone()));
