@@ -23,7 +23,9 @@ use super::model::{KvInput, KvOp, KvOutput, Precedence};
 
 /// See the module doc.
 pub fn kv_precedences(operations: &[(&KvInput, Option<&KvOutput>)]) -> Vec<Precedence> {
-    let mut edges = Vec::new();
+    // Typically one `Before` and one window per get and a `Member` per write: room for two
+    // per operation, so the (large) elements are not copied again and again as it grows.
+    let mut edges = Vec::with_capacity(2 * operations.len());
     let mut scratch = Scratch::default();
     let first_key = operations.first().map(|(input, _)| input.key.as_str());
     if operations
@@ -105,8 +107,10 @@ fn written_value(input: &KvInput) -> Option<(&str, bool)> {
 }
 
 fn writes<'v>(operations: &[(&'v KvInput, Option<&KvOutput>)], members: &[usize]) -> Writes<'v> {
-    let mut ids: FastMap<&str, u32> = FastMap::default();
-    let mut values: Vec<Writers> = Vec::new();
+    // Room for every member to write its own value: no rehashing as values come in.
+    let mut ids: FastMap<&str, u32> =
+        FastMap::with_capacity_and_hasher(members.len(), Default::default());
+    let mut values: Vec<Writers> = Vec::with_capacity(members.len());
     let mut of_write: Vec<u32> = Vec::with_capacity(members.len());
     for &index in members {
         let Some((value, resets)) = written_value(operations[index].0) else {

@@ -349,25 +349,24 @@ fn check_partition<M: Model>(
     if limits.cancel_at_or_below.load(Ordering::Relaxed) <= limits.partition {
         return report;
     }
-    let prepared: Vec<Prepared<'_, M>> = members
-        .iter()
-        .filter_map(|&index| {
-            let operation = &history.operations[index];
-            let (ret, output) = match &operation.outcome {
-                Outcome::Ok(output) => (Some(operation.ret), Some(output)),
-                Outcome::Fail => return None,
-                Outcome::Unknown => (None, None),
-            };
-            Some(Prepared {
-                index,
-                call: operation.call,
-                ret,
-                input: &operation.input,
-                output,
-                hint: operation.hint,
-            })
+    // Sized up front: the elements are large and a filtered collect would grow step by step.
+    let mut prepared: Vec<Prepared<'_, M>> = Vec::with_capacity(members.len());
+    prepared.extend(members.iter().filter_map(|&index| {
+        let operation = &history.operations[index];
+        let (ret, output) = match &operation.outcome {
+            Outcome::Ok(output) => (Some(operation.ret), Some(output)),
+            Outcome::Fail => return None,
+            Outcome::Unknown => (None, None),
+        };
+        Some(Prepared {
+            index,
+            call: operation.call,
+            ret,
+            input: &operation.input,
+            output,
+            hint: operation.hint,
         })
-        .collect();
+    }));
     let mut interner = intern::Interner::new(model, prepared.len());
     let mut partials = Partials::default();
     let result = search::search(model, &prepared, &mut interner, limits, &mut partials);

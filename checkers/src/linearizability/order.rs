@@ -107,9 +107,11 @@ impl Facts {
         let mut group_ids: BTreeMap<usize, u32> = BTreeMap::new();
         // Members come in runs of one group: look the group up once per run.
         let mut last: Option<(usize, u32)> = None;
+        // The same pass counts the other facts: each list grows once, not step by step.
+        let (mut befores, mut windows, mut excepts) = (0, 0, 0);
         for precedence in &precedences {
-            if let Precedence::Member { op, group } = *precedence {
-                if valid(op) {
+            match *precedence {
+                Precedence::Member { op, group } if valid(op) => {
                     if facts.group_of.is_empty() {
                         facts.group_of = vec![NONE; operations];
                     }
@@ -123,9 +125,19 @@ impl Facts {
                     last = Some((group, id));
                     facts.group_of[op] = id;
                 }
+                Precedence::Before(..) => befores += 1,
+                Precedence::NoneBetween { ref except, .. } => {
+                    windows += 1;
+                    // `after` and `before` may join the exceptions.
+                    excepts += except.len() + 2;
+                }
+                _ => {}
             }
         }
         facts.groups = group_ids.len();
+        facts.before.reserve(befores);
+        facts.windows.reserve(windows);
+        facts.except.reserve(excepts);
         for precedence in precedences {
             match precedence {
                 Precedence::Before(before, after)

@@ -121,9 +121,10 @@ impl Events {
         if !calls.is_sorted() {
             calls.sort_unstable();
         }
-        let mut returns: Vec<(u64, bool, u32)> = (ops.iter().enumerate())
-            .filter_map(|(i, op)| op.ret.map(|ret| (ret, true, i as u32)))
-            .collect();
+        let mut returns: Vec<(u64, bool, u32)> = Vec::with_capacity(ops.len());
+        returns.extend(
+            (ops.iter().enumerate()).filter_map(|(i, op)| op.ret.map(|ret| (ret, true, i as u32))),
+        );
         returns.sort_unstable();
         let events = merge_sorted(&calls, &returns);
         let count = events.len() + 2;
