@@ -926,7 +926,9 @@ type Observed<'a, O> = &'a [(u64, O)];
 
 thread_local! {
     /// How many observations the last run on this thread reported: seeds of one campaign
-    /// report about as many, and a log that starts that large is never regrown and copied.
+    /// report about as many (Raft at 1,000 operations: within 5%), and a log that starts a
+    /// quarter larger is almost never regrown and copied (without the margin, every seed
+    /// larger than the one before copied its whole log once: 0.8% of instructions).
     /// Capacity only: it cannot change a run.
     static OBSERVATIONS_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -938,7 +940,8 @@ fn simulate<N: Node, C: Client<Node = N>>(
     judge: impl FnOnce(&RunSummary, Observed<'_, N::Obs>, &Adversary) -> (Vec<Violation>, Metrics),
 ) -> RunOutcome {
     let (mut sim, knobs, adversary) = build_sim(spec, make_node, make_client);
-    sim.reserve_observations(OBSERVATIONS_HINT.get());
+    let hint = OBSERVATIONS_HINT.get();
+    sim.reserve_observations(hint + hint / 4);
     let summary = sim.run();
     let observations = sim.take_observations();
     OBSERVATIONS_HINT.set(observations.len());
