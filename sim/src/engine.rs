@@ -1393,9 +1393,6 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
             .take()
             .expect("queued slot holds an event");
         self.free_slots.push(slot);
-        if let Some(next) = self.queue.next_loaded() {
-            prefetch(&self.slab, unpack_key(next).2);
-        }
         event
     }
 
@@ -1814,26 +1811,6 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
 
 const SLOT_BITS: u32 = 24;
 const SEQUENCE_BITS: u32 = 40;
-
-/// Asks the CPU to load an event's slab slot ahead of its pop. A handler touches enough
-/// memory to evict the slot, and popping it cold stalled the loop (perf: the slot's first
-/// load was the loop's hottest instruction). A hint only: it reads and changes no value.
-#[inline]
-fn prefetch<T>(slab: &[T], slot: u32) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(item) = slab.get(slot as usize) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let address = (item as *const T).cast::<i8>();
-        // SAFETY: SSE is part of every x86_64 target, and a prefetch cannot fault whatever
-        // the address. An event spans two cache lines.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(address);
-            _mm_prefetch::<_MM_HINT_T0>(address.wrapping_add(64));
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (slab, slot);
-}
 
 /// Packs an event's queue key into one integer, so the heap compares and moves 16 bytes.
 #[inline]

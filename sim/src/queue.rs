@@ -160,13 +160,6 @@ impl CalendarQueue {
         Some(key)
     }
 
-    /// The key `pop` returns next, if its bucket is already loaded (finding it otherwise
-    /// would load a bucket early, and change which keys `remove` can still find).
-    #[inline]
-    pub fn next_loaded(&self) -> Option<u128> {
-        self.active.last().copied()
-    }
-
     /// Removes `key` if it is queued in the current bucket or the ring; returns whether it
     /// was. Keys in the overflow heap stay (a heap cannot remove them cheaply): the caller
     /// must then be ready to pop and discard it.
