@@ -62,9 +62,6 @@ thread_local! {
 impl Drop for CalendarQueue {
     fn drop(&mut self) {
         let mut ring = std::mem::take(&mut self.ring);
-        if ring.len() != BUCKETS {
-            return;
-        }
         ring.iter_mut().for_each(Vec::clear);
         // `try_with`: a queue dropped while the thread's locals are torn down just frees.
         let _ = SPARE_RINGS.try_with(|spare| {

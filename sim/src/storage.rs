@@ -318,7 +318,7 @@ impl Storage {
     }
 
     /// Keys from `first` to `last` (both included), in order.
-    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<Key> {
+    pub fn keys_in_range(&self, first: &str, last: &str) -> Vec<StorageKey> {
         if first > last {
             return Vec::new();
         }
@@ -329,7 +329,7 @@ impl Storage {
     }
 
     /// Keys starting with `prefix`, in order.
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<Key> {
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<StorageKey> {
         self.current
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
@@ -338,7 +338,7 @@ impl Storage {
     }
 
     /// Keys starting with `prefix`, in order, but for the last `keep` of them.
-    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<Key> {
+    pub fn keys_with_prefix_but_last(&self, prefix: &str, keep: usize) -> Vec<StorageKey> {
         let with_prefix = || {
             self.current
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
