@@ -1121,7 +1121,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         }
         self.stats.messages_sent += 1;
         if self.config.measure_bytes {
-            if let Ok(bytes) = postcard::to_extend(&msg, self.take_wire()) {
+            if let Ok(bytes) = crate::encode::append(&msg, self.take_wire()) {
                 self.stats.bytes_sent += bytes.len() as u64;
                 self.wire = bytes;
             }
@@ -1220,7 +1220,7 @@ impl<N: Node, C: Client<Node = N>> Sim<N, C> {
         if !corrupted && !sized && !self.config.encode_every_hop {
             return Hop::Intact;
         }
-        let mut bytes = match postcard::to_extend(payload, self.take_wire()) {
+        let mut bytes = match crate::encode::append(payload, self.take_wire()) {
             Ok(bytes) => bytes,
             Err(error) => panic!("message {payload:?} does not encode: {error}"),
         };

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod byzantine;
 pub mod clock;
 pub mod decision;
+pub mod encode;
 pub mod engine;
 pub mod faults;
 pub mod hash;

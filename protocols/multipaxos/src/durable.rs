@@ -60,7 +60,7 @@ pub fn parse_accept_key(key: &str) -> Option<Slot> {
 /// Encodes a record for `key`.
 pub fn encode<T: Serialize>(key: &str, record: &T) -> Vec<u8> {
     // Sized for a typical accept record and its checksum, so encoding rarely regrows.
-    let mut bytes = match postcard::to_extend(record, Vec::with_capacity(128)) {
+    let mut bytes = match dst_sim::encode::append(record, Vec::with_capacity(128)) {
         Ok(bytes) => bytes,
         // Our own records always encode; an empty value decodes as corrupt, never as data.
         Err(_) => return Vec::new(),

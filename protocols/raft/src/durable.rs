@@ -160,7 +160,7 @@ pub fn encode_into<T: Serialize>(key: &str, record: &T, buffer: &mut Vec<u8>) {
     let mut bytes = std::mem::take(buffer);
     bytes.clear();
     bytes.extend_from_slice(&[0; HEADER_BYTES]);
-    let mut bytes = match postcard::to_extend(record, bytes) {
+    let mut bytes = match dst_sim::encode::append(record, bytes) {
         Ok(bytes) => bytes,
         // Our own records always encode; an empty value decodes as torn, never as data.
         Err(_) => return,
