@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cmd;
 
@@ -62,9 +62,13 @@ fn main() -> ExitCode {
     // A protocol's panic inside a run is a finding the run reports (with the seed and the
     // command that reproduces it), not a crash to print here.
     dst_sim::panic::install_hook();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match cli.command {
-        Command::Run(args) => cmd::run::main(args),
+        Command::Run(mut args) => {
+            args.given = given_flags(matches.subcommand_matches("run"));
+            cmd::run::main(args)
+        }
         Command::Explore(args) => cmd::explore::main(args),
         Command::Check(args) => cmd::check::main(args),
         Command::Compare(args) => cmd::compare::main(args),
@@ -74,6 +78,20 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Check(args)) => cmd::bench_check::main(args),
         Command::Bench(BenchCommand::Inference(args)) => cmd::bench_inference::main(args),
     }
+}
+
+/// The ids of the flags given on the command line (not defaulted, not from the environment).
+fn given_flags(matches: Option<&clap::ArgMatches>) -> Vec<String> {
+    let Some(matches) = matches else {
+        return Vec::new();
+    };
+    matches
+        .ids()
+        .filter(|id| {
+            matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|id| id.to_string())
+        .collect()
 }
 
 /// `dst ... | head` should end quietly when the reader goes away, as command-line tools do,

@@ -163,6 +163,7 @@ impl RunSpec {
             ),
             trace_hash: String::new(),
             exhausted_at: None,
+            args: self.run_args(),
         }
     }
 
@@ -205,44 +206,70 @@ impl RunSpec {
 
     /// The command line that reproduces this run.
     pub fn command(&self) -> String {
-        let mut command = format!(
-            "dst run --protocol {} --seed {} --profile {} --nodes {} --clients {} --ops {}",
-            self.protocol, self.seed, self.profile, self.nodes, self.clients, self.ops
-        );
-        if let Some(plan) = &self.plan {
-            command.push_str(&format!(" --plan '{plan}'"));
-        }
-        if !self.client_checksums {
-            command.push_str(" --no-client-checksums");
-        }
-        if self.strategy != "random" {
-            command.push_str(&format!(" --strategy {}", self.strategy));
-        }
-        if let Some(count) = self.byzantine {
-            command.push_str(&format!(" --byzantine {count}"));
-        }
-        if let Some(behaviour) = &self.behaviour {
-            command.push_str(&format!(" --behaviour {behaviour}"));
-        }
-        for (name, value) in &self.options {
-            command.push_str(&format!(" --option {name}={value}"));
-        }
-        for (name, value) in self.model_overrides() {
-            command.push_str(&format!(" --{} {value}", name.replace('_', "-")));
-        }
-        if self.service != "kv" {
-            command.push_str(&format!(" --service {}", self.service));
-        }
-        if let Some(faults) = &self.service_fault {
-            command.push_str(&format!(" --service-fault '{faults}'"));
-        }
-        if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
-            command.push_str(&format!(
-                " --quiet-at-ms {} --end-ms {}",
-                self.quiet_at_ms, self.end_ms
-            ));
+        let mut command = String::from("dst run");
+        for arg in self.run_args() {
+            command.push(' ');
+            command.push_str(&shell_word(&arg));
         }
         command
+    }
+
+    /// The `dst run` flags of [`RunSpec::command`], one per element: a trace keeps them, so
+    /// that `dst run --replay FILE` alone rebuilds the recorded configuration.
+    pub fn run_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut flag = |name: &str, value: Option<String>| {
+            args.push(format!("--{name}"));
+            args.extend(value);
+        };
+        flag("protocol", Some(self.protocol.clone()));
+        flag("seed", Some(self.seed.to_string()));
+        flag("profile", Some(self.profile.clone()));
+        flag("nodes", Some(self.nodes.to_string()));
+        flag("clients", Some(self.clients.to_string()));
+        flag("ops", Some(self.ops.to_string()));
+        if let Some(plan) = &self.plan {
+            flag("plan", Some(plan.clone()));
+        }
+        if !self.client_checksums {
+            flag("no-client-checksums", None);
+        }
+        if self.strategy != "random" {
+            flag("strategy", Some(self.strategy.clone()));
+        }
+        if let Some(count) = self.byzantine {
+            flag("byzantine", Some(count.to_string()));
+        }
+        if let Some(behaviour) = &self.behaviour {
+            flag("behaviour", Some(behaviour.clone()));
+        }
+        for (name, value) in &self.options {
+            flag("option", Some(format!("{name}={value}")));
+        }
+        for (name, value) in self.model_overrides() {
+            flag(&name.replace('_', "-"), Some(value.to_string()));
+        }
+        if self.service != "kv" {
+            flag("service", Some(self.service.clone()));
+        }
+        if let Some(faults) = &self.service_fault {
+            flag("service-fault", Some(faults.clone()));
+        }
+        if self.quiet_at_ms != 10_000 || self.end_ms != 30_000 {
+            flag("quiet-at-ms", Some(self.quiet_at_ms.to_string()));
+            flag("end-ms", Some(self.end_ms.to_string()));
+        }
+        args
+    }
+}
+
+/// `word` as one shell word: as it is when every character is safe, else single-quoted.
+fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_=.,:/@+%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.into()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''")).into()
     }
 }
 
@@ -374,9 +401,17 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
         expected.seed = trace.header.seed;
         expected.trace_hash = trace.header.trace_hash.clone();
         expected.exhausted_at = trace.header.exhausted_at;
+        // The flags spell the configuration a second way, and traces from before they
+        // were kept have none: `config` and the fields above decide.
+        expected.args = trace.header.args.clone();
         if trace.header != expected {
+            let hint = if trace.header.args.is_empty() {
+                ""
+            } else {
+                "; without configuration flags, --replay runs the recorded one"
+            };
             return Err(format!(
-                "the trace was recorded for another configuration: {} (this run: {})",
+                "the trace was recorded for another configuration: {} (this run: {}){hint}",
                 describe_header(&trace.header),
                 describe_header(&expected)
             ));
@@ -1114,6 +1149,18 @@ mod tests {
         fn on_timer(&mut self, _ctx: &mut NodeCtx<'_, Self>, _timer: ()) {}
 
         fn on_request(&mut self, _: &mut NodeCtx<'_, Self>, _: ClientId, _: ()) {}
+    }
+
+    #[test]
+    fn the_reproducing_command_quotes_only_what_a_shell_would_split() {
+        let mut spec = RunSpec::new("raft", 4, "heavy");
+        spec.plan = Some("at 5ms crash 1 # it's".into());
+        spec.options = vec![("read_mode".into(), "lease".into())];
+        assert_eq!(
+            spec.command(),
+            "dst run --protocol raft --seed 4 --profile heavy --nodes 5 --clients 3 --ops 200 \
+             --plan 'at 5ms crash 1 # it'\\''s' --option read_mode=lease"
+        );
     }
 
     fn run_overflowing(limit: u64) -> RunOutcome {

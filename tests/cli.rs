@@ -107,6 +107,23 @@ fn a_recorded_trace_replays_to_the_same_hash() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
+
+    // The trace alone is enough: its header keeps the recorded flags.
+    let alone = dst(&["run", "--replay", path_text, "--json"]);
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+    assert_eq!(
+        json_field(&recorded, "trace_hash"),
+        json_field(&alone, "trace_hash")
+    );
+    assert_eq!(json_field(&alone, "protocol"), "pingpong");
+    // Any configuration flag turns that off: the flags given must match the trace (here
+    // the profile, left at its default, does not).
+    let explicit_default = dst(&["run", "--replay", path_text, "--protocol", "pingpong"]);
+    assert_eq!(explicit_default.status.code(), Some(2));
     std::fs::remove_dir_all(&directory).ok();
 }
 

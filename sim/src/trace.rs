@@ -40,6 +40,10 @@ pub struct TraceHeader {
     /// decisions drawn after it, recorded too, are still replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exhausted_at: Option<u64>,
+    /// The `dst run` flags that give this configuration, so that a replay needs no others
+    /// (empty in traces recorded before they were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 /// A decision trace with its header.
@@ -352,6 +356,7 @@ mod tests {
             header: TraceHeader {
                 protocol: "pingpong".into(),
                 seed: 42,
+                args: vec!["--plan".into(), "at 5ms heal".into()],
                 ..TraceHeader::default()
             },
             decisions: vec![

@@ -43,7 +43,22 @@ pub struct Args {
     /// handler logs and ignored messages, each inside a span naming the node and virtual time.
     #[arg(long, value_name = "LEVEL")]
     tracing: Option<tracing::Level>,
+    /// The ids of the flags given on the command line (`main` fills them in): a replay
+    /// takes the trace's configuration when none of them configures the run.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
+
+/// Flags that say what to do with a run rather than which run it is.
+const NOT_CONFIGURATION: [&str; 7] = [
+    "seed",
+    "json",
+    "record",
+    "replay",
+    "check_determinism",
+    "log_events",
+    "tracing",
+];
 
 /// Entry point.
 pub fn main(args: Args) -> ExitCode {
@@ -87,12 +102,27 @@ pub fn main(args: Args) -> ExitCode {
 }
 
 fn spec_from(args: &Args) -> Result<RunSpec, String> {
-    let mut spec = args.cluster.spec(args.seed);
-    spec.quiet_at_ms = args.quiet_at_ms;
-    spec.end_ms = args.end_ms;
+    let mut spec = configured(args)?;
+    if let Some(path) = &args.replay {
+        let trace = Trace::read(path)?;
+        if !trace.header.args.is_empty() && gives_no_configuration(args) {
+            spec = configured(&recorded_args(&trace.header.args)?)?;
+        }
+        spec.seed = trace.header.seed;
+        spec.replay = Some(trace);
+    }
     spec.record = args.record.is_some();
     spec.log_events = args.log_events;
     spec.measure = true;
+    runner::validate(&spec)?;
+    Ok(spec)
+}
+
+/// The run the configuration flags describe (everything but what to do with it).
+fn configured(args: &Args) -> Result<RunSpec, String> {
+    let mut spec = args.cluster.spec(args.seed);
+    spec.quiet_at_ms = args.quiet_at_ms;
+    spec.end_ms = args.end_ms;
     spec.plan = match &args.plan {
         Some(plan) => match plan.strip_prefix('@') {
             Some(path) => Some(
@@ -103,13 +133,34 @@ fn spec_from(args: &Args) -> Result<RunSpec, String> {
         },
         None => None,
     };
-    if let Some(path) = &args.replay {
-        let trace = Trace::read(path)?;
-        spec.seed = trace.header.seed;
-        spec.replay = Some(trace);
-    }
-    runner::validate(&spec)?;
     Ok(spec)
+}
+
+/// `dst run` with only these flags.
+#[derive(clap::Parser)]
+#[command(name = "dst run")]
+struct Recorded {
+    #[command(flatten)]
+    args: Args,
+}
+
+fn recorded_args(flags: &[String]) -> Result<Args, String> {
+    let argv = std::iter::once("dst run".to_string()).chain(flags.iter().cloned());
+    match <Recorded as clap::Parser>::try_parse_from(argv) {
+        Ok(recorded) => Ok(recorded.args),
+        Err(error) => Err(format!(
+            "the trace's recorded flags do not parse: {}",
+            error.to_string().lines().next().unwrap_or("")
+        )),
+    }
+}
+
+/// Whether no flag on the command line configures the run: then a replay takes the
+/// trace's configuration.
+fn gives_no_configuration(args: &Args) -> bool {
+    args.given
+        .iter()
+        .all(|id| NOT_CONFIGURATION.contains(&id.as_str()))
 }
 
 fn check_determinism(spec: &RunSpec, json: bool) -> ExitCode {
@@ -237,5 +288,53 @@ fn report(outcome: &RunOutcome, json: bool) {
     if !outcome.violations.is_empty() {
         println!("reproduce: {}", spec.command());
         println!("for cargo test: DST_SEED={}", spec.seed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec with every configuration flag away from its default.
+    fn unusual_spec() -> RunSpec {
+        let mut spec = RunSpec::new("pbft", 17, "byzantine");
+        spec.nodes = 7;
+        spec.clients = 2;
+        spec.ops = 40;
+        spec.plan = Some("at 5ms crash 1; at 9ms restart 1 # it's 'quoted'".into());
+        spec.quiet_at_ms = 700;
+        spec.end_ms = 2_000;
+        spec.client_checksums = false;
+        spec.strategy = "pct".into();
+        spec.byzantine = Some(2);
+        spec.behaviour = Some("equivocate".into());
+        spec.options = vec![("view_timeout_ms".into(), "300".into())];
+        spec.sign_us = Some(7);
+        spec.verify_us = Some(9);
+        spec.corrupt_ppm = Some(11);
+        spec.latency_us = Some(13);
+        spec.service = "inference".into();
+        spec.service_fault = Some("1:split-k".into());
+        spec
+    }
+
+    #[test]
+    fn a_traces_flags_parse_back_to_its_configuration() {
+        for spec in [unusual_spec(), RunSpec::new("raft", 3, "heavy")] {
+            let parsed = configured(&recorded_args(&spec.run_args()).unwrap()).unwrap();
+            assert_eq!(parsed.trace_header(), spec.trace_header());
+            assert_eq!(parsed.command(), spec.command());
+        }
+    }
+
+    #[test]
+    fn only_configuration_flags_stop_a_replay_from_taking_the_traces() {
+        let mut args = recorded_args(&[]).unwrap();
+        args.given = ["seed", "json", "replay", "record"]
+            .map(String::from)
+            .to_vec();
+        assert!(gives_no_configuration(&args));
+        args.given.push("protocol".into());
+        assert!(!gives_no_configuration(&args));
     }
 }
