@@ -43,9 +43,13 @@ pub struct AcceptRecord<C> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Corrupt;
 
-/// The key of slot `slot`'s accept record.
+/// The key of slot `slot`'s accept record: the prefix and the slot in 20 zero-padded digits
+/// (built without `format!`, which was 6% of a heavy run's instructions).
 pub fn accept_key(slot: Slot) -> String {
-    format!("{ACCEPT_PREFIX}{:020}", slot.0)
+    let mut key = String::with_capacity(ACCEPT_PREFIX.len() + 20);
+    key.push_str(ACCEPT_PREFIX);
+    dst_protocols::text::push_digits(&mut key, slot.0, 10, 20);
+    key
 }
 
 /// The slot in an accept key, if it is one.
@@ -127,6 +131,9 @@ mod tests {
     #[test]
     fn accept_keys_sort_by_slot_and_parse_back() {
         assert!(accept_key(Slot(9)) < accept_key(Slot(10)));
+        for slot in [0, 7, 12_345, u64::MAX] {
+            assert_eq!(accept_key(Slot(slot)), format!("{ACCEPT_PREFIX}{slot:020}"));
+        }
         assert_eq!(parse_accept_key(&accept_key(Slot(42))), Some(Slot(42)));
         assert_eq!(parse_accept_key("paxos/accept/12"), None);
     }
