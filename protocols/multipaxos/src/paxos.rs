@@ -377,8 +377,14 @@ impl<S: StateMachine> MultiPaxos<S> {
     }
     /// Every replica, this one included: a proposer is also an acceptor and sends itself
     /// the same messages, so its own promises and accepts are durable before they count.
-    pub(crate) fn all_nodes(&self) -> impl Iterator<Item = NodeId> {
+    pub(crate) fn all_nodes(&self) -> impl Iterator<Item = NodeId> + use<S> {
         (0..self.cluster_size).map(NodeId)
+    }
+
+    /// Every node but this one; borrows nothing, so a handler can queue while iterating.
+    pub(crate) fn other_nodes(&self) -> impl Iterator<Item = NodeId> + use<S> {
+        let me = self.id;
+        self.all_nodes().filter(move |node| *node != me)
     }
 }
 

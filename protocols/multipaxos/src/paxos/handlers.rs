@@ -419,8 +419,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
         let value = proposal.value.clone();
         self.learn_chosen(ctx, slot, value.clone());
-        let others: Vec<NodeId> = self.all_nodes().filter(|node| *node != self.id).collect();
-        for node in others {
+        for node in self.other_nodes() {
             let body = Body::Chosen {
                 slot,
                 value: value.clone(),
@@ -459,8 +458,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         }
         self.lease.acked_round.insert(self.id, round);
         let (ballot, chosen_below) = (self.ballot, self.chosen_below);
-        let others: Vec<NodeId> = self.all_nodes().filter(|node| *node != self.id).collect();
-        for node in others {
+        for node in self.other_nodes() {
             let body = Body::Heartbeat {
                 ballot,
                 chosen_below,

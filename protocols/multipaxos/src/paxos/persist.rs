@@ -166,12 +166,16 @@ impl<S: StateMachine> MultiPaxos<S> {
 
     fn release(&mut self, ctx: &mut Ctx<'_, S>) {
         let checksums = self.config.message_checksums;
-        for out in std::mem::take(&mut self.outbox) {
+        // Taken while it is released, then handed back empty: its allocation serves the
+        // next handler instead of growing anew.
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for out in outbox.drain(..) {
             match out {
                 Out::Send(to, body) => ctx.send(to, PaxosMsg::seal(body, checksums)),
                 Out::Reply(client, reply) => ctx.reply(client, reply),
             }
         }
+        self.outbox = outbox;
     }
 
     fn apply_chosen(&mut self, ctx: &mut Ctx<'_, S>) {
