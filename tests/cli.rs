@@ -122,8 +122,8 @@ fn a_recorded_trace_replays_to_the_same_hash() {
     assert_eq!(json_field(&alone, "protocol"), "pingpong");
     // Any configuration flag turns that off: the flags given must match the trace (here
     // the profile, left at its default, does not).
-    let explicit_default = dst(&["run", "--replay", path_text, "--protocol", "pingpong"]);
-    assert_eq!(explicit_default.status.code(), Some(2));
+    let with_protocol = dst(&["run", "--replay", path_text, "--protocol", "pingpong"]);
+    assert_eq!(with_protocol.status.code(), Some(2));
     std::fs::remove_dir_all(&directory).ok();
 }
 
