@@ -328,6 +328,10 @@ impl RunOutcome {
     }
 }
 
+/// Bound on `--end-ms` and `--quiet-at-ms` (about 11.6 days of virtual time): their
+/// nanoseconds, and the time of every event, stay far inside a `u64`.
+pub const TIME_MS_MAX: u64 = 1_000_000_000;
+
 /// Checks the spec and the replay trace against it; errors are bad input (exit code 2).
 pub fn validate(spec: &RunSpec) -> Result<(), String> {
     if !PROTOCOLS.contains(&spec.protocol.as_str()) {
@@ -353,6 +357,11 @@ pub fn validate(spec: &RunSpec) -> Result<(), String> {
     }
     if spec.latency_us == Some(0) {
         return Err("--latency-us must be positive".into());
+    }
+    if spec.end_ms == 0 || spec.end_ms > TIME_MS_MAX || spec.quiet_at_ms > TIME_MS_MAX {
+        return Err(format!(
+            "--end-ms must be between 1 and {TIME_MS_MAX}, and --quiet-at-ms at most {TIME_MS_MAX}"
+        ));
     }
     crate::adversary::validate(
         &spec.profile,

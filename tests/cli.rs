@@ -151,8 +151,25 @@ fn the_determinism_self_check_passes_a_deterministic_protocol() {
 
 #[test]
 fn bad_input_is_a_one_line_error_with_exit_code_2() {
-    let cases: [&[&str]; 17] = [
+    let cases: [&[&str]; 20] = [
         &["run", "--protocol", "nonesuch"],
+        &["run", "--protocol", "pingpong", "--end-ms", "0"],
+        &[
+            "explore",
+            "--protocol",
+            "pingpong",
+            "--end-ms",
+            "18446744073709551615",
+        ],
+        &[
+            "shrink",
+            "--protocol",
+            "pingpong",
+            "--seed",
+            "1",
+            "--quiet-at-ms",
+            "1000000001",
+        ],
         &["run", "--protocol", "pingpong", "--profile", "nonesuch"],
         &[
             "run",
@@ -204,6 +221,46 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
         assert!(stderr.starts_with("dst: error:"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// A workload cut short by the time limit passes every check, so the summary names it:
+/// one client cannot finish 200 operations in 50 virtual ms, and has room in 60 s.
+#[test]
+fn explore_names_runs_the_time_limit_cut_short() {
+    let explore = |end_ms: &str, json: bool| {
+        let mut args = vec![
+            "explore",
+            "--protocol",
+            "raft",
+            "--profile",
+            "none",
+            "--clients",
+            "1",
+            "--ops",
+            "200",
+            "--seeds",
+            "3",
+            "--end-ms",
+            end_ms,
+        ];
+        if json {
+            args.push("--json");
+        }
+        let output = dst(&args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        output
+    };
+    let short = explore("50", true);
+    assert_eq!(json_field(&short, "unfinished"), 3);
+    assert_eq!(json_field(&short, "unfinished_by_reason")["TimeLimit"], 3);
+    let text = String::from_utf8_lossy(&explore("50", false).stdout).to_string();
+    assert!(
+        text.contains("3 runs ended before their clients finished (TimeLimit: 3)")
+            && text.contains("--end-ms"),
+        "{text}"
+    );
+    let roomy = explore("60000", true);
+    assert_eq!(json_field(&roomy, "unfinished"), 0);
 }
 
 fn failing_seeds(output: &Output) -> Vec<u64> {

@@ -16,7 +16,7 @@ use dst::runner::{self, RunOutcome, RunSpec};
 use dst::strategy::coverage::Coverage;
 use dst::strategy::exhaustive::{Bounds, Exhaustive};
 use dst::strategy::Strategy;
-use dst_sim::Trace;
+use dst_sim::{EndReason, Trace};
 use serde_json::json;
 
 mod progress;
@@ -82,6 +82,9 @@ struct Tally {
     seeds: u64,
     events: u64,
     virtual_ns: u128,
+    /// Runs that ended before their clients finished, by what ended them (the time limit,
+    /// say): their workload was cut short, which a verdict alone does not show.
+    unfinished: BTreeMap<String, u64>,
     by_property: BTreeMap<String, u64>,
     failing: Vec<Failure>,
     /// Wall seconds from the start until the first violating seed finished.
@@ -377,6 +380,15 @@ fn record(shared: &Shared<'_>, outcome: &RunOutcome) {
     }
     tally.events += outcome.summary.events;
     tally.virtual_ns += outcome.summary.virtual_ns as u128;
+    let end_reason = outcome.summary.end_reason;
+    // Runs without clients (pingpong) have no workload to finish.
+    let has_clients = !outcome.summary.clients_pending.is_empty();
+    if has_clients && end_reason != EndReason::ClientsDone {
+        *tally
+            .unfinished
+            .entry(format!("{end_reason:?}"))
+            .or_default() += 1;
+    }
     for violation in &outcome.violations {
         *tally
             .by_property
@@ -425,6 +437,27 @@ fn reproduce(shared: &Shared<'_>, outcome: &RunOutcome) -> (String, Option<Trace
     }
 }
 
+/// Names the runs whose workload was cut short, and how to give them room.
+fn unfinished_line(unfinished: &BTreeMap<String, u64>) -> Option<String> {
+    let total: u64 = unfinished.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let reasons: Vec<String> = unfinished
+        .iter()
+        .map(|(reason, count)| format!("{reason}: {count}"))
+        .collect();
+    let hint = if unfinished.contains_key("TimeLimit") {
+        "; --end-ms raises the time limit"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{total} runs ended before their clients finished ({}){hint}",
+        reasons.join(", ")
+    ))
+}
+
 fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
     let mut failing: Vec<&Failure> = tally.failing.iter().collect();
     failing.sort_by_key(|f| f.0);
@@ -442,6 +475,8 @@ fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
             "seeds_per_sec": seeds_per_sec,
             "virtual_to_wall": ratio,
             "events": tally.events,
+            "unfinished": tally.unfinished.values().sum::<u64>(),
+            "unfinished_by_reason": tally.unfinished,
             "wall_seconds": wall_seconds,
             "first_violation_seconds": tally.first_violation_seconds,
             "seeds_to_first_violation": tally.seeds_to_first_violation,
@@ -463,6 +498,9 @@ fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
         wall_seconds
     );
     for line in &tally.campaign {
+        println!("  {line}");
+    }
+    if let Some(line) = unfinished_line(&tally.unfinished) {
         println!("  {line}");
     }
     for (property, count) in &tally.by_property {

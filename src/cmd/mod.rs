@@ -82,6 +82,12 @@ pub struct ClusterArgs {
     /// inference): weight-flip, session-flip, stale-model, split-k, forge-output.
     #[arg(long)]
     pub service_fault: Option<String>,
+    /// Faults stop and the network heals at this virtual time.
+    #[arg(long, default_value_t = 10_000)]
+    pub quiet_at_ms: u64,
+    /// Virtual time limit: a run still going then ends, finished or not.
+    #[arg(long, default_value_t = 30_000)]
+    pub end_ms: u64,
 }
 
 fn parse_option(text: &str) -> Result<(String, String), String> {
@@ -108,6 +114,8 @@ impl ClusterArgs {
         spec.latency_us = self.latency_us;
         spec.service = self.service.clone();
         spec.service_fault = self.service_fault.clone();
+        spec.quiet_at_ms = self.quiet_at_ms;
+        spec.end_ms = self.end_ms;
         spec
     }
 }

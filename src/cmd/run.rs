@@ -18,12 +18,6 @@ pub struct Args {
     /// Scripted faults, e.g. "at 120ms partition 0,1 | 2,3,4; at 400ms heal", or @FILE.
     #[arg(long)]
     plan: Option<String>,
-    /// Faults stop and the network heals at this virtual time.
-    #[arg(long, default_value_t = 10_000)]
-    quiet_at_ms: u64,
-    /// Virtual time limit.
-    #[arg(long, default_value_t = 30_000)]
-    end_ms: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -121,8 +115,6 @@ fn spec_from(args: &Args) -> Result<RunSpec, String> {
 /// The run the configuration flags describe (everything but what to do with it).
 fn configured(args: &Args) -> Result<RunSpec, String> {
     let mut spec = args.cluster.spec(args.seed);
-    spec.quiet_at_ms = args.quiet_at_ms;
-    spec.end_ms = args.end_ms;
     spec.plan = match &args.plan {
         Some(plan) => match plan.strip_prefix('@') {
             Some(path) => Some(
