@@ -253,10 +253,14 @@ fn explore_names_runs_the_time_limit_cut_short() {
     let short = explore("50", true);
     assert_eq!(json_field(&short, "unfinished"), 3);
     assert_eq!(json_field(&short, "unfinished_by_reason")["TimeLimit"], 3);
+    // Each run lasted exactly the 50 ms limit.
+    let virtual_seconds = json_field(&short, "virtual_seconds").as_f64().unwrap();
+    assert!((virtual_seconds - 0.15).abs() < 1e-9, "{virtual_seconds}");
     let text = String::from_utf8_lossy(&explore("50", false).stdout).to_string();
     assert!(
         text.contains("3 runs ended before their clients finished (TimeLimit: 3)")
-            && text.contains("--end-ms"),
+            && text.contains("--end-ms")
+            && text.contains(" virtual s a seed)"),
         "{text}"
     );
     let roomy = explore("60000", true);

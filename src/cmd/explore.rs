@@ -474,6 +474,7 @@ fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
             "failing_seeds": failing.iter().map(|(seed, what, command, _)| json!({"seed": seed, "violation": what, "reproduce": command})).collect::<Vec<_>>(),
             "seeds_per_sec": seeds_per_sec,
             "virtual_to_wall": ratio,
+            "virtual_seconds": tally.virtual_ns as f64 / 1e9,
             "events": tally.events,
             "unfinished": tally.unfinished.values().sum::<u64>(),
             "unfinished_by_reason": tally.unfinished,
@@ -487,13 +488,14 @@ fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
         return;
     }
     println!(
-        "{} seeds of {} under {} with {strategy}: {} violating, {:.1} seeds/s, virtual/wall {:.0}x, {} events, {:.2} s",
+        "{} seeds of {} under {} with {strategy}: {} violating, {:.1} seeds/s, virtual/wall {:.0}x ({:.1} virtual s a seed), {} events, {:.2} s",
         tally.seeds,
         args.cluster.protocol,
         args.cluster.profile,
         failing.len(),
         seeds_per_sec,
         ratio,
+        tally.virtual_ns as f64 / 1e9 / tally.seeds.max(1) as f64,
         tally.events,
         wall_seconds
     );
