@@ -49,6 +49,32 @@ pub struct Entry {
     /// Every Byzantine replica's behaviour (`--behaviour`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<String>,
+    /// Model overrides (`--sign-us`, `--verify-us`, `--corrupt-ppm`, `--latency-us`): part
+    /// of the run, so the trace replays only with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_ppm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    /// The replicated service (`--service`; absent: kv) and its faults (`--service-fault`).
+    #[serde(
+        default = "default_service",
+        skip_serializing_if = "is_default_service"
+    )]
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_fault: Option<String>,
+}
+
+fn default_service() -> String {
+    "kv".into()
+}
+
+fn is_default_service(service: &str) -> bool {
+    service == "kv"
 }
 
 fn default_true() -> bool {
@@ -74,8 +100,92 @@ impl Entry {
         spec.options = self.options.clone();
         spec.byzantine = self.byzantine;
         spec.behaviour = self.behaviour.clone();
+        spec.sign_us = self.sign_us;
+        spec.verify_us = self.verify_us;
+        spec.corrupt_ppm = self.corrupt_ppm;
+        spec.latency_us = self.latency_us;
+        spec.service = self.service.clone();
+        spec.service_fault = self.service_fault.clone();
         spec.replay = Some(trace);
         spec
+    }
+
+    /// An open entry for a run of `spec` that broke `signature` (its trace named later).
+    fn of_run(spec: &RunSpec, signature: &str, note: &str) -> Entry {
+        Entry {
+            protocol: spec.protocol.clone(),
+            profile: spec.profile.clone(),
+            nodes: spec.nodes,
+            clients: spec.clients,
+            ops: spec.ops,
+            seed: spec.seed,
+            plan: spec.plan.clone(),
+            quiet_at_ms: spec.quiet_at_ms,
+            end_ms: spec.end_ms,
+            signature: signature.to_string(),
+            expected: "violation".into(),
+            note: note.to_string(),
+            dst_version: env!("CARGO_PKG_VERSION").to_string(),
+            trace: String::new(),
+            client_checksums: spec.client_checksums,
+            strategy: spec.strategy.clone(),
+            options: spec.options.clone(),
+            byzantine: spec.byzantine,
+            behaviour: spec.behaviour.clone(),
+            sign_us: spec.sign_us,
+            verify_us: spec.verify_us,
+            corrupt_ppm: spec.corrupt_ppm,
+            latency_us: spec.latency_us,
+            service: spec.service.clone(),
+            service_fault: spec.service_fault.clone(),
+        }
+    }
+
+    /// The file name (without extension): entries of other strategies and variants of the
+    /// same configuration must not share one.
+    fn name(&self) -> String {
+        let strategy = if self.strategy == "random" {
+            String::new()
+        } else {
+            format!("-{}", self.strategy.replace(':', "_"))
+        };
+        let variant = match self.variant() {
+            text if text.is_empty() => text,
+            text => format!("-v{:08x}", dst_sim::stable_hash(&text) as u32),
+        };
+        format!(
+            "{}-{}-{}{strategy}{variant}-seed{}",
+            self.protocol,
+            self.profile,
+            self.signature.replace(':', "_"),
+            self.seed
+        )
+    }
+
+    /// What tells this entry's run apart from other runs of its protocol and profile,
+    /// beyond the property: design options, adversary, model overrides and service ("" for
+    /// none, so that entries without any keep their names).
+    fn variant(&self) -> String {
+        let mut text = String::new();
+        if !self.options.is_empty() || self.byzantine.is_some() || self.behaviour.is_some() {
+            text = format!("{:?}{:?}{:?}", self.options, self.byzantine, self.behaviour);
+        }
+        let overrides = [
+            self.sign_us,
+            self.verify_us,
+            self.corrupt_ppm,
+            self.latency_us,
+        ];
+        if overrides.iter().any(Option::is_some)
+            || self.service != "kv"
+            || self.service_fault.is_some()
+        {
+            text.push_str(&format!(
+                ";{overrides:?};{};{:?}",
+                self.service, self.service_fault
+            ));
+        }
+        text
     }
 }
 
@@ -84,56 +194,57 @@ impl Entry {
 /// broke), not whichever the shrunk run happens to report first: explore keeps one failure
 /// per signature before shrinking, and a merge of shard corpora must agree with it.
 pub fn save(dir: &Path, shrunk: &Shrunk, note: &str) -> Result<PathBuf, String> {
-    let (outcome, trace) = (&shrunk.outcome, &shrunk.trace);
-    let spec = &outcome.spec;
-    let signature = shrunk.signature.clone();
-    if !outcome.violations.iter().any(|v| v.property == signature) {
+    let signature = &shrunk.signature;
+    if !shrunk
+        .outcome
+        .violations
+        .iter()
+        .any(|v| &v.property == signature)
+    {
         return Err(format!(
             "the shrunk run does not break [{signature}]: nothing to keep"
         ));
     }
-    let strategy = if spec.strategy == "random" {
-        String::new()
-    } else {
-        format!("-{}", spec.strategy.replace(':', "_"))
-    };
-    // Entries of other variants of the same configuration must not share a name.
-    let variant = if spec.options.is_empty() && spec.byzantine.is_none() && spec.behaviour.is_none()
-    {
-        String::new()
-    } else {
-        let text = format!("{:?}{:?}{:?}", spec.options, spec.byzantine, spec.behaviour);
-        format!("-v{:08x}", dst_sim::stable_hash(&text) as u32)
-    };
-    let name = format!(
-        "{}-{}-{}{strategy}{variant}-seed{}",
-        spec.protocol,
-        spec.profile,
-        signature.replace(':', "_"),
-        spec.seed
-    );
+    let entry = Entry::of_run(&shrunk.outcome.spec, signature, note);
+    write_entry(dir, entry, "", &shrunk.trace)
+}
+
+/// Saves a failure as found, before shrinking, as `<dir>/<name>-unshrunk.json` (and its
+/// trace): a campaign killed before it shrinks keeps what it found. The shrunk entry has
+/// another name, so a kill while it is written leaves each file whole.
+pub fn save_unshrunk(
+    dir: &Path,
+    spec: &RunSpec,
+    trace: &Trace,
+    signature: &str,
+    note: &str,
+) -> Result<PathBuf, String> {
+    write_entry(
+        dir,
+        Entry::of_run(spec, signature, note),
+        "-unshrunk",
+        trace,
+    )
+}
+
+/// Removes an entry written by [`save_unshrunk`] once its shrunk version is kept: the entry
+/// first, so that no entry ever points at a missing trace.
+pub fn remove(entry_path: &Path) -> Result<(), String> {
+    let trace = entry_path.with_extension("trace");
+    std::fs::remove_file(entry_path)
+        .and_then(|()| std::fs::remove_file(&trace))
+        .map_err(|e| format!("cannot remove {}: {e}", entry_path.display()))
+}
+
+fn write_entry(
+    dir: &Path,
+    mut entry: Entry,
+    suffix: &str,
+    trace: &Trace,
+) -> Result<PathBuf, String> {
+    let name = format!("{}{suffix}", entry.name());
+    entry.trace = format!("{name}.trace");
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let entry = Entry {
-        protocol: spec.protocol.clone(),
-        profile: spec.profile.clone(),
-        nodes: spec.nodes,
-        clients: spec.clients,
-        ops: spec.ops,
-        seed: spec.seed,
-        plan: spec.plan.clone(),
-        quiet_at_ms: spec.quiet_at_ms,
-        end_ms: spec.end_ms,
-        signature,
-        expected: "violation".into(),
-        note: note.to_string(),
-        dst_version: env!("CARGO_PKG_VERSION").to_string(),
-        trace: format!("{name}.trace"),
-        client_checksums: spec.client_checksums,
-        strategy: spec.strategy.clone(),
-        options: spec.options.clone(),
-        byzantine: spec.byzantine,
-        behaviour: spec.behaviour.clone(),
-    };
     // The trace first: an entry never points at a missing trace, even if killed in between.
     trace.write_atomic(&dir.join(&entry.trace))?;
     let json = serde_json::to_string_pretty(&entry).expect("entry serialises");
@@ -240,13 +351,12 @@ pub struct MergeReport {
 pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
     let mut report = MergeReport::default();
     let signature = |e: &Entry| {
-        let variant = format!("{:?}{:?}{:?}", e.options, e.byzantine, e.behaviour);
         (
             e.protocol.clone(),
             e.profile.clone(),
             e.signature.clone(),
             e.client_checksums,
-            variant,
+            e.variant(),
         )
     };
     let mut chosen: std::collections::BTreeMap<_, (Entry, Trace)> = Default::default();
@@ -295,4 +405,62 @@ pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
         report.kept += 1;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(spec: &RunSpec) -> Entry {
+        Entry::of_run(spec, "validity", "")
+    }
+
+    #[test]
+    fn model_overrides_and_the_service_name_a_variant_and_replay_with_the_entry() {
+        let plain = RunSpec::new("raft", 3, "corruption");
+        assert_eq!(entry(&plain).variant(), "", "no variant: old names stay");
+        assert_eq!(entry(&plain).name(), "raft-corruption-validity-seed3");
+        let mut names = std::collections::BTreeSet::from([entry(&plain).name()]);
+        let overrides: [fn(&mut RunSpec); 6] = [
+            |s| s.sign_us = Some(7),
+            |s| s.verify_us = Some(7),
+            |s| s.corrupt_ppm = Some(7),
+            |s| s.latency_us = Some(7),
+            |s| s.service = "inference".into(),
+            |s| s.service_fault = Some("1:split-k".into()),
+        ];
+        for set in overrides {
+            let mut spec = plain.clone();
+            set(&mut spec);
+            let kept = entry(&spec);
+            assert!(names.insert(kept.name()), "{} named twice", kept.name());
+            let replayed = kept.spec(Trace::default());
+            assert_eq!(
+                (replayed.sign_us, replayed.verify_us, replayed.corrupt_ppm),
+                (spec.sign_us, spec.verify_us, spec.corrupt_ppm)
+            );
+            assert_eq!(
+                (
+                    replayed.latency_us,
+                    &replayed.service,
+                    &replayed.service_fault
+                ),
+                (spec.latency_us, &spec.service, &spec.service_fault)
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_without_the_new_fields_reads_as_before() {
+        let text = r#"{"protocol":"raft","profile":"none","nodes":3,"clients":1,"ops":1,"seed":1,
+            "plan":null,"quiet_at_ms":1,"end_ms":2,"signature":"x","expected":"ok","note":"",
+            "dst_version":"0","trace":"t.trace"}"#;
+        let entry: Entry = serde_json::from_str(text).expect("old entry parses");
+        assert_eq!((entry.service.as_str(), entry.latency_us), ("kv", None));
+        let written = serde_json::to_string(&entry).unwrap();
+        assert!(
+            !written.contains("service") && !written.contains("latency_us"),
+            "{written}"
+        );
+    }
 }

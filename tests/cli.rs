@@ -329,12 +329,21 @@ fn a_campaign_keeps_shrunk_failures_that_replay() {
         "24",
         "--ops",
         "60",
+        // A model override is part of the run: the entries must replay with it.
+        "--latency-us",
+        "3000",
         "--shrink-attempts",
         "40",
         "--corpus",
         corpus,
     ]);
     assert_eq!(output.status.code(), Some(1));
+    let check = dst(&["corpus", "check", corpus]);
+    let checked = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && checked.contains("still fails with ["),
+        "{checked}"
+    );
     let entries = dst::corpus::load_all(&directory);
     assert!(
         !entries.is_empty(),
@@ -344,6 +353,7 @@ fn a_campaign_keeps_shrunk_failures_that_replay() {
     for (path, loaded) in entries {
         let (entry, trace) = loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!entry.client_checksums);
+        assert_eq!(entry.latency_us, Some(3000));
         let replay = dst::corpus::check(&entry, trace);
         assert!(replay.is_ok(), "{}: {replay:?}", path.display());
     }
