@@ -609,3 +609,90 @@ fn a_twins_run_prints_the_leader_order_its_replicas_used() {
     assert_ne!(drawn, "0", "seed 3 draws another order");
     assert_eq!(value_in("options:"), drawn, "options show the order in use");
 }
+
+/// Starts a campaign that finds failures (with a corpus), waits until it announces one,
+/// sends `signal`, and returns its exit code, standard output and corpus folder.
+#[cfg(unix)]
+fn campaign_stopped_by(
+    signal: libc::c_int,
+    name: &str,
+) -> (Option<i32>, String, std::path::PathBuf) {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("dst-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dst"))
+        .args([
+            "explore",
+            "--protocol",
+            "raft",
+            "--profile",
+            "corruption",
+            "--no-client-checksums",
+            "--ops",
+            "60",
+            // Bounded, should the signal go unheeded: the test then fails instead of hanging.
+            "--time",
+            "60",
+            "--shrink-attempts",
+            "20",
+            "--json",
+            "--corpus",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the dst binary runs");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let announced = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("dst: found seed"));
+    assert!(announced, "the campaign found nothing");
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    stderr.for_each(drop);
+    let output = child.wait_with_output().expect("the campaign ends");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    (output.status.code(), stdout, dir)
+}
+
+/// The corpus folder's entries all replay as they expect; returns their names.
+#[cfg(unix)]
+fn checked_corpus(dir: &std::path::Path) -> Vec<String> {
+    let check = dst(&["corpus", "check", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    text.lines()
+        .filter_map(|line| line.split_once(": still fails"))
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_terminated_campaign_reports_and_keeps_shrunk_what_it_found() {
+    let (code, stdout, dir) = campaign_stopped_by(libc::SIGTERM, "sigterm");
+    assert_eq!(code, Some(1), "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .expect("a summary");
+    let summary: serde_json::Value = serde_json::from_str(summary).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(summary["violations"].as_u64() > Some(0), "{summary}");
+    let names = checked_corpus(&dir);
+    assert!(!names.is_empty(), "{stdout}");
+    assert!(names.iter().all(|n| !n.ends_with("-unshrunk")), "{names:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_killed_campaign_keeps_what_it_found_unshrunk() {
+    let (code, _, dir) = campaign_stopped_by(libc::SIGKILL, "sigkill");
+    assert_eq!(code, None, "killed by the signal");
+    let names = checked_corpus(&dir);
+    assert!(names.iter().any(|n| n.ends_with("-unshrunk")), "{names:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -19,6 +19,7 @@ use dst::strategy::Strategy;
 use dst_sim::{EndReason, Trace};
 use serde_json::json;
 
+mod found;
 mod progress;
 
 /// Arguments.
@@ -93,6 +94,10 @@ struct Tally {
     seeds_to_first_violation: Option<u64>,
     /// What a campaign strategy did (pool, features, pruning).
     campaign: Vec<String>,
+    /// Corpus entries kept unshrunk as found (`--corpus`), by property.
+    unshrunk: BTreeMap<String, PathBuf>,
+    /// A signal stopped the campaign before its seeds ran out.
+    interrupted: bool,
 }
 
 /// The seeds of one shard, lazily: the `n`-th is `first + shard + n * shards`.
@@ -143,6 +148,7 @@ pub fn main(args: Args) -> ExitCode {
         shards,
         total: args.seeds.unwrap_or(default_seeds),
     };
+    found::catch_interrupts();
     let mut any_failure = false;
     let mut rows = Vec::new();
     for name in &strategies {
@@ -213,6 +219,7 @@ struct Shared<'a> {
     running: Mutex<BTreeMap<usize, (u64, f64, bool)>>,
     /// Set when every worker has finished; the watchdog then stops.
     done: AtomicBool,
+    unshrunk: found::Unshrunk,
     // Exploration is tooling: it times itself and runs independent simulations on threads.
     #[allow(clippy::disallowed_types)]
     started: std::time::Instant,
@@ -229,7 +236,7 @@ impl Shared<'_> {
             .args
             .time
             .is_some_and(|limit| self.elapsed_seconds() >= limit);
-        !out_of_time && !self.stop.load(Ordering::Relaxed)
+        !out_of_time && !self.stop.load(Ordering::Relaxed) && !found::interrupted()
     }
 
     /// Runs `run` as worker `worker`'s run of `seed`, under the watchdog's eye.
@@ -276,6 +283,7 @@ fn explore(args: &Args, strategy: &str, range: SeedRange) -> (Tally, f64) {
         progress: progress::Progress::new(strategy, range.len(), args.json),
         running: Mutex::new(BTreeMap::new()),
         done: AtomicBool::new(false),
+        unshrunk: found::Unshrunk::default(),
         started: std::time::Instant::now(),
     };
     let kind = Strategy::parse(strategy).expect("validated strategy");
@@ -305,10 +313,12 @@ fn explore(args: &Args, strategy: &str, range: SeedRange) -> (Tally, f64) {
     });
     shared.progress.finish();
     let wall_seconds = shared.elapsed_seconds();
-    let tally = shared
+    let mut tally = shared
         .tally
         .into_inner()
         .expect("no worker panicked while holding the tally");
+    tally.unshrunk = shared.unshrunk.into_kept();
+    tally.interrupted = found::interrupted();
     (tally, wall_seconds)
 }
 
@@ -372,6 +382,13 @@ fn record(shared: &Shared<'_>, outcome: &RunOutcome) {
         let (command, trace) = reproduce(shared, outcome);
         (outcome.spec.seed, line, command, trace)
     });
+    if let (Some(dir), Some((_, line, _, trace))) = (&shared.args.corpus, &failure) {
+        let note = format!(
+            "found by dst explore --strategy {}: {line}",
+            shared.strategy
+        );
+        shared.unshrunk.keep(dir, outcome, trace.as_ref(), &note);
+    }
     let mut tally = shared.tally.lock().expect("tally lock");
     tally.seeds += 1;
     if failure.is_some() && tally.first_violation_seconds.is_none() {
@@ -397,12 +414,32 @@ fn record(shared: &Shared<'_>, outcome: &RunOutcome) {
     }
     let failed = failure.is_some();
     if let Some(failure) = failure {
+        announce(shared, &tally, &failure);
         tally.failing.push(failure);
     }
     drop(tally);
     shared.progress.tick(failed);
     if failed && shared.args.stop_on_violation {
         shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Failures announced as found, besides the first of each property.
+const ANNOUNCED_MAX: usize = 20;
+
+/// Prints a failure when found (after it is kept), so that a campaign killed later loses
+/// nothing: the first `ANNOUNCED_MAX`, and the first of each property.
+fn announce(shared: &Shared<'_>, tally: &Tally, failure: &Failure) {
+    let (seed, line, command, _) = failure;
+    let property = line.split(']').next().unwrap_or_default();
+    let first_of_property = tally
+        .by_property
+        .get(property.trim_start_matches('['))
+        .is_some_and(|count| *count == 1);
+    if tally.failing.len() < ANNOUNCED_MAX || first_of_property {
+        shared.progress.println(&format!(
+            "dst: found seed {seed}: {line}\n  reproduce: {command}"
+        ));
     }
 }
 
@@ -482,6 +519,7 @@ fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
             "first_violation_seconds": tally.first_violation_seconds,
             "seeds_to_first_violation": tally.seeds_to_first_violation,
             "jobs": args.jobs,
+            "interrupted": tally.interrupted,
             "campaign": tally.campaign,
         });
         println!("{object}");
@@ -504,6 +542,9 @@ fn report(args: &Args, strategy: &str, tally: &Tally, wall_seconds: f64) {
     }
     if let Some(line) = unfinished_line(&tally.unfinished) {
         println!("  {line}");
+    }
+    if tally.interrupted {
+        println!("  interrupted: a signal stopped the campaign starting runs");
     }
     for (property, count) in &tally.by_property {
         println!("  {property}: {count}");
@@ -571,7 +612,17 @@ fn keep_failures(args: &Args, strategy: &str, tally: &Tally, dir: &Path) {
                 shrunk.events_before,
                 shrunk.events_after
             ),
-            Err(error) => eprintln!("dst: warning: seed {seed} not kept: {error}"),
+            Err(error) => {
+                eprintln!("dst: warning: seed {seed} not kept: {error}");
+                continue;
+            }
+        }
+        // The shrunk entry stands for the property now; one that failed to shrink or save
+        // keeps its unshrunk entry.
+        if let Some(unshrunk) = tally.unshrunk.get(&shrunk.signature) {
+            if let Err(error) = dst::corpus::remove(unshrunk) {
+                eprintln!("dst: warning: {error}");
+            }
         }
     }
 }

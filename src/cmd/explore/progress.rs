@@ -48,6 +48,11 @@ impl Progress {
         self.bar.inc(1);
     }
 
+    /// Prints a line on stderr, above the bar when it is drawn.
+    pub fn println(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
     /// Removes the bar before the summary prints.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
