@@ -328,6 +328,31 @@ impl RunOutcome {
     }
 }
 
+/// A valid spec with every configuration field away from its default, for tests that a
+/// configuration survives a round trip (trace flags, corpus entries).
+#[doc(hidden)]
+pub fn every_option_set() -> RunSpec {
+    let mut spec = RunSpec::new("pbft", 17, "byzantine");
+    spec.nodes = 7;
+    spec.clients = 2;
+    spec.ops = 40;
+    spec.plan = Some("at 5ms crash 1; at 9ms restart 1 # it's 'quoted'".into());
+    spec.quiet_at_ms = 700;
+    spec.end_ms = 2_000;
+    spec.client_checksums = false;
+    spec.strategy = "pct".into();
+    spec.byzantine = Some(2);
+    spec.behaviour = Some("equivocate".into());
+    spec.options = vec![("view_timeout_ms".into(), "300".into())];
+    spec.sign_us = Some(7);
+    spec.verify_us = Some(9);
+    spec.corrupt_ppm = Some(11);
+    spec.latency_us = Some(13);
+    spec.service = "inference".into();
+    spec.service_fault = Some("1:split-k".into());
+    spec
+}
+
 /// Bound on `--end-ms` and `--quiet-at-ms` (about 11.6 days of virtual time): their
 /// nanoseconds, and the time of every event, stay far inside a `u64`.
 pub const TIME_MS_MAX: u64 = 1_000_000_000;

@@ -288,31 +288,9 @@ mod tests {
     use super::*;
 
     /// A spec with every configuration flag away from its default.
-    fn unusual_spec() -> RunSpec {
-        let mut spec = RunSpec::new("pbft", 17, "byzantine");
-        spec.nodes = 7;
-        spec.clients = 2;
-        spec.ops = 40;
-        spec.plan = Some("at 5ms crash 1; at 9ms restart 1 # it's 'quoted'".into());
-        spec.quiet_at_ms = 700;
-        spec.end_ms = 2_000;
-        spec.client_checksums = false;
-        spec.strategy = "pct".into();
-        spec.byzantine = Some(2);
-        spec.behaviour = Some("equivocate".into());
-        spec.options = vec![("view_timeout_ms".into(), "300".into())];
-        spec.sign_us = Some(7);
-        spec.verify_us = Some(9);
-        spec.corrupt_ppm = Some(11);
-        spec.latency_us = Some(13);
-        spec.service = "inference".into();
-        spec.service_fault = Some("1:split-k".into());
-        spec
-    }
-
     #[test]
     fn a_traces_flags_parse_back_to_its_configuration() {
-        for spec in [unusual_spec(), RunSpec::new("raft", 3, "heavy")] {
+        for spec in [runner::every_option_set(), RunSpec::new("raft", 3, "heavy")] {
             let parsed = configured(&recorded_args(&spec.run_args()).unwrap()).unwrap();
             assert_eq!(parsed.trace_header(), spec.trace_header());
             assert_eq!(parsed.command(), spec.command());
