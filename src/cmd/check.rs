@@ -109,7 +109,7 @@ fn check_file(file: &Path, args: &Args, config: &CheckConfig) -> Result<FileChec
             .file_name()
             .map_or("history".into(), |n| n.to_string_lossy().into_owned());
         let path = dir.join(format!("{name}.html"));
-        std::fs::write(&path, html).map_err(|error| format!("{}: {error}", path.display()))?;
+        dst_sim::trace::write_atomic(&path, html.as_bytes())?;
     }
     Ok(result)
 }
