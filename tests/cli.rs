@@ -303,6 +303,15 @@ fn a_campaign_split_into_four_shards_finds_the_same_failures() {
     );
     let expected = failing_seeds(&whole);
     assert!(!expected.is_empty());
+    // Each failure was announced when found (these are fewer than the 20 announced).
+    let stderr = String::from_utf8_lossy(&whole.stderr);
+    let mut announced: Vec<u64> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("dst: found seed "))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect();
+    announced.sort_unstable();
+    assert_eq!(announced, expected, "{stderr}");
     let mut union = Vec::new();
     for shard in 0..4 {
         let shard_arg = format!("{shard}/4");

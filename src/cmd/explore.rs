@@ -6,7 +6,7 @@
 //! seed as one step of a campaign (one campaign per job); a failure is kept as its recorded
 //! trace in `--trace-dir`, and reproduced by replaying it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,6 +98,8 @@ struct Tally {
     unshrunk: BTreeMap<String, PathBuf>,
     /// A signal stopped the campaign before its seeds ran out.
     interrupted: bool,
+    /// The properties of the failures announced so far (as the first violation of a run).
+    announced: BTreeSet<String>,
 }
 
 /// The seeds of one shard, lazily: the `n`-th is `first + shard + n * shards`.
@@ -414,7 +416,7 @@ fn record(shared: &Shared<'_>, outcome: &RunOutcome) {
     }
     let failed = failure.is_some();
     if let Some(failure) = failure {
-        announce(shared, &tally, &failure);
+        announce(shared, &mut tally, &failure);
         tally.failing.push(failure);
     }
     drop(tally);
@@ -429,13 +431,10 @@ const ANNOUNCED_MAX: usize = 20;
 
 /// Prints a failure when found (after it is kept), so that a campaign killed later loses
 /// nothing: the first `ANNOUNCED_MAX`, and the first of each property.
-fn announce(shared: &Shared<'_>, tally: &Tally, failure: &Failure) {
+fn announce(shared: &Shared<'_>, tally: &mut Tally, failure: &Failure) {
     let (seed, line, command, _) = failure;
     let property = line.split(']').next().unwrap_or_default();
-    let first_of_property = tally
-        .by_property
-        .get(property.trim_start_matches('['))
-        .is_some_and(|count| *count == 1);
+    let first_of_property = tally.announced.insert(property.to_string());
     if tally.failing.len() < ANNOUNCED_MAX || first_of_property {
         shared.progress.println(&format!(
             "dst: found seed {seed}: {line}\n  reproduce: {command}"
