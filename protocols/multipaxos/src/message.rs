@@ -41,7 +41,7 @@ impl Slot {
 }
 
 /// What a slot holds: a client request, or `None` for a no-op that fills a gap.
-pub type Value<C> = Option<Request<C>>;
+pub type Value<C> = Option<std::sync::Arc<Request<C>>>;
 
 /// What an acceptor reports for one slot in a promise.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,6 +6,8 @@
 //! n2 then runs phase 1 with n1; n1's promise reports the accepted value, so n2 must propose
 //! that value again in the same slot, never a no-op or something else.
 
+use std::sync::Arc;
+
 use dst_multipaxos::{Body, ChosenMonitor, PaxosConfig, PaxosMsg, PaxosTimer, Role, Slot};
 use dst_protocols::{KvCommand, Request};
 use dst_sim::{ClientId, Node, NodeId};
@@ -84,7 +86,7 @@ fn leader_crash_after_choosing(broken: bool) -> (Result<(), String>, Cluster) {
     cluster.deliver(|_, to, body| to != n2 && !matches!(body, Body::Chosen { .. }));
     assert_eq!(
         cluster.node(0).chosen().get(&Slot(1)),
-        Some(&Some(put())),
+        Some(&Some(Arc::new(put()))),
         "n0 learned it"
     );
     assert!(cluster.node(1).chosen().is_empty(), "n1 must not know yet");
@@ -132,12 +134,12 @@ fn a_new_leader_recovers_the_value_chosen_by_the_crashed_one() {
     for id in [1, 2] {
         assert_eq!(
             cluster.node(id).chosen().get(&Slot(1)),
-            Some(&Some(put())),
+            Some(&Some(Arc::new(put()))),
             "n{id} learned the recovered value"
         );
         assert_eq!(
             cluster.node(id).chosen().get(&Slot(2)),
-            Some(&Some(other_put())),
+            Some(&Some(Arc::new(other_put()))),
             "n{id} learned the new request after it"
         );
     }
@@ -148,10 +150,13 @@ fn a_new_leader_recovers_the_value_chosen_by_the_crashed_one() {
         .accepted()
         .get(&Slot(1))
         .expect("accept survived the crash");
-    assert_eq!(record.value, Some(put()));
+    assert_eq!(record.value, Some(Arc::new(put())));
     cluster.step(NodeId(2), |node, ctx| node.on_timer(ctx, PaxosTimer::Tick));
     cluster.deliver(|_, _, _| true);
-    assert_eq!(cluster.node(0).chosen().get(&Slot(1)), Some(&Some(put())));
+    assert_eq!(
+        cluster.node(0).chosen().get(&Slot(1)),
+        Some(&Some(Arc::new(put())))
+    );
     assert_eq!(
         cluster.node(0).applied_below(),
         Slot(3),
@@ -231,7 +236,10 @@ fn cluster_with_one_chosen_slot() -> Cluster {
     });
     cluster.deliver(|_, _, _| true);
     for id in 0..3 {
-        assert_eq!(cluster.node(id).chosen().get(&Slot(1)), Some(&Some(put())));
+        assert_eq!(
+            cluster.node(id).chosen().get(&Slot(1)),
+            Some(&Some(Arc::new(put())))
+        );
     }
     cluster
 }
@@ -269,19 +277,25 @@ fn a_damaged_accept_record_is_reported_and_not_counted_until_rewritten() {
     cluster.step(n2, |node, ctx| node.on_timer(ctx, PaxosTimer::Tick));
     cluster.deliver(|_, _, _| true);
     assert_eq!(cluster.node(2).role(), Role::Leader);
-    assert_eq!(cluster.node(2).chosen().get(&Slot(1)), Some(&Some(put())));
+    assert_eq!(
+        cluster.node(2).chosen().get(&Slot(1)),
+        Some(&Some(Arc::new(put())))
+    );
     assert!(
         !cluster.node(1).is_recovering(),
         "slot 1 rewritten, still damaged"
     );
     let record = &cluster.node(1).accepted()[&Slot(1)];
-    assert_eq!(record.value, Some(put()), "{record:?}");
+    assert_eq!(record.value, Some(Arc::new(put())), "{record:?}");
 
     // The rewrite is durable: the damage is gone after another restart.
     cluster.crash(n1);
     cluster.step(n1, |node, ctx| node.on_restart(ctx));
     assert!(!cluster.node(1).is_recovering());
-    assert_eq!(cluster.node(1).accepted()[&Slot(1)].value, Some(put()));
+    assert_eq!(
+        cluster.node(1).accepted()[&Slot(1)].value,
+        Some(Arc::new(put()))
+    );
 }
 
 #[test]

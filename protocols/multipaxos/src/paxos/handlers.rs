@@ -597,7 +597,7 @@ impl<S: StateMachine> MultiPaxos<S> {
         self.pending.insert(key);
         let slot = self.next_slot;
         self.next_slot = slot.next();
-        self.propose(slot, Some(request));
+        self.propose(slot, Some(std::sync::Arc::new(request)));
     }
 
     // ---- timers ----
