@@ -151,7 +151,14 @@ fn the_determinism_self_check_passes_a_deterministic_protocol() {
 
 #[test]
 fn bad_input_is_a_one_line_error_with_exit_code_2() {
-    let cases: [&[&str]; 20] = [
+    let cases: [&[&str]; 21] = [
+        &[
+            "explore",
+            "--protocol",
+            "pingpong",
+            "--corpus",
+            "/dev/null/corpus",
+        ],
         &["run", "--protocol", "nonesuch"],
         &["run", "--protocol", "pingpong", "--end-ms", "0"],
         &[

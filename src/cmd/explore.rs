@@ -143,6 +143,12 @@ pub fn main(args: Args) -> ExitCode {
     if args.time.is_some_and(|t| t.is_nan() || t <= 0.0) {
         return super::bad_input("--time must be a positive number of seconds");
     }
+    // Found out now, not after a night of runs whose failures then have nowhere to go.
+    if let Some(dir) = &args.corpus {
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            return super::bad_input(format!("cannot create {}: {error}", dir.display()));
+        }
+    }
     let default_seeds = if args.time.is_some() { u64::MAX } else { 100 };
     let range = SeedRange {
         first: args.first_seed,

@@ -39,10 +39,11 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// The unshrunk corpus entries kept so far, by property.
+/// The unshrunk corpus entries kept so far, by property (None: keeping it failed, and is
+/// not tried again for that property).
 #[derive(Default)]
 pub struct Unshrunk {
-    kept: Mutex<BTreeMap<String, PathBuf>>,
+    kept: Mutex<BTreeMap<String, Option<PathBuf>>>,
 }
 
 impl Unshrunk {
@@ -59,20 +60,21 @@ impl Unshrunk {
         let saved = recorded(outcome, trace).and_then(|trace| {
             dst::corpus::save_unshrunk(dir, &outcome.spec, &trace, &first.property, note)
         });
-        match saved {
-            Ok(path) => {
-                kept.insert(first.property.clone(), path);
-            }
-            Err(error) => eprintln!(
+        if let Err(error) = &saved {
+            eprintln!(
                 "dst: warning: seed {} not kept unshrunk: {error}",
                 outcome.spec.seed
-            ),
+            );
         }
+        kept.insert(first.property.clone(), saved.ok());
     }
 
     /// The entries kept, by property.
     pub fn into_kept(self) -> BTreeMap<String, PathBuf> {
-        self.kept.into_inner().expect("unshrunk lock")
+        let kept = self.kept.into_inner().expect("unshrunk lock");
+        kept.into_iter()
+            .filter_map(|(property, path)| Some((property, path?)))
+            .collect()
     }
 }
 
