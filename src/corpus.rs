@@ -59,6 +59,9 @@ pub struct Entry {
     pub corrupt_ppm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// False for a failure kept as found, before shrinking (`save_unshrunk`); absent: true.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub shrunk: bool,
     /// The replicated service (`--service`; absent: kv) and its faults (`--service-fault`).
     #[serde(
         default = "default_service",
@@ -67,6 +70,10 @@ pub struct Entry {
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_fault: Option<String>,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn default_service() -> String {
@@ -136,6 +143,7 @@ impl Entry {
             verify_us: spec.verify_us,
             corrupt_ppm: spec.corrupt_ppm,
             latency_us: spec.latency_us,
+            shrunk: true,
             service: spec.service.clone(),
             service_fault: spec.service_fault.clone(),
         }
@@ -219,12 +227,11 @@ pub fn save_unshrunk(
     signature: &str,
     note: &str,
 ) -> Result<PathBuf, String> {
-    write_entry(
-        dir,
-        Entry::of_run(spec, signature, note),
-        "-unshrunk",
-        trace,
-    )
+    let entry = Entry {
+        shrunk: false,
+        ..Entry::of_run(spec, signature, note)
+    };
+    write_entry(dir, entry, "-unshrunk", trace)
 }
 
 /// Removes an entry written by [`save_unshrunk`] once its shrunk version is kept: the entry
@@ -345,8 +352,8 @@ pub struct MergeReport {
 }
 
 /// Merges corpus folders (for example one per shard) into `into`, keeping one entry per
-/// failure signature (protocol, profile, property, client checksums, design options and
-/// adversary): the lowest seed. The strategy that found it is not part of the signature: the
+/// failure signature (protocol, profile, property, client checksums and variant): a shrunk
+/// entry before one kept unshrunk by a stopped campaign, then the lowest seed. The strategy that found it is not part of the signature: the
 /// same bug found by two strategies is one entry.
 pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
     let mut report = MergeReport::default();
@@ -380,10 +387,11 @@ pub fn merge(sources: &[PathBuf], into: &Path) -> Result<MergeReport, String> {
                 }
             };
             let key = signature(&entry);
+            let rank = |e: &Entry| (!e.shrunk, e.seed);
             let keep_existing = existing.contains(&key)
                 || chosen
                     .get(&key)
-                    .is_some_and(|(kept, _)| kept.seed <= entry.seed);
+                    .is_some_and(|(kept, _)| rank(kept) <= rank(&entry));
             let replaced = !keep_existing && chosen.insert(key, (entry, trace)).is_some();
             if keep_existing || replaced {
                 report.duplicates += 1;
@@ -446,16 +454,41 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_prefers_a_shrunk_entry_to_an_unshrunk_one_of_a_lower_seed() {
+        let root = std::env::temp_dir().join(format!("dst-merge-unit-{}", std::process::id()));
+        let (killed, finished, into) = (root.join("a"), root.join("b"), root.join("into"));
+        let trace = Trace::default();
+        let spec = |seed| RunSpec::new("raft", seed, "corruption");
+        save_unshrunk(&killed, &spec(3), &trace, "validity", "").unwrap();
+        write_entry(&finished, entry(&spec(7)), "", &trace).unwrap();
+        write_entry(&finished, entry(&spec(9)), "", &trace).unwrap();
+        let report = merge(&[killed, finished], &into).unwrap();
+        assert_eq!((report.read, report.kept, report.duplicates), (3, 1, 2));
+        let kept: Vec<Entry> = load_all(&into)
+            .into_iter()
+            .map(|(_, loaded)| loaded.unwrap().0)
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].shrunk && kept[0].seed == 7, "{kept:?}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
     fn an_entry_without_the_new_fields_reads_as_before() {
         let text = r#"{"protocol":"raft","profile":"none","nodes":3,"clients":1,"ops":1,"seed":1,
             "plan":null,"quiet_at_ms":1,"end_ms":2,"signature":"x","expected":"ok","note":"",
             "dst_version":"0","trace":"t.trace"}"#;
         let entry: Entry = serde_json::from_str(text).expect("old entry parses");
         assert_eq!((entry.service.as_str(), entry.latency_us), ("kv", None));
+        assert!(
+            entry.shrunk,
+            "entries from before unshrunk ones existed were shrunk"
+        );
         let written = serde_json::to_string(&entry).unwrap();
         assert!(
             !written.contains("service") && !written.contains("latency_us"),
             "{written}"
         );
+        assert!(!written.contains("shrunk"), "{written}");
     }
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 /// Corpus commands.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Merge corpus folders into one, one entry per failure signature (the lowest seed).
+    /// Merge corpus folders into one, one entry per failure signature (a shrunk entry before
+    /// an unshrunk one, then the lowest seed).
     Merge {
         /// The folder to merge into (created if missing).
         #[arg(long)]
