@@ -185,7 +185,7 @@ impl Entry {
             self.latency_us,
         ];
         if overrides.iter().any(Option::is_some)
-            || self.service != "kv"
+            || !is_default_service(&self.service)
             || self.service_fault.is_some()
         {
             text.push_str(&format!(

@@ -10,6 +10,15 @@ fn dst(args: &[&str]) -> Output {
         .expect("the dst binary runs")
 }
 
+/// Asserts the command succeeded, showing its stderr otherwise.
+fn assert_succeeded(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn json_field(output: &Output, field: &str) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
@@ -34,11 +43,7 @@ fn the_same_seed_gives_the_same_trace_hash_in_two_processes() {
     ];
     let first = dst(&args);
     let second = dst(&args);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_succeeded(&first);
     assert_eq!(
         json_field(&first, "trace_hash"),
         json_field(&second, "trace_hash")
@@ -81,11 +86,7 @@ fn a_recorded_trace_replays_to_the_same_hash() {
     let recorded = dst(&[&base[..], &["--seed", "77", "--record", path_text]].concat());
     assert!(recorded.status.success());
     let replayed = dst(&[&base[..], &["--replay", path_text]].concat());
-    assert!(
-        replayed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
+    assert_succeeded(&replayed);
     assert_eq!(
         json_field(&recorded, "trace_hash"),
         json_field(&replayed, "trace_hash")
@@ -110,11 +111,7 @@ fn a_recorded_trace_replays_to_the_same_hash() {
 
     // The trace alone is enough: its header keeps the recorded flags.
     let alone = dst(&["run", "--replay", path_text, "--json"]);
-    assert!(
-        alone.status.success(),
-        "{}",
-        String::from_utf8_lossy(&alone.stderr)
-    );
+    assert_succeeded(&alone);
     assert_eq!(
         json_field(&recorded, "trace_hash"),
         json_field(&alone, "trace_hash")
@@ -412,11 +409,7 @@ fn shard_corpora_merge_into_the_corpus_of_one_run() {
     args.extend(shards.iter().map(|d| d.to_str().unwrap().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = dst(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let names = |dir: &std::path::Path| {
         let mut names: Vec<String> = dst::corpus::load_all(dir)
             .into_iter()
@@ -460,11 +453,7 @@ fn compare_runs_every_row_on_the_same_seeds_and_writes_csv_and_svg() {
         "--plot",
         svg.to_str().expect("utf-8 path"),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let rows = json_field(&output, "rows");
     let rows = rows.as_array().expect("rows");
     assert_eq!(rows.len(), 3, "two protocols and one variant");
@@ -567,11 +556,7 @@ fn tracing_output_names_the_node_and_virtual_time_of_every_ignored_message() {
         "debug",
     ];
     let output = dst(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let ignored: Vec<&str> = stderr
         .lines()
@@ -605,11 +590,7 @@ fn a_twins_run_prints_the_leader_order_its_replicas_used() {
         "--seed",
         "3",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let value_in = |prefix: &str| {
         let line = stdout

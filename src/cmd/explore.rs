@@ -432,6 +432,12 @@ fn record(shared: &Shared<'_>, outcome: &RunOutcome) {
     }
 }
 
+/// The property a failure line ("[property] detail") names.
+fn property_of(line: &str) -> &str {
+    let named = line.split(']').next().unwrap_or_default();
+    named.trim_start_matches('[')
+}
+
 /// Failures announced as found, besides the first of each property.
 const ANNOUNCED_MAX: usize = 20;
 
@@ -439,8 +445,7 @@ const ANNOUNCED_MAX: usize = 20;
 /// nothing: the first `ANNOUNCED_MAX`, and the first of each property.
 fn announce(shared: &Shared<'_>, tally: &mut Tally, failure: &Failure) {
     let (seed, line, command, _) = failure;
-    let property = line.split(']').next().unwrap_or_default();
-    let first_of_property = tally.announced.insert(property.to_string());
+    let first_of_property = tally.announced.insert(property_of(line).to_string());
     if tally.failing.len() < ANNOUNCED_MAX || first_of_property {
         shared.progress.println(&format!(
             "dst: found seed {seed}: {line}\n  reproduce: {command}"
@@ -596,8 +601,7 @@ fn keep_failures(args: &Args, strategy: &str, tally: &Tally, dir: &Path) {
     failing.sort_by_key(|f| f.0);
     let mut kept = std::collections::BTreeSet::new();
     for (seed, what, _, trace) in failing {
-        let signature = what.split(']').next().unwrap_or_default().to_string();
-        if !kept.insert(signature) {
+        if !kept.insert(property_of(what)) {
             continue;
         }
         let mut spec = spec_for(args, strategy, *seed);

@@ -287,7 +287,6 @@ fn report(outcome: &RunOutcome, json: bool) {
 mod tests {
     use super::*;
 
-    /// A spec with every configuration flag away from its default.
     #[test]
     fn a_traces_flags_parse_back_to_its_configuration() {
         for spec in [runner::every_option_set(), RunSpec::new("raft", 3, "heavy")] {
